@@ -1,0 +1,459 @@
+r"""Compressed-sensing instances: dictionaries, K-sparse codes and their invariants.
+
+Conventions (``../shared/NOTATION.md``): a dictionary ``D`` has shape (N, M) with
+unit-norm rows (atoms, the SAELens ``W_dec`` layout); codes ``Z`` have shape (B, N)
+with exactly K nonzeros per row; observations are ``X = Z @ D`` of shape (B, M).
+Everything here is float64 and every random function takes ``seed`` (an int or a
+``numpy.random.Generator``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft
+
+from ._validation import (
+    as_generator,
+    check_array,
+    check_choice,
+    check_dictionary,
+    check_int,
+    check_k,
+    check_positive,
+)
+
+#: Largest number of atom subsets an exhaustive search (``spark``, exact ``rip_constant``)
+#: may visit: about a second of batched linear algebra per million small subsets on 2 cores.
+MAX_EXHAUSTIVE_SUPPORTS = 2_000_000
+
+#: Relative singular-value threshold below which a set of atoms counts as linearly
+#: dependent; well above float64 round-off (~1e-16 * M) and far below any generic gap.
+RANK_RTOL = 1e-10
+
+#: Subsets processed per batched eigen/SVD call, to keep memory bounded.
+_SUBSET_CHUNK = 20_000
+
+DICTIONARY_KINDS = ("gaussian", "rademacher", "dct", "identity_dct")
+
+
+def normalize_atoms(D) -> np.ndarray:
+    """Return ``D`` with every row scaled to unit Euclidean norm.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M)
+        Atoms as rows. A zero row cannot be normalised and raises ``ValueError``.
+    """
+    D = check_array(D, "D")
+    norms = np.linalg.norm(D, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"D has zero rows {np.flatnonzero(norms[:, 0] == 0).tolist()}; drop them.")
+    return D / norms
+
+
+def random_dictionary(n_latents: int, n_dims: int, kind: str = "gaussian", *, seed) -> np.ndarray:
+    r"""Draw a dictionary of ``N`` unit-norm atoms in :math:`\mathbb{R}^M`.
+
+    Parameters
+    ----------
+    n_latents : int
+        N, the number of atoms (rows).
+    n_dims : int
+        M, the ambient dimension (columns).
+    kind : {"gaussian", "rademacher", "dct", "identity_dct"}
+        ``gaussian``: i.i.d. N(0, 1) entries, rows normalised (uniform on the sphere).
+        ``rademacher``: i.i.d. +-1 entries scaled by 1/sqrt(M).
+        ``dct``: a partial DCT, the classical compressed-sensing measurement: the N
+        orthonormal DCT-II basis vectors of R^N restricted to M random coordinates,
+        then renormalised (needs N >= M).
+        ``identity_dct``: the union of two orthonormal bases of R^M, spikes and DCT-II
+        (N = 2M required); deterministic with coherence about sqrt(2/M), the standard
+        example where the coherence recovery condition holds for K > 1 (Donoho & Huo 2001).
+    seed : int or numpy.random.Generator
+
+    Returns
+    -------
+    D : ndarray of shape (N, M), float64, unit-norm rows.
+
+    Examples
+    --------
+    >>> D = random_dictionary(16, 8, seed=0)
+    >>> D.shape, bool(np.allclose(np.linalg.norm(D, axis=1), 1.0))
+    ((16, 8), True)
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    check_choice(kind, "kind", DICTIONARY_KINDS)
+    rng = as_generator(seed)
+    if kind == "gaussian":
+        D = rng.standard_normal((n_latents, n_dims))
+    elif kind == "rademacher":
+        D = rng.choice(np.array([-1.0, 1.0]), size=(n_latents, n_dims))
+    elif kind == "dct":
+        if n_latents < n_dims:
+            raise ValueError(
+                f"kind='dct' restricts the N-point DCT to M coordinates and needs N >= M; got "
+                f"N={n_latents}, M={n_dims}. Use kind='gaussian' for N < M."
+            )
+        basis = scipy.fft.dct(np.eye(n_latents), norm="ortho", axis=0)  # rows: DCT-II basis vectors
+        coordinates = np.sort(rng.choice(n_latents, size=n_dims, replace=False))
+        D = basis[:, coordinates]
+        if (np.linalg.norm(D, axis=1) < 1e-12).any():
+            # Rare: some basis vector vanishes on the chosen coordinates; redraw them.
+            return random_dictionary(n_latents, n_dims, "dct", seed=rng)
+    else:  # identity_dct
+        if n_latents != 2 * n_dims:
+            raise ValueError(
+                f"kind='identity_dct' is the union of two bases of R^M and needs N = 2M; got "
+                f"N={n_latents}, M={n_dims}. Set n_latents={2 * n_dims}."
+            )
+        D = np.vstack([np.eye(n_dims), scipy.fft.dct(np.eye(n_dims), norm="ortho", axis=0)])
+    return normalize_atoms(D)
+
+
+def sparse_codes(
+    n_samples: int,
+    n_latents: int,
+    k: int,
+    *,
+    seed,
+    nonnegative: bool = True,
+    magnitudes: tuple[float, float] = (0.5, 1.5),
+) -> np.ndarray:
+    r"""Draw ``B`` codes with exactly ``K`` nonzeros each, on uniformly random supports.
+
+    Each nonzero has magnitude uniform in ``[lo, hi]``; with ``nonnegative=False`` it
+    also gets a uniformly random sign.
+
+    Parameters
+    ----------
+    n_samples, n_latents, k : int
+        B, N and K with ``1 <= K <= N``.
+    seed : int or numpy.random.Generator
+    nonnegative : bool
+        Nonnegative codes, as an SAE with a ReLU produces.
+    magnitudes : (float, float)
+        ``(lo, hi)`` with ``0 < lo <= hi``; ``lo = hi`` gives constant magnitudes.
+
+    Returns
+    -------
+    Z : ndarray of shape (B, N), float64.
+
+    Examples
+    --------
+    >>> Z = sparse_codes(4, 10, 3, seed=0)
+    >>> (Z != 0).sum(axis=1).tolist()
+    [3, 3, 3, 3]
+    """
+    n_samples = check_int(n_samples, "n_samples", minimum=1)
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    k = check_k(k, n_latents)
+    lo, hi = _check_magnitudes(magnitudes)
+    rng = as_generator(seed)
+    # argsort of i.i.d. uniforms gives a uniformly random K-subset per row, vectorised.
+    supports = np.argsort(rng.random((n_samples, n_latents)), axis=1)[:, :k]
+    values = rng.uniform(lo, hi, size=(n_samples, k))
+    if not nonnegative:
+        values *= rng.choice(np.array([-1.0, 1.0]), size=(n_samples, k))
+    Z = np.zeros((n_samples, n_latents))
+    np.put_along_axis(Z, supports, values, axis=1)
+    return Z
+
+
+def _check_magnitudes(magnitudes) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in magnitudes)
+    except (TypeError, ValueError):
+        raise ValueError(f"magnitudes must be a pair (lo, hi); got {magnitudes!r}.") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(f"magnitudes=(lo, hi) must satisfy 0 < lo <= hi; got {magnitudes!r}.")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Instance:
+    r"""A compressed-sensing instance: dictionary, codes and observations ``X = Z @ D``.
+
+    Attributes
+    ----------
+    D : ndarray of shape (N, M)
+    Z : ndarray of shape (B, N), K nonzeros per row
+    X : ndarray of shape (B, M)
+    k : int
+    kind : str
+        How ``D`` was drawn (see :func:`random_dictionary`).
+    seed : int or None
+    nonnegative : bool
+    magnitudes : (float, float)
+    """
+
+    D: np.ndarray = field(repr=False)
+    Z: np.ndarray = field(repr=False)
+    X: np.ndarray = field(repr=False)
+    k: int
+    kind: str = "gaussian"
+    seed: int | None = None
+    nonnegative: bool = True
+    magnitudes: tuple[float, float] = (0.5, 1.5)
+
+    @property
+    def n_latents(self) -> int:
+        """N."""
+        return self.D.shape[0]
+
+    @property
+    def n_dims(self) -> int:
+        """M."""
+        return self.D.shape[1]
+
+    @property
+    def n_samples(self) -> int:
+        """B."""
+        return self.Z.shape[0]
+
+    def params(self) -> dict:
+        """The parameters that regenerate this instance, as JSON scalars."""
+        return {
+            "N": self.n_latents,
+            "M": self.n_dims,
+            "K": self.k,
+            "B": self.n_samples,
+            "kind": self.kind,
+            "seed": self.seed,
+            "nonnegative": self.nonnegative,
+            "magnitudes": list(self.magnitudes),
+        }
+
+
+def make_instance(
+    n_latents: int,
+    n_dims: int,
+    k: int,
+    n_samples: int = 256,
+    *,
+    kind: str = "gaussian",
+    seed,
+    nonnegative: bool = True,
+    magnitudes: tuple[float, float] = (0.5, 1.5),
+) -> Instance:
+    """Draw ``D`` then ``Z`` from one seed and return the :class:`Instance` with ``X = Z @ D``.
+
+    Examples
+    --------
+    >>> inst = make_instance(16, 8, 3, 32, seed=0)
+    >>> inst.X.shape, inst.k
+    ((32, 8), 3)
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    k = check_k(k, n_latents)
+    rng = as_generator(seed)
+    D = random_dictionary(n_latents, n_dims, kind, seed=rng)
+    Z = sparse_codes(n_samples, n_latents, k, seed=rng, nonnegative=nonnegative, magnitudes=magnitudes)
+    return Instance(
+        D=D,
+        Z=Z,
+        X=Z @ D,
+        k=k,
+        kind=kind,
+        seed=seed if isinstance(seed, int) else None,
+        nonnegative=nonnegative,
+        magnitudes=_check_magnitudes(magnitudes),
+    )
+
+
+def mutual_coherence(D) -> float:
+    r"""Largest absolute inner product between two distinct unit atoms.
+
+    .. math:: \mu(D) = \max_{i \ne j} |\langle d_i, d_j \rangle|
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), unit-norm rows, N >= 2.
+
+    References
+    ----------
+    .. [1] Donoho & Elad (2003), "Optimally sparse representation in general
+       (nonorthogonal) dictionaries via l1 minimization", PNAS 100(5).
+
+    Examples
+    --------
+    >>> mutual_coherence(np.eye(3))
+    0.0
+    """
+    D = check_dictionary(D)
+    if D.shape[0] < 2:
+        raise ValueError("mutual coherence needs at least two atoms; got N=1.")
+    gram = np.abs(D @ D.T)
+    np.fill_diagonal(gram, 0.0)
+    return float(gram.max())
+
+
+def welch_bound(n_latents: int, n_dims: int) -> float:
+    r"""Welch lower bound on the coherence of ``N`` unit vectors in :math:`\mathbb{R}^M`.
+
+    .. math:: \mu(D) \ge \sqrt{\frac{N - M}{M (N - 1)}}
+
+    Zero when ``N <= M`` (orthonormal atoms exist). Equality holds exactly for
+    equiangular tight frames.
+
+    References
+    ----------
+    .. [1] Welch (1974), "Lower bounds on the maximum cross correlation of signals",
+       IEEE Trans. Inf. Theory 20(3).
+
+    Examples
+    --------
+    >>> round(welch_bound(3, 2), 6)  # the Mercedes-Benz frame attains 1/2
+    0.5
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=2)
+    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    if n_latents <= n_dims:
+        return 0.0
+    return math.sqrt((n_latents - n_dims) / (n_dims * (n_latents - 1)))
+
+
+def _count_subsets(n: int, sizes) -> int:
+    return sum(math.comb(n, s) for s in sizes)
+
+
+def _subset_chunks(n: int, size: int):
+    """Yield arrays of shape (C, size) holding all ``size``-subsets of range(n), in chunks."""
+    iterator = itertools.combinations(range(n), size)
+    while True:
+        chunk = list(itertools.islice(iterator, _SUBSET_CHUNK))
+        if not chunk:
+            return
+        yield np.asarray(chunk, dtype=np.intp)
+
+
+def spark(D, *, max_subsets: int = MAX_EXHAUSTIVE_SUPPORTS) -> int | float:
+    r"""Exact spark: the smallest number of linearly dependent atoms.
+
+    Enumerates subsets of size 1, 2, ... and returns the first size containing a
+    rank-deficient subset (relative singular-value threshold ``RANK_RTOL``). If no
+    subset of size <= min(N, M + 1) is dependent (only possible when N <= M, all atoms
+    independent), returns ``math.inf``: no dependent set exists, so every representation
+    is unique.
+
+    Uniqueness: every K-sparse representation is the unique sparsest one when
+    ``K < spark / 2``; and ``spark >= 1 + 1 / mu(D)`` (Donoho & Elad 2003).
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), unit-norm rows.
+    max_subsets : int
+        Refuse (``ValueError``) when the worst-case enumeration would visit more
+        subsets than this; the cheap certified alternative is ``1 + 1 / mutual_coherence(D)``.
+
+    Examples
+    --------
+    >>> spark(np.vstack([np.eye(2), [[2 ** -0.5, 2 ** -0.5]]]))
+    3
+    """
+    D = check_dictionary(D)
+    n_latents, n_dims = D.shape
+    largest = min(n_latents, n_dims + 1)
+    work = _count_subsets(n_latents, range(1, largest + 1))
+    if work > max_subsets:
+        raise ValueError(
+            f"exact spark of a ({n_latents}, {n_dims}) dictionary enumerates up to {work:.3g} "
+            f"atom subsets, over max_subsets={max_subsets}. Use the lower bound "
+            "1 + 1/mutual_coherence(D), or raise max_subsets if you can wait."
+        )
+    scale = np.linalg.norm(D, 2)
+    for size in range(1, largest + 1):
+        for subsets in _subset_chunks(n_latents, size):
+            singular = np.linalg.svd(D[subsets], compute_uv=False)  # (C, min(size, M))
+            smallest = singular[:, -1] if size <= n_dims else np.zeros(len(subsets))
+            if (smallest <= RANK_RTOL * scale).any():
+                return size
+    return math.inf
+
+
+def rip_constant(
+    D,
+    k: int,
+    method: str = "exact",
+    *,
+    n_subsets: int = 2000,
+    seed=0,
+    max_subsets: int = MAX_EXHAUSTIVE_SUPPORTS,
+) -> float:
+    r"""Restricted isometry constant :math:`\delta_K` of the dictionary.
+
+    The smallest :math:`\delta` with
+    :math:`(1 - \delta)\|z\|^2 \le \|z D\|^2 \le (1 + \delta)\|z\|^2` for every K-sparse z,
+    i.e. the largest deviation from 1 of an eigenvalue of a K x K Gram submatrix
+    :math:`D_S D_S^\top`.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), unit-norm rows.
+    k : int
+        K, with 1 <= K <= N.
+    method : {"exact", "sampled"}
+        ``exact`` visits all C(N, K) supports (refused above ``max_subsets``).
+        ``sampled`` visits ``n_subsets`` uniformly random supports and returns an honest
+        **lower bound** on delta_K (never an estimate of it): the true constant can only
+        be larger. Certificates need ``exact``.
+    n_subsets : int
+        Supports drawn by ``sampled``.
+    seed : int or numpy.random.Generator
+        Used by ``sampled`` only.
+
+    References
+    ----------
+    .. [1] Candes & Tao (2005), "Decoding by linear programming", IEEE Trans. Inf. Theory 51(12).
+    .. [2] Candes (2008), "The restricted isometry property and its implications for
+       compressed sensing", C. R. Acad. Sci. Paris I 346.
+
+    Examples
+    --------
+    >>> rip_constant(np.eye(4), 2)
+    0.0
+    """
+    D = check_dictionary(D)
+    n_latents = D.shape[0]
+    k = check_k(k, n_latents)
+    check_choice(method, "method", ("exact", "sampled"))
+    gram = D @ D.T
+    if method == "exact":
+        work = math.comb(n_latents, k)
+        if work > max_subsets:
+            raise ValueError(
+                f"exact RIP constant of order K={k} with N={n_latents} visits C(N, K)={work:.3g} "
+                f"supports, over max_subsets={max_subsets}. Use method='sampled' for a lower "
+                "bound, lower K, or raise max_subsets."
+            )
+        chunks = _subset_chunks(n_latents, k)
+    else:
+        n_subsets = check_int(n_subsets, "n_subsets", minimum=1)
+        rng = as_generator(seed)
+        # Sorted like the exact enumeration, so a sampled support yields the very same
+        # Gram submatrix (and eigenvalues, bit for bit) as in the exact run.
+        subsets = np.sort(np.argsort(rng.random((n_subsets, n_latents)), axis=1)[:, :k], axis=1)
+        chunks = (subsets[i : i + _SUBSET_CHUNK] for i in range(0, n_subsets, _SUBSET_CHUNK))
+    delta = 0.0
+    for subsets in chunks:
+        sub_gram = gram[subsets[:, :, None], subsets[:, None, :]]  # (C, K, K)
+        eigenvalues = np.linalg.eigvalsh(sub_gram)
+        delta = max(delta, float(np.max(eigenvalues[:, -1] - 1.0)), float(np.max(1.0 - eigenvalues[:, 0])))
+    return delta
+
+
+def coherence_recovery_sparsity(D) -> float:
+    r"""The coherence threshold :math:`(1 + 1/\mu) / 2`: every K-sparse code with K below it
+    is the unique sparsest representation and is recovered by basis pursuit and OMP.
+
+    References
+    ----------
+    .. [1] Donoho & Elad (2003), PNAS 100(5); Tropp (2004), "Greed is good", IEEE Trans.
+       Inf. Theory 50(10), Theorem A.
+    """
+    mu = mutual_coherence(D)
+    return math.inf if mu == 0 else 0.5 * (1.0 + 1.0 / mu)

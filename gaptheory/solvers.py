@@ -235,7 +235,7 @@ def basis_pursuit(X, D, *, nonnegative: bool = False, solver: str | None = None,
     Examples
     --------
     >>> D = np.eye(3)
-    >>> basis_pursuit(np.array([[0.0, 2.0, 0.0]]), D).round(6).tolist()
+    >>> (basis_pursuit(np.array([[0.0, 2.0, 0.0]]), D).round(6) + 0.0).tolist()
     [[0.0, 2.0, 0.0]]
     """
     D = check_dictionary(D)
@@ -321,7 +321,7 @@ def lasso(
     Examples
     --------
     >>> D = np.eye(2)
-    >>> lasso(np.array([[3.0, -0.5]]), D, alpha=1.0).round(6).tolist()
+    >>> (lasso(np.array([[3.0, -0.5]]), D, alpha=1.0).round(6) + 0.0).tolist()
     [[2.0, 0.0]]
     """
     D = check_dictionary(D)

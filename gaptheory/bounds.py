@@ -1,0 +1,338 @@
+r"""The bounds gaptheory checks, as sympy expressions and as fast numeric functions.
+
+Every formula is written once, symbolically, and turned into a number with
+``sympy.lambdify``; the ``check_*`` functions prove identities about them with sympy
+(exact arithmetic, no tolerance) so that the numbers the verification table compares
+against rest on checked algebra. Proofs: ``proofs/T2_lower_bound.md``,
+``proofs/T3_exact_lp.md`` and ``proofs/T4_classical_bounds.md``.
+
+Symbols: ``N`` latents, ``M`` input dimension, ``K`` nonzeros, ``mu`` mutual coherence,
+``beta`` the basis-pursuit cost of writing one atom with the others (T2), ``tau`` the
+threshold in the statistical-dimension formula, ``rho = K / N``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import scipy.optimize
+import scipy.special
+import sympy as sp
+
+from ._validation import check_array, check_int, check_k, check_positive
+
+# ----- symbols ---------------------------------------------------------------------------
+
+N_, M_ = sp.symbols("N M", positive=True, integer=True)
+K_ = sp.Symbol("K", positive=True, integer=True)
+mu_ = sp.Symbol("mu", positive=True)
+beta_ = sp.Symbol("beta", nonnegative=True)
+delta_ = sp.Symbol("delta", nonnegative=True)
+tau_ = sp.Symbol("tau", nonnegative=True)
+rho_ = sp.Symbol("rho", positive=True)
+_u = sp.Symbol("u", real=True)
+
+#: Standard normal density and upper tail, symbolically.
+PHI = sp.exp(-tau_**2 / 2) / sp.sqrt(2 * sp.pi)
+Q_TAIL = sp.erfc(tau_ / sp.sqrt(2)) / 2
+
+# ----- T4: classical compressed-sensing bounds -------------------------------------------
+
+#: Welch (1974): mu(D) >= sqrt((N - M) / (M (N - 1))) for N > M unit vectors in R^M.
+WELCH = sp.sqrt((N_ - M_) / (M_ * (N_ - 1)))
+#: Donoho & Elad (2003), Lemma 1: spark(D) >= 1 + 1/mu.
+SPARK_LOWER = 1 + 1 / mu_
+#: Donoho & Elad (2003), Tropp (2004): BP and OMP recover every K-sparse code if K < this.
+COHERENCE_SPARSITY = (1 + 1 / mu_) / 2
+#: Candes (2008): delta_2K below this implies exact basis-pursuit recovery.
+RIP_THRESHOLD = sp.sqrt(2) - 1
+#: Closed form of int_tau^inf (u - tau)^2 phi(u) du (checked by check_gaussian_tail_integral).
+GAUSSIAN_TAIL = (1 + tau_**2) * Q_TAIL - tau_ * PHI
+
+
+def statistical_dimension_objective(nonnegative: bool = False) -> sp.Expr:
+    r"""The function of ``tau`` whose infimum, times N, is the statistical dimension.
+
+    .. math:: F(\tau) = \rho (1 + \tau^2) + (1 - \rho)\, c \int_\tau^\infty (u - \tau)^2 \varphi(u)\,du,
+              \quad c = 2 \text{ (signed)}, \; c = 1 \text{ (nonnegative)}
+
+    References
+    ----------
+    .. [1] Amelunxen, Lotz, McCoy & Tropp (2014), "Living on the edge", Inf. Inference 3(3),
+       Proposition 4.5 / Recipe 4.1.
+    """
+    factor = 1 if nonnegative else 2
+    return rho_ * (1 + tau_**2) + (1 - rho_) * factor * GAUSSIAN_TAIL
+
+
+# ----- T2 / T3 -----------------------------------------------------------------------------
+
+#: T2: every ReLU encoder errs by at least 1 / (2 (1 + beta_i)) on latent i.
+T2_BOUND = 1 / (2 * (1 + beta_))
+#: T3: the constant encoder w = 0, b = 1/2 errs by exactly 1/2 on binary codes, so eps* <= 1/2.
+T3_CONSTANT_ENCODER_ERROR = sp.Rational(1, 2)
+
+# ----- numbers -----------------------------------------------------------------------------
+
+_welch = sp.lambdify((N_, M_), WELCH, "math")
+_gaussian_tail = sp.lambdify(tau_, GAUSSIAN_TAIL, ["scipy", "numpy"])
+_t2 = sp.lambdify(beta_, T2_BOUND, "numpy")
+
+
+def welch(n_latents: int, n_dims: int) -> float:
+    r"""Welch bound :math:`\sqrt{(N - M) / (M (N - 1))}` (0 when N <= M).
+
+    Examples
+    --------
+    >>> welch(3, 2)
+    0.5
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=2)
+    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    return 0.0 if n_latents <= n_dims else float(_welch(n_latents, n_dims))
+
+
+def spark_lower_bound(mu: float) -> float:
+    r"""Donoho-Elad lower bound :math:`1 + 1/\mu` on the spark (inf when mu = 0).
+
+    Examples
+    --------
+    >>> spark_lower_bound(0.5)
+    3.0
+    """
+    mu = check_positive(mu, "mu", allow_zero=True)
+    return math.inf if mu == 0 else 1.0 + 1.0 / mu
+
+
+def coherence_sparsity(mu: float) -> float:
+    r"""Coherence recovery threshold :math:`(1 + 1/\mu)/2`: K strictly below it is recovered.
+
+    Examples
+    --------
+    >>> coherence_sparsity(0.2)
+    3.0
+    """
+    mu = check_positive(mu, "mu", allow_zero=True)
+    return math.inf if mu == 0 else 0.5 * (1.0 + 1.0 / mu)
+
+
+def rip_guarantees_recovery(delta_2k: float) -> bool:
+    r"""True when :math:`\delta_{2K} < \sqrt2 - 1` (Candes 2008), so BP recovers every K-sparse code.
+
+    Examples
+    --------
+    >>> rip_guarantees_recovery(0.4), rip_guarantees_recovery(0.42)
+    (True, False)
+    """
+    delta_2k = check_positive(delta_2k, "delta_2k", allow_zero=True)
+    return delta_2k < float(RIP_THRESHOLD)
+
+
+def gaussian_tail_integral(tau) -> np.ndarray | float:
+    r""":math:`\int_\tau^\infty (u - \tau)^2 \varphi(u)\,du = (1 + \tau^2) Q(\tau) - \tau \varphi(\tau)`.
+
+    Examples
+    --------
+    >>> round(float(gaussian_tail_integral(0.0)), 12)  # half the second moment
+    0.5
+    """
+    return _gaussian_tail(np.asarray(tau, dtype=np.float64))
+
+
+def _stationarity(tau: float, rho: float, factor: int) -> float:
+    """Half the derivative of F(tau): rho tau - (1 - rho) c (phi(tau) - tau Q(tau))."""
+    phi = math.exp(-tau * tau / 2) / math.sqrt(2 * math.pi)
+    q = 0.5 * math.erfc(tau / math.sqrt(2))
+    return rho * tau - (1 - rho) * factor * (phi - tau * q)
+
+
+def statistical_dimension_threshold(rho: float, *, nonnegative: bool = False) -> float:
+    r"""The minimising ``tau`` of :func:`statistical_dimension_objective` for sparsity ``rho``.
+
+    :math:`F'(\tau)/2 = \rho\tau - (1-\rho) c (\varphi(\tau) - \tau Q(\tau))` is strictly
+    increasing (its derivative is :math:`\rho + (1-\rho) c Q(\tau) > 0`), negative at 0 and
+    positive for large ``tau``, so the root is unique; found with Brent's method.
+    """
+    rho = check_positive(rho, "rho")
+    if rho > 1:
+        raise ValueError(f"rho={rho} must be in (0, 1]; it is K / N.")
+    if rho == 1:
+        return 0.0
+    factor = 1 if nonnegative else 2
+    upper = 1.0
+    while _stationarity(upper, rho, factor) <= 0:
+        upper *= 2
+    return float(scipy.optimize.brentq(_stationarity, 0.0, upper, args=(rho, factor), xtol=1e-14))
+
+
+def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) -> float:
+    r"""Statistical dimension of the l1 descent cone at a K-sparse point in :math:`\mathbb{R}^N`.
+
+    .. math:: \delta = N \inf_{\tau \ge 0} \Big[\rho(1 + \tau^2) + (1-\rho)\, c\,
+              \big((1 + \tau^2) Q(\tau) - \tau\varphi(\tau)\big)\Big], \quad \rho = K/N
+
+    with ``c = 2`` for signed codes and ``c = 1`` for nonnegative codes (the descent cone of
+    the l1 norm plus the nonnegativity constraint). Basis pursuit with M Gaussian
+    measurements succeeds with high probability when M > delta and fails when M < delta,
+    within a window of width O(sqrt(N)).
+
+    Parameters
+    ----------
+    n_latents : int
+        N, the ambient dimension of the codes.
+    k : int
+        K, the number of nonzeros, 1 <= K <= N.
+    nonnegative : bool
+        Use the nonnegative variant (factor 1).
+
+    References
+    ----------
+    .. [1] Amelunxen, Lotz, McCoy & Tropp (2014), "Living on the edge: phase transitions in
+       convex programs with random data", Inf. Inference 3(3), Theorem II and Prop. 4.5.
+
+    Examples
+    --------
+    >>> round(statistical_dimension(100, 100), 9)
+    100.0
+    >>> 0 < statistical_dimension(100, 10) < 100
+    True
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    k = check_k(k, n_latents)
+    rho = k / n_latents
+    tau = statistical_dimension_threshold(rho, nonnegative=nonnegative)
+    factor = 1 if nonnegative else 2
+    value = rho * (1 + tau**2) + (1 - rho) * factor * float(gaussian_tail_integral(tau))
+    return n_latents * value
+
+
+def t2_bound(beta) -> np.ndarray:
+    r"""T2 lower bound :math:`1 / (2 (1 + \beta_i))` per latent (0 where beta is inf).
+
+    Examples
+    --------
+    >>> t2_bound([1.0, np.inf]).tolist()
+    [0.25, 0.0]
+    """
+    beta = np.asarray(beta, dtype=np.float64)
+    if np.isnan(beta).any() or (beta < 0).any():
+        raise ValueError(f"beta must be >= 0 (an l1 norm) or inf; got {beta!r}.")
+    return np.where(np.isinf(beta), 0.0, _t2(np.where(np.isinf(beta), 0.0, beta)))
+
+
+# ----- symbolic checks (exact; each returns a sympy-simplified residual or a bool) ---------
+
+
+def check_gaussian_tail_integral() -> sp.Expr:
+    r"""Integrate :math:`\int_\tau^\infty (u-\tau)^2\varphi(u)du` with sympy and return the
+    simplified difference from :data:`GAUSSIAN_TAIL` (``0`` when the closed form is right)."""
+    # A real (not nonnegative) threshold keeps sympy from splitting off the tau = 0 case.
+    tau = sp.Symbol("t", real=True)
+    integral = sp.integrate((_u - tau) ** 2 * sp.exp(-(_u**2) / 2) / sp.sqrt(2 * sp.pi), (_u, tau, sp.oo))
+    return sp.simplify(integral - GAUSSIAN_TAIL.subs(tau_, tau))
+
+
+def check_stationarity(nonnegative: bool = False) -> sp.Expr:
+    r"""Return the simplified difference between :math:`F'(\tau)` and the stationarity
+    function used by :func:`statistical_dimension_threshold` (``0`` when they agree):
+
+    .. math:: F'(\tau) = 2\big[\rho\tau - (1-\rho)\,c\,(\varphi(\tau) - \tau Q(\tau))\big].
+    """
+    factor = 1 if nonnegative else 2
+    claimed = 2 * (rho_ * tau_ - (1 - rho_) * factor * (PHI - tau_ * Q_TAIL))
+    return sp.simplify(sp.diff(statistical_dimension_objective(nonnegative), tau_) - claimed)
+
+
+def simplex_frame(n_latents: int) -> sp.Matrix:
+    r"""The regular simplex frame: N unit vectors with pairwise inner products -1/(N-1),
+    spanning an (N-1)-dimensional space, written in :math:`\mathbb{R}^N` (exact entries).
+
+    An equiangular tight frame; N = 3 is the Mercedes-Benz frame.
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=2)
+    centred = sp.eye(n_latents) - sp.ones(n_latents, n_latents) / n_latents
+    return centred * sp.sqrt(sp.Rational(n_latents, n_latents - 1))
+
+
+def check_welch_equality_simplex(n_latents: int) -> bool:
+    r"""True when the simplex frame of N atoms (rank M = N - 1) has unit atoms and
+    coherence exactly equal to the Welch bound :math:`\sqrt{(N-M)/(M(N-1))} = 1/(N-1)`."""
+    frame = simplex_frame(n_latents)
+    gram = (frame * frame.T).applyfunc(sp.nsimplify)
+    rank = frame.rank()
+    unit = all(sp.simplify(gram[i, i] - 1) == 0 for i in range(n_latents))
+    coherence = max(abs(gram[i, j]) for i in range(n_latents) for j in range(n_latents) if i != j)
+    return bool(unit and rank == n_latents - 1 and sp.simplify(coherence - WELCH.subs({N_: n_latents, M_: rank})) == 0)
+
+
+def check_welch_equality_general() -> sp.Expr:
+    """Symbolic: Welch(N, N - 1) - 1/(N - 1), simplified (0: the simplex attains Welch for every N)."""
+    return sp.simplify(WELCH.subs(M_, N_ - 1) - 1 / (N_ - 1))
+
+
+def t2_proof_lp(coefficients) -> sp.Rational:
+    r"""Exact optimum of the linear program the T2 proof reduces the four codes to.
+
+    For ``d_i = sum_j c_j d_j`` the codes 0, e_i, e_j, e_i + e_j force
+    :math:`|u_j| \le 2\varepsilon` and :math:`u_i \ge 1 - 2\varepsilon`, with
+    :math:`u_i = \sum_j c_j u_j`. This solves
+
+    .. math:: \min \varepsilon \ \text{s.t.}\ u_i = \textstyle\sum_j c_j u_j,\ -2\varepsilon \le u_j \le 2\varepsilon,\ u_i \ge 1 - 2\varepsilon
+
+    in exact rational arithmetic (sympy's simplex); T2 says the optimum is
+    :math:`1/(2(1 + \|c\|_1))`.
+
+    Parameters
+    ----------
+    coefficients : sequence of rationals (ints, Fractions or strings like "3/5")
+    """
+    coefficients = [sp.Rational(str(Fraction(c))) for c in coefficients]
+    if not coefficients:
+        raise ValueError("coefficients must be non-empty: atom i written with at least one other atom.")
+    from sympy.solvers.simplex import lpmin
+
+    eps, u_i = sp.symbols("eps u_i")
+    u = sp.symbols(f"u0:{len(coefficients)}")
+    constraints = [sp.Eq(u_i, sum(c * v for c, v in zip(coefficients, u))), u_i >= 1 - 2 * eps]
+    constraints += [v <= 2 * eps for v in u] + [v >= -2 * eps for v in u]
+    value, _ = lpmin(eps, constraints)
+    return value
+
+
+def four_code_lp(D, i: int) -> sp.Rational:
+    r"""Exact optimum over (w, b) of the worst error on latent ``i`` over the codes
+    0, e_i, e_j, e_i + e_j for every j != i (rational ``D``, sympy's simplex).
+
+    The ReLU is linearised (valid since the optimum is at most 1/2 < 1, see T3). T2
+    says the optimum is at least :math:`1/(2(1+\beta_i))`.
+
+    Parameters
+    ----------
+    D : sequence of sequences of rationals, shape (N, M)
+    i : int
+    """
+    from sympy.solvers.simplex import lpmin
+
+    D = sp.Matrix([[sp.Rational(str(Fraction(v))) for v in row] for row in D])
+    n_latents, n_dims = D.shape
+    i = check_int(i, "i", minimum=0, maximum=n_latents - 1)
+    eps, b = sp.symbols("eps b")
+    w = sp.Matrix(sp.symbols(f"w0:{n_dims}"))
+    u = D * w
+    constraints = [b <= eps, b + u[i] >= 1 - eps, b + u[i] <= 1 + eps]
+    for j in range(n_latents):
+        if j != i:
+            constraints += [b + u[j] <= eps, b + u[i] + u[j] >= 1 - eps, b + u[i] + u[j] <= 1 + eps]
+    value, _ = lpmin(eps, constraints)
+    return value
+
+
+def check_rational_dictionary(D) -> np.ndarray:
+    """Float copy of a rational dictionary, checked to have exactly unit-norm rows."""
+    rows = [[Fraction(str(v)) for v in row] for row in D]
+    for index, row in enumerate(rows):
+        if sum(v * v for v in row) != 1:
+            raise ValueError(f"D row {index} = {row} does not have norm exactly 1; use e.g. (3/5, 4/5).")
+    return check_array(np.array([[float(v) for v in row] for row in rows]), "D")

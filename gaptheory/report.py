@@ -1,0 +1,389 @@
+r"""Tables and figures, built from the results store only.
+
+``report`` imports nothing from gaptheory but :mod:`gaptheory.store`, so every table and
+figure can be rebuilt from the database file: ``gaptheory table results.db`` and
+``gaptheory plot results.db --kind compute|phase|gap``.
+
+Record fields each figure reads (written by :mod:`gaptheory.experiments`):
+
+- ``phase`` (kind ``recovery``): ``N``, ``M``, ``K``, ``success_rate``,
+  ``transition_K_over_M`` (the statistical-dimension prediction at that M/N).
+- ``compute`` (kind ``training``): ``method``, ``mcc``, ``inference_flops``,
+  ``training_flops``.
+- ``gap`` (kind ``gap``): ``N``, ``M``, ``eps_star``, ``gap_lower_bound``,
+  ``per_sample_error``; and, where trained, kind ``training`` records with
+  ``worst_case_error`` at the same ``N``, ``M``, ``K``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from .store import ResultStore
+
+#: Okabe & Ito (2008) colour-blind-safe palette, black first.
+OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+
+#: Fields that describe how a record was made, never averaged as metrics.
+BOOKKEEPING = frozenset({"key", "sweep", "kind", "status", "version", "seed", "device", "split", "host",
+                         "error", "traceback", "metrics"})
+
+#: Digits shown in table cells (mean and spread).
+TABLE_DIGITS = 3
+
+#: Figure resolution; 150 dpi keeps lines crisp in a PDF and files small.
+FIGURE_DPI = 150
+
+PLOT_KINDS = ("compute", "phase", "gap")
+
+
+# ---------------------------------------------------------------------------------------
+# Tables.
+# ---------------------------------------------------------------------------------------
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric_names(records: list[dict]) -> list[str]:
+    """The metrics the records declare (their ``metrics`` field), in first-seen order."""
+    names: list[str] = []
+    for record in records:
+        for name in (record.get("metrics") or "").split(","):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def summarize(records: list[dict], group_by, metrics=None) -> list[dict]:
+    r"""Group records and aggregate each metric over the group (typically: over seeds).
+
+    Parameters
+    ----------
+    records : list of dict
+        Store records.
+    group_by : sequence of str
+        Fields that define a row; records missing one are grouped under ``None``.
+    metrics : sequence of str, optional
+        Numeric fields to aggregate; default the records' declared metrics.
+
+    Returns
+    -------
+    rows : list of dict
+        One per group, sorted by the group values: the group fields, ``n`` (records in
+        the group) and, per metric, ``<metric>`` (mean) and ``<metric>_spread`` (sample
+        standard deviation) over the records where the metric is a finite number.
+
+    Examples
+    --------
+    >>> rows = summarize([{"a": 1, "x": 1.0}, {"a": 1, "x": 3.0}], ["a"], ["x"])
+    >>> rows[0]["x"], round(rows[0]["x_spread"], 4), rows[0]["n"]
+    (2.0, 1.4142, 2)
+    """
+    group_by = list(group_by)
+    metrics = list(metrics) if metrics is not None else [m for m in metric_names(records) if m not in group_by]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[tuple(record.get(name) for name in group_by)].append(record)
+    rows = []
+    for values in sorted(groups, key=lambda vs: tuple((v is None, str(type(v)), v if v is not None else 0) for v in vs)):
+        members = groups[values]
+        row = dict(zip(group_by, values))
+        row["n"] = len(members)
+        for metric in metrics:
+            numbers = [float(r[metric]) for r in members if _is_number(r.get(metric)) or isinstance(r.get(metric), bool)]
+            if numbers:
+                row[metric], row[f"{metric}_spread"] = _mean_spread(numbers)
+            else:
+                row[metric] = row[f"{metric}_spread"] = None
+        rows.append(row)
+    return rows
+
+
+def _format_cell(mean, spread, n: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{TABLE_DIGITS}g} ± {spread:.{TABLE_DIGITS - 1}g}" if n > 1 else f"{mean:.{TABLE_DIGITS}g}"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = False, caption: str | None = None) -> str:
+    r"""A table of ``mean ± std`` over seeds, one row per group, as Markdown or LaTeX.
+
+    LaTeX output uses booktabs (``\toprule``, ``\midrule``, ``\bottomrule``) and writes
+    each cell as ``$mean \pm std$``; add ``\usepackage{booktabs}`` to the preamble.
+
+    Examples
+    --------
+    >>> print(format_table([{"a": 1, "x": 1.0, "metrics": "x"}, {"a": 1, "x": 3.0, "metrics": "x"}], ["a"]))
+    | a | n | x |
+    | --- | --- | --- |
+    | 1 | 2 | 2 ± 1.4 |
+    """
+    group_by = list(group_by)
+    if metrics is None:
+        metrics = [m for m in metric_names(records) if m not in group_by]
+    rows = summarize(records, group_by, metrics)
+    header = group_by + ["n"] + list(metrics)
+    body = [[str(row[name]) for name in group_by] + [str(row["n"])]
+            + [_format_cell(row[m], row[f"{m}_spread"], row["n"]) for m in metrics] for row in rows]
+    if not latex:
+        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
+    lines += [r"\begin{tabular}{" + "l" * len(group_by) + "r" * (1 + len(metrics)) + "}", r"\toprule",
+              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for cells in body:
+        n_plain = len(group_by) + 1
+        plain = [_latex_escape(c) for c in cells[:n_plain]]
+        numbers = ["$" + c.replace(" ± ", r" \pm ") + "$" if c != "-" else "--" for c in cells[n_plain:]]
+        lines.append(" & ".join(plain + numbers) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Figures.
+# ---------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points) -> list[tuple[float, float]]:
+    """The points not dominated when cost (first) is minimised and score (second) maximised.
+
+    Returned sorted by cost; each has a strictly higher score than the previous one.
+
+    Examples
+    --------
+    >>> pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (3, 0.8)])
+    [(1, 0.5), (3, 0.9)]
+    """
+    front, best = [], -math.inf
+    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if score > best:
+            front.append((cost, score))
+            best = score
+    return front
+
+
+def _edges(centres: list[float]) -> list[float]:
+    """Cell edges around sorted centres: midpoints inside, half a spacing beyond the ends."""
+    if len(centres) == 1:
+        return [centres[0] - 0.05, centres[0] + 0.05]
+    mids = [(a + b) / 2 for a, b in zip(centres, centres[1:])]
+    return [centres[0] - (mids[0] - centres[0])] + mids + [centres[-1] + (centres[-1] - mids[-1])]
+
+
+def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
+    """Empirical l1 success over (M/N, K/M) with the statistical-dimension curve over it.
+
+    Returns a summary (cells plotted, fraction of cells where the prediction agrees with
+    the majority outcome).
+    """
+    records = [r for r in records if r.get("kind") == "recovery" and _is_number(r.get("success_rate"))]
+    if not records:
+        raise ValueError("no successful 'recovery' records to plot; run a recovery sweep (examples/phase_transition.toml) first.")
+    plt = _pyplot()
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    curve: dict[float, float] = {}
+    for r in records:
+        delta, rho = r["M"] / r["N"], r["K"] / r["M"]
+        cells[(round(delta, 6), round(rho, 6))].append(r["success_rate"])
+        if _is_number(r.get("transition_K_over_M")):
+            curve[round(delta, 6)] = r["transition_K_over_M"]
+    deltas = sorted({d for d, _ in cells})
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    import matplotlib.patches as patches
+    from matplotlib import cm, colormaps
+
+    cmap = colormaps["cividis"]
+    # Tile the plane column by column: K/M differs between columns (K is rounded), so each
+    # cell spans the midpoints to its neighbours within its own M/N column.
+    x_edges = _edges(deltas)
+    y_low, y_high = math.inf, -math.inf
+    for i, delta in enumerate(deltas):
+        column = sorted(k for d, k in cells if d == delta)
+        y_edges = _edges(column)
+        y_low, y_high = min(y_low, y_edges[0]), max(y_high, y_edges[-1])
+        for j, rho in enumerate(column):
+            values = cells[(delta, rho)]
+            ax.add_patch(patches.Rectangle((x_edges[i], y_edges[j]), x_edges[i + 1] - x_edges[i],
+                                           y_edges[j + 1] - y_edges[j], facecolor=cmap(sum(values) / len(values)),
+                                           edgecolor="none"))
+    mappable = cm.ScalarMappable(cmap=cmap)
+    mappable.set_clim(0.0, 1.0)
+    fig.colorbar(mappable, ax=ax, label="empirical success rate (fraction of codes recovered)")
+    agree = None
+    if curve:
+        cd = sorted(curve)
+        ax.plot(cd, [curve[d] for d in cd], color=OKABE_ITO[6], linewidth=2.2, marker="o", markersize=3,
+                label="statistical dimension = M (Amelunxen et al. 2014)")
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+        votes = [((sum(v) / len(v)) >= 0.5) == (k < curve.get(d, math.inf)) for (d, k), v in cells.items() if d in curve]
+        agree = sum(votes) / len(votes) if votes else None
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylim(y_low, y_high)
+    ax.set_xlabel("undersampling M/N (measurements per latent, dimensionless)")
+    ax.set_ylabel("sparsity K/M (nonzeros per measurement, dimensionless)")
+    Ns = sorted({r["N"] for r in records})
+    solvers = sorted({str(r.get("solver")) for r in records})
+    ax.set_title(title or f"l1 phase transition, N = {', '.join(map(str, Ns))}, solver: {', '.join(solvers)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {"cells": len(cells), "records": len(records), "prediction_agreement": agree}
+
+
+def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
+    """MCC vs inference FLOPs and vs training FLOPs, per method, with the Pareto front marked."""
+    records = [r for r in records if r.get("kind") == "training" and _is_number(r.get("mcc"))]
+    if not records:
+        raise ValueError("no successful 'training' records with 'mcc' to plot; run a training sweep first.")
+    plt = _pyplot()
+    methods = sorted({str(r.get("method")) for r in records})
+    colours = {m: OKABE_ITO[(i + 1) % len(OKABE_ITO)] for i, m in enumerate(methods)}
+    markers = dict(zip(methods, "osD^v<>px*"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fronts = {}
+    for ax, field, label in ((axes[0], "inference_flops", "inference cost per sample"),
+                             (axes[1], "training_flops", "training cost, total")):
+        usable = [r for r in records if _is_number(r.get(field)) and r[field] > 0]
+        for method in methods:
+            pts = [(r[field], r["mcc"]) for r in usable if str(r.get("method")) == method]
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colours[method], marker=markers[method],
+                           s=28, alpha=0.8, label=method, edgecolors="none")
+        front = pareto_front([(r[field], r["mcc"]) for r in usable])
+        fronts[field] = len(front)
+        if front:
+            xs, ys = zip(*front)
+            ax.step(xs, ys, where="post", color="#000000", linewidth=1.2, linestyle="--", label="Pareto front")
+            ax.scatter(xs, ys, facecolors="none", edgecolors="#000000", s=80, linewidths=1.0)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (FLOPs, log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("MCC with the true codes (dimensionless)")
+    axes[1].legend(loc="best", fontsize=8, framealpha=0.9)
+    fig.suptitle(title or "Compute-optimal inference: MCC vs FLOPs", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {"records": len(records), "methods": methods, "pareto_points": fronts}
+
+
+def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
+    """The amortisation gap vs M/N: eps*, the T2 lower bound, the best trained SAE, per-sample inference."""
+    gap = [r for r in records if r.get("kind") == "gap" and _is_number(r.get("eps_star"))]
+    if not gap:
+        raise ValueError("no successful 'gap' records to plot; run a gap sweep (examples/gap.toml) first.")
+    plt = _pyplot()
+    series = {
+        "eps_star": ("exact best ReLU encoder eps* (LP)", OKABE_ITO[5], "o", "-"),
+        "gap_lower_bound": ("lower bound (T2)", OKABE_ITO[6], "v", "--"),
+        "sae_worst_case": ("best trained SAE, worst case", OKABE_ITO[1], "s", "-."),
+        "per_sample_error": ("per-sample inference (convex solver)", OKABE_ITO[3], "D", ":"),
+    }
+    # Best trained SAE's worst-case error, matched to the gap records on (N, M, K).
+    trained: dict[tuple, float] = {}
+    for r in records:
+        if r.get("kind") == "training" and _is_number(r.get("worst_case_error")):
+            key = (r.get("N"), r.get("M"), r.get("K"))
+            trained[key] = min(trained.get(key, math.inf), r["worst_case_error"])
+    by_x: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in gap:
+        group = (r.get("K"), round(r["M"] / r["N"], 6))
+        for name in ("eps_star", "gap_lower_bound", "per_sample_error"):
+            if _is_number(r.get(name)):
+                by_x[group][name].append(r[name])
+        key = (r.get("N"), r.get("M"), r.get("K"))
+        if key in trained:
+            by_x[group]["sae_worst_case"].append(trained[key])
+    Ks = sorted({k for k, _ in by_x}, key=lambda k: (k is None, k or 0))
+    # One panel per K (small multiples) so curves of different K never share a legend entry.
+    fig, axes = plt.subplots(1, len(Ks), figsize=(1.0 + 5.2 * len(Ks), 4.6), sharey=True, squeeze=False)
+    plotted = set()
+    top = 0.0
+    for ax, K in zip(axes[0], Ks):
+        xs = sorted(x for k, x in by_x if k == K)
+        for name, (label, colour, marker, style) in series.items():
+            pts = [(x, _mean_spread(by_x[(K, x)][name])) for x in xs if by_x[(K, x)].get(name)]
+            if not pts:
+                continue
+            plotted.add(name)
+            top = max(top, max(p[1][0] + p[1][1] for p in pts))
+            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], color=colour,
+                        marker=marker, linestyle=style, linewidth=1.8, markersize=5, capsize=2, label=label)
+        ax.set_xlabel("M/N (input dimension per latent, dimensionless)")
+        ax.set_title(f"K = {K}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("worst-case error max |f(zD) - z|_inf (code units)")
+    # A little room below 0 so a zero-error curve is not hidden under the axis.
+    axes[0][0].set_ylim(-0.03 * max(top, 1e-12), 1.08 * max(top, 1e-12))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    Ns = sorted({r["N"] for r in gap})
+    fig.suptitle(title or f"Amortisation gap of ReLU encoders, N = {', '.join(map(str, Ns))}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(out, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {"records": len(gap), "series": sorted(plotted), "K": Ks}
+
+
+_PLOTS = {"compute": plot_compute, "phase": plot_phase, "gap": plot_gap}
+
+
+def plot(store_or_records, kind: str, out, **filters) -> dict:
+    """Draw figure ``kind`` (``compute``, ``phase`` or ``gap``) from a store (or records) to ``out``.
+
+    ``filters`` select records by equality, e.g. ``sweep="phase_transition"``.
+    """
+    if kind not in _PLOTS:
+        raise ValueError(f"kind={kind!r} is not a figure; choose one of {list(PLOT_KINDS)}.")
+    records = _records(store_or_records, filters)
+    return _PLOTS[kind](records, out)
+
+
+def table(store_or_records, group_by, metrics=None, *, latex: bool = False, **filters) -> str:
+    """:func:`format_table` over a store (or records), filtered by equality on ``filters``."""
+    records = _records(store_or_records, filters)
+    if not records:
+        raise ValueError(f"no successful records match {filters or 'the store'}; run a sweep first or relax the filter.")
+    return format_table(records, group_by, metrics, latex=latex)
+
+
+def _records(store_or_records, filters: dict) -> list[dict]:
+    if isinstance(store_or_records, ResultStore):
+        return store_or_records.records(**filters)
+    return [r for r in store_or_records if all(r.get(k) == v for k, v in filters.items())]

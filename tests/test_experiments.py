@@ -1,0 +1,233 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaptheory.cli import EXIT_OK, EXIT_USAGE, main
+from gaptheory.experiments import (
+    TASK_KINDS,
+    Sweep,
+    execute_task,
+    l1_transition_sparsity_ratio,
+    load_sweep,
+    run_sweep,
+)
+from gaptheory.bounds import statistical_dimension
+from gaptheory.store import ResultStore
+
+#: Seconds the SIGKILL test waits for the first rows before giving up.
+KILL_WAIT_S = 60.0
+
+
+def _sweep(**grid):
+    return Sweep(name="tiny", kind="recovery", fixed={"N": 12, "B": 3, "solver": "omp"},
+                 grid=grid or {"M": [6, 8], "K": [1, 2], "seed": [0, 1]})
+
+
+def test_sweep_expands_the_cartesian_product_with_distinct_stable_keys():
+    tasks = _sweep().tasks()
+    assert len(tasks) == 8 and len({t.key for t in tasks}) == 8
+    assert [t.key for t in tasks] == [t.key for t in _sweep().tasks()]
+    assert {(t.config["M"], t.config["K"]) for t in tasks} == {(6, 1), (6, 2), (8, 1), (8, 2)}
+
+
+def test_ratios_resolve_to_integers_and_duplicates_collapse():
+    sweep = Sweep(name="r", kind="recovery", fixed={"N": 10}, grid={"M_over_N": [0.5], "K_over_M": [0.2, 0.21]})
+    tasks = sweep.tasks()
+    assert len(tasks) == 1 and (tasks[0].config["M"], tasks[0].config["K"]) == (5, 1)
+
+
+def test_key_is_the_same_whether_a_default_is_written_or_not():
+    implicit = _sweep(M=[6], K=[1]).tasks()[0]
+    explicit = Sweep(name="other", kind="recovery", fixed={"N": 12, "B": 3, "solver": "omp", "seed": 0},
+                     grid={"M": [6], "K": [1]}).tasks()[0]
+    assert implicit.key == explicit.key
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "x", "kind": "nope"}, "kind='nope' is not supported"),
+        ({"name": "x", "kind": "recovery", "grid": {"Q": [1]}}, "does not take"),
+        ({"name": "x", "kind": "recovery", "grid": {"M": []}}, "non-empty list"),
+        ({"name": "x", "kind": "recovery", "fixed": {"M": 4}, "grid": {"M": [4]}}, "both"),
+        ({"kind": "recovery"}, "'name'"),
+        ({"name": "x", "kind": "recovery", "extra": 1}, "unknown top-level"),
+    ],
+)
+def test_bad_sweeps_are_rejected_with_a_message(data, message):
+    with pytest.raises(ValueError, match=message):
+        Sweep.from_dict(data)
+
+
+def test_bad_grid_values_fail_at_expansion_before_running():
+    with pytest.raises(ValueError, match="exceeds N"):
+        _sweep(M=[20], K=[1]).tasks()
+
+
+def test_load_sweep_reads_toml(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nkind = "recovery"\n[fixed]\nN = 12\n[grid]\nM = [4, 6]\nK = [1]\n')
+    assert len(load_sweep(path).tasks()) == 2
+    path.write_text("name = ")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_sweep(path)
+
+
+def test_example_sweeps_parse():
+    examples = os.path.join(os.path.dirname(__file__), "..", "examples")
+    for name in sorted(os.listdir(examples)):
+        if name.endswith(".toml"):
+            assert load_sweep(os.path.join(examples, name)).tasks(), name
+
+
+def test_recovery_task_record_carries_config_metrics_and_provenance():
+    task = _sweep(M=[8], K=[1]).tasks()[0]
+    record = execute_task(task)
+    assert record["status"] == "ok" and record["key"] == task.key
+    assert record["success_rate"] == 1.0  # K = 1 < (1 + 1/mu) / 2 for any mu < 1: OMP is exact
+    assert record["statdim"] == pytest.approx(statistical_dimension(12, 1))
+    assert {"version", "seed", "device", "split", "wall_time_s", "metrics", "N", "M", "K"} <= set(record)
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in record.values())
+
+
+def test_a_failing_task_becomes_a_failed_record_with_traceback():
+    task = _sweep(M=[3], K=[5]).tasks()[0]  # OMP refuses K > M
+    record = execute_task(task)
+    assert record["status"] == "failed" and "Traceback" in record["traceback"] and "k=5" in record["error"]
+
+
+def test_failures_do_not_stop_the_sweep_and_are_retried(tmp_path):
+    sweep = _sweep(M=[3], K=[1, 5])
+    with ResultStore(tmp_path / "r.db") as store:
+        summary = run_sweep(sweep, store)
+        assert (summary.ok, summary.failed) == (1, 1) and len(store.failures()) == 1
+        again = run_sweep(sweep, store)
+        assert (again.skipped, again.failed) == (1, 1)
+        assert run_sweep(sweep, store, retry_failed=False).skipped == 2
+
+
+def test_rerun_skips_finished_tasks(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        first = run_sweep(_sweep(), store)
+        second = run_sweep(_sweep(), store)
+    assert (first.ok, first.skipped) == (8, 0) and (second.ok, second.skipped) == (0, 8)
+
+
+@pytest.mark.parametrize("delta", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_transition_point_is_where_the_statistical_dimension_equals_M(delta):
+    N = 10_000
+    rho = l1_transition_sparsity_ratio(delta)
+    K = rho * delta * N
+    # statistical_dimension needs integer K: the transition lies between the two neighbours
+    assert statistical_dimension(N, int(K)) <= delta * N <= statistical_dimension(N, int(K) + 1)
+
+
+def test_process_pool_and_in_process_runs_store_identical_metrics(tmp_path):
+    sweep = _sweep(M=[6, 8], K=[2], seed=[0])
+    with ResultStore(tmp_path / "a.db") as a, ResultStore(tmp_path / "b.db") as b:
+        run_sweep(sweep, a, workers=1)
+        summary = run_sweep(sweep, b, workers=2)
+        assert summary.executor == "local:2"
+        strip = lambda rs: sorted((r["key"], r["success_rate"], r["max_error"]) for r in rs)  # noqa: E731
+        assert strip(a.records()) == strip(b.records())
+
+
+def test_dask_local_cluster_runs_every_task_once(tmp_path):
+    pytest.importorskip("distributed")
+    sweep = _sweep(M=[6, 8], K=[1, 2], seed=[0])
+    with ResultStore(tmp_path / "r.db") as store:
+        summary = run_sweep(sweep, store, dask_local=1, dask_processes=False)
+        assert summary.executor == "dask-local:1" and summary.ok == 4
+        assert store.keys() == {t.key for t in sweep.tasks()}
+
+
+def test_sweep_killed_with_sigkill_and_rerun_has_every_task_exactly_once(tmp_path):
+    db = tmp_path / "r.db"
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(textwrap.dedent("""
+        name = "killme"
+        kind = "recovery"
+        [fixed]
+        N = 24
+        B = 2
+        solver = "basis_pursuit"
+        [grid]
+        M = [8, 10, 12, 14]
+        K = [1, 2, 3]
+    """))
+    expected = {t.key for t in load_sweep(sweep_file).tasks()}
+    cmd = [sys.executable, "-m", "gaptheory", "run", str(sweep_file), "--store", str(db), "--workers", "1",
+           "--no-progress"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + KILL_WAIT_S
+        written = 0
+        while written < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+            if db.exists():
+                try:
+                    with ResultStore(db) as store:
+                        written = len(store)
+                except sqlite3.OperationalError:
+                    pass  # the file exists but its table does not yet
+        assert process.poll() is None, process.stderr.read().decode()
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    with ResultStore(db) as store:
+        survived = {r["key"]: r["wall_time_s"] for r in store.records()}
+    assert 2 <= len(survived) < len(expected)  # killed mid-run, after some commits
+
+    assert main(["run", str(sweep_file), "--store", str(db), "--workers", "1", "--json", "--no-progress"]) == EXIT_OK
+    with ResultStore(db) as store:
+        rows = store.records(status=None)
+        assert store.keys() == expected and len(rows) == len(expected)  # none lost, none duplicated
+        assert all(r["status"] == "ok" for r in rows)
+        # the rows committed before the kill were kept, not recomputed
+        assert {k: r["wall_time_s"] for r in rows for k in [r["key"]] if k in survived} == survived
+    raw = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM results").fetchone()
+    assert raw == (len(expected), len(expected))
+
+
+def test_cli_run_table_and_plot_end_to_end(tmp_path, capsys):
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('name = "cli"\nkind = "recovery"\n[fixed]\nN = 12\nB = 2\nsolver = "omp"\n'
+                          "[grid]\nM_over_N = [0.5, 0.75]\nK_over_M = [0.2, 0.5]\nseed = [0, 1]\n")
+    db = str(tmp_path / "r.db")
+    assert main(["run", str(sweep_file), "--store", db, "--workers", "1", "--json"]) == EXIT_OK
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["ok"] == 8 and outcome["total"] == 8 and outcome["version"]
+    assert main(["table", db, "--group-by", "M", "K", "--metrics", "success_rate"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("| M | K | n | success_rate |") and out.count("\n") == 6
+    assert main(["table", db, "--group-by", "M", "--latex", "--where", "K=1"]) == EXIT_OK
+    assert r"\toprule" in capsys.readouterr().out
+    png = tmp_path / "phase.png"
+    assert main(["plot", db, "--kind", "phase", "--out", str(png)]) == EXIT_OK
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["plot", db, "--kind", "gap", "--out", str(png)]) == EXIT_USAGE
+    assert "no successful 'gap' records" in capsys.readouterr().err
+    assert main(["table", str(tmp_path / "missing.db")]) == EXIT_USAGE
+
+
+def test_every_task_kind_has_defaults_with_a_seed():
+    for kind in TASK_KINDS.values():
+        assert "seed" in kind.defaults and callable(kind.run)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_execute_task_is_deterministic_in_the_seed(seed):
+    task = _sweep(M=[6], K=[2], seed=[seed]).tasks()[0]
+    first, second = execute_task(task), execute_task(task)
+    assert first["success_rate"] == second["success_rate"] and first["max_error"] == second["max_error"]

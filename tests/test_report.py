@@ -1,0 +1,126 @@
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaptheory.report import (
+    OKABE_ITO,
+    format_table,
+    metric_names,
+    pareto_front,
+    plot,
+    plot_compute,
+    plot_gap,
+    plot_phase,
+    summarize,
+    table,
+)
+from gaptheory.store import ResultStore
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _records():
+    out = []
+    for method, cost, base in (("sae", 10.0, 0.6), ("fista", 1000.0, 0.9), ("mlp", 50.0, 0.55)):
+        for seed in range(3):
+            out.append({"kind": "training", "method": method, "seed": seed, "N": 16, "M": 8, "K": 3,
+                        "mcc": base + 0.01 * seed, "inference_flops": cost * (1 + seed), "training_flops": 1e6 / cost,
+                        "worst_case_error": 1.0 - base, "metrics": "mcc,inference_flops,training_flops"})
+    return out
+
+
+def test_summarize_gives_mean_and_sample_std_over_seeds():
+    rows = summarize(_records(), ["method"], ["mcc"])
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["sae"]["n"] == 3
+    assert by_method["sae"]["mcc"] == pytest.approx(0.61)
+    assert by_method["sae"]["mcc_spread"] == pytest.approx(0.01)  # std of 0.60, 0.61, 0.62 with ddof=1
+
+
+def test_metric_names_come_from_the_records_declaration():
+    assert metric_names(_records()) == ["mcc", "inference_flops", "training_flops"]
+
+
+def test_markdown_table_has_one_row_per_group():
+    text = format_table(_records(), ["method"], ["mcc"])
+    lines = text.splitlines()
+    assert lines[0] == "| method | n | mcc |" and len(lines) == 2 + 3
+    assert "| fista | 3 | 0.91 ± 0.01 |" in lines
+
+
+def test_latex_table_uses_booktabs_and_escapes_underscores():
+    text = format_table(_records(), ["method"], ["inference_flops"], latex=True)
+    assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
+    assert r"inference\_flops" in text and r"\pm" in text
+    assert text.count(r"\\") == 4  # header + three rows
+
+
+def test_missing_metric_shows_a_dash():
+    assert "| x | 1 | - |" in format_table([{"g": "x", "y": "text"}], ["g"], ["y"])
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 1)), min_size=1, max_size=30))
+def test_pareto_front_is_exactly_the_undominated_points(points):
+    front = pareto_front(points)
+
+    def dominated(p):
+        return any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in points)
+
+    assert all(not dominated(p) for p in front)
+    for p in points:  # every other point is matched or beaten by a front point
+        assert any(q[0] <= p[0] and q[1] >= p[1] for q in front)
+    costs = [p[0] for p in front]
+    scores = [p[1] for p in front]
+    assert costs == sorted(costs) and all(a < b for a, b in zip(scores, scores[1:]))
+
+
+def test_compute_plot_is_a_png_with_a_front_in_each_panel(tmp_path):
+    out = tmp_path / "compute.png"
+    summary = plot_compute(_records(), out)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    assert summary["methods"] == ["fista", "mlp", "sae"]
+    # inference: cheap sae (0.60-0.62) then dearer fista beats it; training: fista is cheapest and best
+    assert summary["pareto_points"] == {"inference_flops": 6, "training_flops": 1}
+
+
+def test_phase_plot_reports_agreement_with_the_curve(tmp_path):
+    records = []
+    for M in (10, 20, 30):
+        for K in (1, 5, 9):
+            records.append({"kind": "recovery", "N": 40, "M": M, "K": K, "solver": "basis_pursuit",
+                            "success_rate": 1.0 if K / M < 0.3 else 0.0, "transition_K_over_M": 0.3})
+    summary = plot_phase(records, tmp_path / "phase.png")
+    assert summary["cells"] == 9 and summary["prediction_agreement"] == 1.0
+    assert (tmp_path / "phase.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_gap_plot_matches_trained_saes_on_N_M_K(tmp_path):
+    gap = [{"kind": "gap", "N": 16, "M": M, "K": 3, "seed": s, "eps_star": 0.3 - 0.01 * M,
+            "gap_lower_bound": 0.1, "per_sample_error": 0.0} for M in (4, 8, 12) for s in (0, 1)]
+    summary = plot_gap(gap + _records(), tmp_path / "gap.png")
+    assert summary["series"] == ["eps_star", "gap_lower_bound", "per_sample_error", "sae_worst_case"]
+    assert (tmp_path / "gap.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("function", [plot_compute, plot_phase, plot_gap])
+def test_plots_refuse_empty_input_with_a_hint(tmp_path, function):
+    with pytest.raises(ValueError, match="run a"):
+        function([], tmp_path / "x.png")
+
+
+def test_table_and_plot_read_from_a_store(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        for i, record in enumerate(_records()):
+            store.put({**record, "key": f"k{i}", "status": "ok"})
+        assert table(store, ["method"], ["mcc"], method="sae").count("\n") == 2
+        assert plot(store, "compute", tmp_path / "c.png")["records"] == 9
+        with pytest.raises(ValueError, match="not a figure"):
+            plot(store, "pie", tmp_path / "c.png")
+        with pytest.raises(ValueError, match="no successful records"):
+            table(store, ["method"], method="nope")
+
+
+def test_palette_is_okabe_ito():
+    assert len(OKABE_ITO) == 8 and OKABE_ITO[1] == "#E69F00" and all(c.startswith("#") for c in OKABE_ITO)

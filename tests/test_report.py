@@ -25,34 +25,34 @@ def _records():
     for method, cost, base in (("sae", 10.0, 0.6), ("fista", 1000.0, 0.9), ("mlp", 50.0, 0.55)):
         for seed in range(3):
             out.append({"kind": "training", "method": method, "seed": seed, "N": 16, "M": 8, "K": 3,
-                        "mcc": base + 0.01 * seed, "inference_flops": cost * (1 + seed), "training_flops": 1e6 / cost,
-                        "worst_case_error": 1.0 - base, "metrics": "mcc,inference_flops,training_flops"})
+                        "test_mcc": base + 0.01 * seed, "inference_flops_per_sample": cost * (1 + seed),
+                        "train_flops": 1e6 / cost, "metrics": "test_mcc,inference_flops_per_sample,train_flops"})
     return out
 
 
 def test_summarize_gives_mean_and_sample_std_over_seeds():
-    rows = summarize(_records(), ["method"], ["mcc"])
+    rows = summarize(_records(), ["method"], ["test_mcc"])
     by_method = {row["method"]: row for row in rows}
     assert by_method["sae"]["n"] == 3
-    assert by_method["sae"]["mcc"] == pytest.approx(0.61)
-    assert by_method["sae"]["mcc_spread"] == pytest.approx(0.01)  # std of 0.60, 0.61, 0.62 with ddof=1
+    assert by_method["sae"]["test_mcc"] == pytest.approx(0.61)
+    assert by_method["sae"]["test_mcc_spread"] == pytest.approx(0.01)  # std of 0.60, 0.61, 0.62 with ddof=1
 
 
 def test_metric_names_come_from_the_records_declaration():
-    assert metric_names(_records()) == ["mcc", "inference_flops", "training_flops"]
+    assert metric_names(_records()) == ["test_mcc", "inference_flops_per_sample", "train_flops"]
 
 
 def test_markdown_table_has_one_row_per_group():
-    text = format_table(_records(), ["method"], ["mcc"])
+    text = format_table(_records(), ["method"], ["test_mcc"])
     lines = text.splitlines()
-    assert lines[0] == "| method | n | mcc |" and len(lines) == 2 + 3
+    assert lines[0] == "| method | n | test_mcc |" and len(lines) == 2 + 3
     assert "| fista | 3 | 0.91 ± 0.01 |" in lines
 
 
 def test_latex_table_uses_booktabs_and_escapes_underscores():
-    text = format_table(_records(), ["method"], ["inference_flops"], latex=True)
+    text = format_table(_records(), ["method"], ["inference_flops_per_sample"], latex=True)
     assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
-    assert r"inference\_flops" in text and r"\pm" in text
+    assert r"inference\_flops\_per\_sample" in text and r"\pm" in text
     assert text.count(r"\\") == 4  # header + three rows
 
 
@@ -82,7 +82,7 @@ def test_compute_plot_is_a_png_with_a_front_in_each_panel(tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert summary["methods"] == ["fista", "mlp", "sae"]
     # inference: cheap sae (0.60-0.62) then dearer fista beats it; training: fista is cheapest and best
-    assert summary["pareto_points"] == {"inference_flops": 6, "training_flops": 1}
+    assert summary["pareto_points"] == {"inference_flops_per_sample": 6, "train_flops": 1}
 
 
 def test_phase_plot_reports_agreement_with_the_curve(tmp_path):
@@ -96,9 +96,9 @@ def test_phase_plot_reports_agreement_with_the_curve(tmp_path):
     assert (tmp_path / "phase.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_gap_plot_matches_trained_saes_on_N_M_K(tmp_path):
+def test_gap_plot_draws_every_series_present(tmp_path):
     gap = [{"kind": "gap", "N": 16, "M": M, "K": 3, "seed": s, "eps_star": 0.3 - 0.01 * M,
-            "gap_lower_bound": 0.1, "per_sample_error": 0.0} for M in (4, 8, 12) for s in (0, 1)]
+            "gap_lower_bound": 0.1, "per_sample_error": 0.0, "sae_worst_case": 0.4} for M in (4, 8, 12) for s in (0, 1)]
     summary = plot_gap(gap + _records(), tmp_path / "gap.png")
     assert summary["series"] == ["eps_star", "gap_lower_bound", "per_sample_error", "sae_worst_case"]
     assert (tmp_path / "gap.png").read_bytes()[:8] == PNG_MAGIC
@@ -114,7 +114,7 @@ def test_table_and_plot_read_from_a_store(tmp_path):
     with ResultStore(tmp_path / "r.db") as store:
         for i, record in enumerate(_records()):
             store.put({**record, "key": f"k{i}", "status": "ok"})
-        assert table(store, ["method"], ["mcc"], method="sae").count("\n") == 2
+        assert table(store, ["method"], ["test_mcc"], method="sae").count("\n") == 2
         assert plot(store, "compute", tmp_path / "c.png")["records"] == 9
         with pytest.raises(ValueError, match="not a figure"):
             plot(store, "pie", tmp_path / "c.png")

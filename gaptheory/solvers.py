@@ -19,6 +19,7 @@ design matrix is :math:`A = D^\top` (M x N) so ``n_samples = M``; hence
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from enum import IntEnum
@@ -48,6 +49,25 @@ FISTA_MAX_ITER = 20_000
 #: FISTA evaluates the duality gap (one extra matmul) every this many iterations.
 FISTA_CHECK_EVERY = 10
 
+#: Homotopy event times shorter than this many machine epsilons (relative to lambda) are
+#: round-off echoes of the event just taken (an atom re-entering as it leaves), not events.
+HOMOTOPY_EVENT_EPS = 256
+
+#: Cap on homotopy events per row: this many times min(N, M), plus HOMOTOPY_MIN_EVENTS.
+#: Random instances need about one event per atom of the final support; the path can be
+#: exponentially long in the worst case (Mairal & Yu 2012), so rows past the cap are
+#: finished by warm-started FISTA instead.
+HOMOTOPY_MAX_EVENTS_PER_DIM = 2
+HOMOTOPY_MIN_EVENTS = 16
+
+#: A float32 path stops once at most this fraction of its rows is still moving; those
+#: stragglers (long paths, or paths that round-off sent astray) restart in float64,
+#: instead of holding up the loop for a handful of rows.
+HOMOTOPY_STRAGGLER_FRACTION = 0.01
+
+#: Active-set slots allocated at first; doubled whenever a row needs more.
+HOMOTOPY_INITIAL_SLOTS = 16
+
 #: OMP stops adding atoms to a row once its residual norm is below this times ``||x||``:
 #: the observation is then represented to float64 round-off and further atoms would be noise.
 OMP_RESIDUAL_RTOL = 1e-10
@@ -56,7 +76,7 @@ OMP_RESIDUAL_RTOL = 1e-10
 #: ``1 + ||x||``; interior-point solvers reach ~1e-9, so a larger residual is a failure.
 BP_RESIDUAL_RTOL = 1e-6
 
-LASSO_METHODS = ("cvxpy", "fista")
+LASSO_METHODS = ("auto", "homotopy", "fista", "cvxpy")
 
 
 class Status(IntEnum):
@@ -257,7 +277,7 @@ def lasso(
     alpha: float,
     *,
     nonnegative: bool = False,
-    method: str = "fista",
+    method: str = "auto",
     tol: float = FISTA_TOL,
     max_iter: int = FISTA_MAX_ITER,
     init=None,
@@ -339,28 +359,16 @@ def lasso(
             raise ValueError(f"init must have B={X.shape[0]} rows like X; got shape {init.shape}.")
         if nonnegative:
             init = np.maximum(init, 0.0)
-    result = _fista(
-        X, D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=init,
-        device=resolve_device(device), dtype=resolve_dtype(dtype),
-    )
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    if method == "homotopy" or (method == "auto" and init is None):
+        result = _lasso_homotopy(X, D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
+                                 device=device, dtype=dtype)
+    else:
+        result = _fista(X, D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=init,
+                        device=device, dtype=dtype)
     if not result.success:
         warnings.warn(result.message, ConvergenceWarning, stacklevel=2)
     return result if return_info else result.codes
-
-
-def _lasso_gap(X, D, C, G, z, alpha, nonnegative):
-    """Primal objective and duality gap per row for codes ``z`` (all tensors)."""
-    residual = X - z @ D
-    correlation = C - z @ G  # = residual @ D.T
-    primal = 0.5 * (residual * residual).sum(1) + alpha * z.abs().sum(1)
-    if nonnegative:
-        worst = correlation.max(1).values.clamp_min(0.0)
-    else:
-        worst = correlation.abs().max(1).values
-    scale = torch.clamp(alpha / worst.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
-    theta = residual * scale[:, None]
-    dual = (X * theta).sum(1) - 0.5 * (theta * theta).sum(1)
-    return primal, (primal - dual).clamp_min(0.0)
 
 
 def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> SolveResult:
@@ -400,7 +408,7 @@ def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> S
         z, t = z_new, t_new
         if iteration % FISTA_CHECK_EVERY and iteration != max_iter:
             continue
-        primal, row_gap = _lasso_gap(x_a, Dt, c_a, G, z, alpha, nonnegative)
+        primal, row_gap = _lasso_gap(x_a, Dt, z, alpha, nonnegative, C=c_a, G=G)
         finite = torch.isfinite(primal) & torch.isfinite(row_gap)
         done = (row_gap <= tol * primal.clamp_min(torch.finfo(dtype).tiny)) | ~finite
         if iteration == max_iter:
@@ -429,6 +437,301 @@ def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> S
         duality_gap=gap.numpy(),
         message=_status_message(status_np, f"raise max_iter={max_iter} or loosen tol={tol:g}"),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Batched LASSO homotopy (LARS-lasso) with an exact, certified finish on the support.
+# ---------------------------------------------------------------------------------------
+
+
+class _DenseTimer:
+    """Times the dense kernels (matmul/bmm) of a solver and counts their FLOPs, so the
+    benchmark can compare the solver's dense phase with a plain matmul of the same run.
+    Solvers receive ``None`` by default and then call the kernels untimed."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.flops = 0.0
+
+    def __call__(self, fn, flops: float):
+        start = time.perf_counter()
+        out = fn()
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.seconds += time.perf_counter() - start
+        self.flops += float(flops)
+        return out
+
+
+def _dense(timer, fn, flops):
+    """Run the dense kernel ``fn``, timed when a :class:`_DenseTimer` is given."""
+    return fn() if timer is None else timer(fn, flops)
+
+
+def _lasso_gap(X, D, z, alpha, nonnegative, timer=None, C=None, G=None):
+    r"""Primal objective and duality gap per row for codes ``z`` (all tensors).
+
+    The dual point is the scaled residual :math:`\theta = r \min(1, \alpha / \|r D^\top\|_\infty)`
+    (nonnegative case: the largest positive correlation), feasible by construction, so
+    primal minus dual bounds the suboptimality of ``z``. The correlation is taken from
+    the residual itself, or as ``C - z G`` when ``C = X D^T`` and ``G = D D^T`` are given
+    (FISTA, which has them at hand; :mod:`gaptheory.flops` counts that form).
+    """
+    n_samples, n_latents = z.shape
+    n_dims = D.shape[1]
+    residual = X - _dense(timer, lambda: z @ D, 2 * n_samples * n_latents * n_dims)
+    if G is None:
+        correlation = _dense(timer, lambda: residual @ D.T, 2 * n_samples * n_latents * n_dims)
+    else:
+        correlation = C - _dense(timer, lambda: z @ G, 2 * n_samples * n_latents * n_latents)
+    primal = 0.5 * (residual * residual).sum(1) + alpha * z.abs().sum(1)
+    if nonnegative:
+        worst = correlation.max(1).values.clamp_min(0.0)
+    else:
+        worst = correlation.abs().max(1).values
+    scale = torch.clamp(alpha / worst.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
+    theta = residual * scale[:, None]
+    dual = (X * theta).sum(1) - 0.5 * (theta * theta).sum(1)
+    return primal, (primal - dual).clamp_min(0.0)
+
+
+def _exact_finish(C, G, support, signs, alpha):
+    r"""Solve the LASSO exactly for a guessed support and sign pattern, per row.
+
+    On support :math:`S` with signs :math:`s`, the optimality conditions read
+    :math:`G_{SS} z_S = c_S - \alpha s` (``c = x D^T``). Slots with ``signs == 0`` are
+    padding. Rows are solved in buckets of similar support size, so one long support
+    does not make every row pay for its width. Returns dense codes (B, N) in the dtype
+    of ``C`` and a (B,) flag of singular systems; whether the guess was right is for the
+    duality gap to say.
+    """
+    live = signs != 0
+    order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)  # live slots first
+    support, signs = torch.gather(support, 1, order), torch.gather(signs, 1, order)
+    count = live.sum(1)
+    codes = torch.zeros_like(C)
+    singular = torch.zeros(C.shape[0], dtype=torch.bool, device=C.device)
+    width = 1
+    while True:
+        rows = torch.nonzero((count <= width) & ((count > width // 2) | (width == 1))).squeeze(1)
+        if rows.numel():
+            sup, sgn = support[rows, :width], signs[rows, :width]
+            on = sgn != 0
+            gram = G[sup[:, :, None], sup[:, None, :]] * (on[:, :, None] & on[:, None, :])
+            gram = gram + torch.diag_embed((~on).to(G.dtype))
+            rhs = torch.where(on, torch.gather(C[rows], 1, sup) - alpha * sgn, torch.zeros_like(sgn))
+            coef, info = torch.linalg.solve_ex(gram, rhs)
+            bad = (info != 0) | ~torch.isfinite(coef).all(1)
+            coef = torch.where(bad[:, None], torch.zeros_like(coef), coef) * on
+            codes[rows] = torch.zeros_like(codes[rows]).scatter_add_(1, sup, coef)
+            singular[rows] = bad
+        if width >= max(int(count.max()), 1):
+            return codes, singular
+        width *= 2
+
+
+def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=None):
+    r"""Follow the LASSO regularisation path of every row from :math:`\lambda_{\max}`
+    down to ``alpha`` (validated tensors; see :func:`lasso`).
+
+    Along the path the active codes are :math:`z_A(\lambda) = G_{AA}^{-1}(c_A - \lambda s_A)`;
+    :math:`\lambda` decreases until an inactive correlation reaches :math:`\pm\lambda`
+    (the atom enters) or an active code reaches 0 (it leaves), or :math:`\lambda = \alpha`
+    (Osborne, Presnell & Turlach 2000; Efron et al. 2004). All rows advance together,
+    one event per row per step; finished rows idle until half the batch is done and are
+    then compacted away.
+
+    Returns ``(support, signs, steps, finished)`` padded to a common width: the active
+    atoms, their signs (0 = padding), the number of path events per row, and whether
+    the row reached ``alpha`` within ``max_steps`` without a singular active Gram matrix.
+    The path stops early, leaving them unfinished, once at most ``stragglers`` rows are
+    still moving (a low-precision pass hands those to a float64 one).
+    """
+    n_samples, n_latents = C.shape
+    dtype, device = C.dtype, C.device
+    inf = torch.tensor(float("inf"), dtype=dtype, device=device)
+    # Event times below this fraction of lambda are round-off echoes of the event just
+    # taken (an atom that just entered or left), not new events.
+    gamma_floor = HOMOTOPY_EVENT_EPS * torch.finfo(dtype).eps
+
+    score = C if nonnegative else C.abs()
+    lam, first = score.max(1)
+    steps = torch.zeros(n_samples, dtype=torch.int64, device=device)
+    finished = lam <= alpha  # z = 0 is optimal: no correlation exceeds alpha
+    rows = torch.nonzero(~finished).squeeze(1)
+    if rows.numel() == 0:
+        width = 1
+        return (torch.zeros(n_samples, width, dtype=torch.int64, device=device),
+                torch.zeros(n_samples, width, dtype=dtype, device=device), steps, finished)
+
+    b, capacity = rows.numel(), HOMOTOPY_INITIAL_SLOTS
+    r, lam, first = C[rows].clone(), lam[rows].clone(), first[rows]
+    arange = torch.arange(b, device=device)
+    n_events = torch.ones(b, dtype=torch.int64, device=device)  # the first atom enters at lambda_max
+    alive = torch.ones(b, dtype=torch.bool, device=device)
+    reached = torch.zeros(b, dtype=torch.bool, device=device)
+    support = torch.zeros(b, capacity, dtype=torch.int64, device=device)
+    signs = torch.zeros(b, capacity, dtype=dtype, device=device)
+    coef = torch.zeros(b, capacity, dtype=dtype, device=device)
+    gram = torch.eye(capacity, dtype=dtype, device=device).repeat(b, 1, 1)  # G[support][:, support]
+    blocked = torch.zeros(b, n_latents, dtype=dtype, device=device)  # NaN on active atoms
+    support[:, 0] = first
+    signs[:, 0] = torch.sign(r[arange, first])
+    gram[:, 0, 0] = G[first, first]
+    blocked[arange, first] = float("nan")
+    used = 1
+    out_rows, out_support, out_signs = [], [], []
+
+    def retire(mask):
+        nonlocal rows, r, lam, n_events, alive, reached, support, signs, coef, gram, blocked, arange
+        out_rows.append(rows[mask])
+        out_support.append(support[mask, :used])
+        out_signs.append(signs[mask, :used])
+        steps[rows[mask]] = n_events[mask]
+        finished[rows[mask]] = reached[mask]
+        keep = ~mask
+        rows, r, lam, n_events, alive, reached = rows[keep], r[keep], lam[keep], n_events[keep], alive[keep], reached[keep]
+        support, signs, coef, blocked = support[keep], signs[keep], coef[keep], blocked[keep]
+        gram = gram[keep]
+        arange = arange[: rows.numel()]
+
+    for _ in range(max_steps):
+        b = rows.numel()
+        w, info = torch.linalg.solve_ex(gram[:, :used, :used], signs[:, :used])
+        # a = w G[support] as one dense GEMM over the scattered direction (padding adds 0);
+        # `blocked` rides along in the GEMM epilogue and puts NaN on active atoms, so
+        # every event-time comparison below rejects them.
+        direction = torch.zeros_like(r).scatter_add_(1, support[:, :used], w)
+        a = _dense(timer, lambda: torch.addmm(blocked, direction, G), 2 * b * n_latents * n_latents)
+        lam_c = lam[:, None]
+        floor = gamma_floor * lam_c
+        up = (lam_c - r).div_(1.0 - a)  # time until r_j reaches +lambda
+        up = torch.where(up > floor, up, inf)
+        if nonnegative:
+            entry, j_entry = up.min(1)
+            new_sign = torch.ones_like(lam)
+        else:
+            down = (lam_c + r).div_(1.0 + a)  # time until r_j reaches -lambda
+            down = torch.where(down > floor, down, inf)
+            entry, j_entry = torch.minimum(up, down).min(1)
+            hits_up = torch.gather(up, 1, j_entry[:, None]).squeeze(1) <= entry
+            new_sign = torch.where(hits_up, torch.ones_like(lam), -torch.ones_like(lam))
+        leave = -coef[:, :used] / w  # time until an active code reaches 0
+        leave.masked_fill_(~((leave > floor) & (signs[:, :used] != 0)), float("inf"))
+        drop, k_drop = leave.min(1)
+        end = torch.where(alive, lam - alpha, torch.zeros_like(lam))
+        gamma = torch.minimum(torch.minimum(entry, drop), end)
+        is_end = end <= gamma
+        is_entry = ~is_end & (entry <= drop)
+        is_drop = ~is_end & ~is_entry
+
+        coef[:, :used] += gamma[:, None] * w
+        r.addcmul_(gamma[:, None], a, value=-1.0)  # NaN on active atoms: their correlation is s_j * lambda
+        lam = torch.where(is_end, torch.full_like(lam, alpha), lam - gamma)
+        n_events += (is_entry | is_drop).long()
+        reached |= is_end & alive
+
+        if bool(is_drop.any()):
+            dr, k = arange[is_drop], k_drop[is_drop]
+            j = support[dr, k]
+            r[dr, j] = signs[dr, k] * lam[dr]
+            blocked[dr, j] = 0.0
+            signs[dr, k], coef[dr, k] = 0.0, 0.0
+            gram[dr, k, :], gram[dr, :, k] = 0.0, 0.0
+            gram[dr, k, k] = 1.0
+        if bool(is_entry.any()):
+            if used == capacity:
+                capacity *= 2
+                support, signs, coef = (_pad_slots(t, capacity) for t in (support, signs, coef))
+                gram = _pad_slots(_pad_slots(gram, capacity).transpose(1, 2), capacity).transpose(1, 2).contiguous()
+                gram[:, used:, used:] = torch.eye(capacity - used, dtype=dtype, device=device)
+            en, j = arange[is_entry], j_entry[is_entry]
+            support[en, used], signs[en, used] = j, new_sign[is_entry]
+            cross = torch.gather(G[j], 1, support[en, :used]) * (signs[en, :used] != 0)
+            gram[en, used, :used], gram[en, :used, used] = cross, cross
+            gram[en, used, used] = G[j, j]
+            blocked[en, j] = float("nan")
+            used += 1
+        alive &= ~is_end & (info == 0)
+        n_alive = int(alive.sum())
+        if n_alive <= stragglers:
+            break
+        if n_alive <= b // 2:
+            retire(~alive)
+    retire(torch.ones_like(alive))  # rows still alive hit max_steps: not finished
+    width = max(s.shape[1] for s in out_support)
+    all_support = torch.zeros(n_samples, width, dtype=torch.int64, device=device)
+    all_signs = torch.zeros(n_samples, width, dtype=dtype, device=device)
+    for idx, sup, sgn in zip(out_rows, out_support, out_signs):
+        all_support[idx, : sup.shape[1]] = sup
+        all_signs[idx, : sgn.shape[1]] = sgn
+    return all_support, all_signs, steps, finished
+
+
+def _pad_slots(tensor, capacity):
+    """Extend dim 1 of a state tensor to ``capacity`` slots, filled with zeros."""
+    pad = list(tensor.shape)
+    pad[1] = capacity - tensor.shape[1]
+    return torch.cat([tensor, torch.zeros(pad, dtype=tensor.dtype, device=tensor.device)], dim=1)
+
+
+def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype, timer=None) -> SolveResult:
+    """Homotopy path in ``dtype``, exact float64 finish on the support it ends with, and a
+    float64 duality-gap certificate per row. Rows whose certificate fails are retried with
+    a float64 path (when ``dtype`` is float32), then finished by warm-started FISTA."""
+    n_samples, n_latents = X.shape[0], D.shape[0]
+    D64 = torch.as_tensor(D, dtype=torch.float64, device=device)
+    X64 = torch.as_tensor(X, dtype=torch.float64, device=device)
+    G64 = _dense(timer, lambda: D64 @ D64.T, 2 * n_latents * n_latents * D.shape[1])
+    C64 = _dense(timer, lambda: X64 @ D64.T, 2 * n_samples * n_latents * D.shape[1])
+    max_steps = HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS
+    tiny = torch.finfo(torch.float64).tiny
+
+    codes = torch.zeros(n_samples, n_latents, dtype=torch.float64, device=device)
+    objective = torch.full((n_samples,), float("nan"), dtype=torch.float64, device=device)
+    gap = torch.full_like(objective, float("nan"))
+    steps = torch.zeros(n_samples, dtype=torch.int64, device=device)
+    pending = torch.arange(n_samples, device=device)
+    for path_dtype in dict.fromkeys((dtype, torch.float64)):
+        everything = len(pending) == n_samples
+        C_p, X_p = (C64, X64) if everything else (C64[pending], X64[pending])
+        C, G = C_p, G64
+        if path_dtype != torch.float64:
+            C, G = C.to(path_dtype), G.to(path_dtype)
+        stragglers = int(HOMOTOPY_STRAGGLER_FRACTION * len(pending)) if path_dtype != torch.float64 else 0
+        support, signs, n_events, finished = _homotopy_path(
+            C, G, alpha, nonnegative=nonnegative, max_steps=max_steps, stragglers=stragglers, timer=timer
+        )
+        found, singular = _exact_finish(C_p, G64, support, signs.to(torch.float64), alpha)
+        if nonnegative:
+            found = found.clamp_min(0.0)
+        primal, row_gap = _lasso_gap(X_p, D64, found, alpha, nonnegative, timer=timer)
+        certified = finished & ~singular & torch.isfinite(row_gap) & (row_gap <= tol * primal.clamp_min(tiny))
+        if everything:
+            codes, objective, gap, steps = found, primal, row_gap, n_events
+        else:
+            codes[pending], objective[pending], gap[pending] = found, primal, row_gap
+            steps[pending] += n_events
+        pending = pending[~certified]
+        if pending.numel() == 0:
+            break
+
+    status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
+    codes_np, objective_np, gap_np = codes.cpu().numpy(), objective.cpu().numpy(), gap.cpu().numpy()
+    n_iter = steps.cpu().numpy()
+    missed = pending.cpu().numpy()
+    if missed.size:
+        rescue = _fista(
+            X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=codes_np[missed],
+            device=device, dtype=torch.float64,
+        )
+        codes_np[missed], status[missed] = rescue.codes, rescue.status
+        objective_np[missed], gap_np[missed] = rescue.objective, rescue.duality_gap
+        n_iter[missed] += rescue.n_iter
+    message = _status_message(status, f"raise max_iter={max_iter} or loosen tol={tol:g}")
+    message += f" ({n_samples - missed.size} certified on a homotopy support, {missed.size} by FISTA)"
+    return SolveResult(codes=codes_np, status=status, objective=objective_np, n_iter=n_iter,
+                       duality_gap=gap_np, message=message)
 
 
 def omp(X, D, k: int, *, device=None, dtype="float64", return_info: bool = False):

@@ -64,8 +64,8 @@ def test_lasso_with_orthonormal_dictionary_is_soft_thresholding():
 
 def test_lasso_warm_start_converges_faster_from_the_solution():
     inst = make_instance(40, 20, 3, 16, seed=2)
-    cold = lasso(inst.X, inst.D, 0.05, device="cpu", return_info=True)
-    warm = lasso(inst.X, inst.D, 0.05, device="cpu", init=cold.codes, return_info=True)
+    cold = lasso(inst.X, inst.D, 0.05, method="fista", device="cpu", return_info=True)
+    warm = lasso(inst.X, inst.D, 0.05, method="fista", device="cpu", init=cold.codes, return_info=True)
     assert warm.n_iter.max() <= cold.n_iter.min()
     np.testing.assert_allclose(warm.objective, cold.objective, rtol=1e-8)
 
@@ -81,7 +81,7 @@ def test_lasso_float32_is_close_and_returns_float64():
 def test_lasso_reports_max_iter_with_a_warning():
     inst = make_instance(64, 16, 4, 8, seed=1, nonnegative=False)
     with pytest.warns(ConvergenceWarning, match="raise max_iter"):
-        result = lasso(inst.X, inst.D, 0.001, max_iter=3, device="cpu", return_info=True)
+        result = lasso(inst.X, inst.D, 0.001, method="fista", max_iter=3, device="cpu", return_info=True)
     assert (result.status == Status.MAX_ITER).all()
     assert not result.success
 

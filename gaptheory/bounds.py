@@ -13,6 +13,7 @@ threshold in the statistical-dimension formula, ``rho = K / N``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -272,6 +273,56 @@ def check_welch_equality_general() -> sp.Expr:
     return sp.simplify(WELCH.subs(M_, N_ - 1) - 1 / (N_ - 1))
 
 
+def _solve_exact(A: list, c: list) -> list | None:
+    """Solve the square rational system ``A x = c`` by Gaussian elimination; None if singular."""
+    n = len(A)
+    rows = [list(A[r]) + [c[r]] for r in range(n)]
+    for col in range(n):
+        pivot = next((r for r in range(col, n) if rows[r][col] != 0), None)
+        if pivot is None:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+    return [rows[r][n] / rows[r][r] for r in range(n)]
+
+
+def _exact_lp_min_eps(eps: sp.Symbol, constraints: list, free: list) -> sp.Rational:
+    r"""Exact ``min eps`` over ``(eps, *free)`` by enumerating the vertices of the feasible set.
+
+    Every constraint is written :math:`a \cdot x \le c` (an equality as two); each choice of
+    as many constraints as variables that is nonsingular gives a candidate vertex, kept if it
+    satisfies all constraints exactly (``Fraction`` arithmetic). Valid for the tiny, pointed
+    LPs here, whose optimum is attained at a vertex. (sympy 1.14's ``lpmin`` reports some of
+    these feasible LPs as infeasible, so it is not used.)
+    """
+    variables = [eps, *free]
+    rows, rhs = [], []
+    for constraint in constraints:
+        if isinstance(constraint, sp.Equality):
+            parts = [constraint.lhs - constraint.rhs, constraint.rhs - constraint.lhs]
+        elif isinstance(constraint, (sp.LessThan, sp.StrictLessThan)):
+            parts = [constraint.lhs - constraint.rhs]
+        else:
+            parts = [constraint.rhs - constraint.lhs]
+        for expression in parts:  # expression <= 0
+            expression = sp.expand(expression)
+            rows.append([Fraction(str(expression.coeff(v))) for v in variables])
+            rhs.append(-Fraction(str(expression.subs({v: 0 for v in variables}))))
+    best = None
+    for subset in itertools.combinations(range(len(rows)), len(variables)):
+        point = _solve_exact([rows[r] for r in subset], [rhs[r] for r in subset])
+        if point is None or (best is not None and point[0] >= best):
+            continue
+        if all(sum(a * x for a, x in zip(row, point)) <= c for row, c in zip(rows, rhs)):
+            best = point[0]
+    if best is None:
+        raise ValueError("the exact LP has no vertex; it is infeasible or not pointed.")
+    return sp.Rational(best.numerator, best.denominator)
+
+
 def t2_proof_lp(coefficients) -> sp.Rational:
     r"""Exact optimum of the linear program the T2 proof reduces the four codes to.
 
@@ -281,7 +332,7 @@ def t2_proof_lp(coefficients) -> sp.Rational:
 
     .. math:: \min \varepsilon \ \text{s.t.}\ u_i = \textstyle\sum_j c_j u_j,\ -2\varepsilon \le u_j \le 2\varepsilon,\ u_i \ge 1 - 2\varepsilon
 
-    in exact rational arithmetic (sympy's simplex); T2 says the optimum is
+    in exact rational arithmetic (vertex enumeration); T2 says the optimum is
     :math:`1/(2(1 + \|c\|_1))`.
 
     Parameters
@@ -291,19 +342,16 @@ def t2_proof_lp(coefficients) -> sp.Rational:
     coefficients = [sp.Rational(str(Fraction(c))) for c in coefficients]
     if not coefficients:
         raise ValueError("coefficients must be non-empty: atom i written with at least one other atom.")
-    from sympy.solvers.simplex import lpmin
-
     eps, u_i = sp.symbols("eps u_i")
     u = sp.symbols(f"u0:{len(coefficients)}")
     constraints = [sp.Eq(u_i, sum(c * v for c, v in zip(coefficients, u))), u_i >= 1 - 2 * eps]
     constraints += [v <= 2 * eps for v in u] + [v >= -2 * eps for v in u]
-    value, _ = lpmin(eps, constraints)
-    return value
+    return _exact_lp_min_eps(eps, constraints, [u_i, *u])
 
 
 def four_code_lp(D, i: int) -> sp.Rational:
     r"""Exact optimum over (w, b) of the worst error on latent ``i`` over the codes
-    0, e_i, e_j, e_i + e_j for every j != i (rational ``D``, sympy's simplex).
+    0, e_i, e_j, e_i + e_j for every j != i (rational ``D``, exact vertex enumeration).
 
     The ReLU is linearised (valid since the optimum is at most 1/2 < 1, see T3). T2
     says the optimum is at least :math:`1/(2(1+\beta_i))`.
@@ -313,8 +361,6 @@ def four_code_lp(D, i: int) -> sp.Rational:
     D : sequence of sequences of rationals, shape (N, M)
     i : int
     """
-    from sympy.solvers.simplex import lpmin
-
     D = sp.Matrix([[sp.Rational(str(Fraction(v))) for v in row] for row in D])
     n_latents, n_dims = D.shape
     i = check_int(i, "i", minimum=0, maximum=n_latents - 1)
@@ -325,8 +371,7 @@ def four_code_lp(D, i: int) -> sp.Rational:
     for j in range(n_latents):
         if j != i:
             constraints += [b + u[j] <= eps, b + u[i] + u[j] >= 1 - eps, b + u[i] + u[j] <= 1 + eps]
-    value, _ = lpmin(eps, constraints)
-    return value
+    return _exact_lp_min_eps(eps, constraints, [b, *w])
 
 
 def check_rational_dictionary(D) -> np.ndarray:

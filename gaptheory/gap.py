@@ -1,0 +1,852 @@
+r"""The amortisation gap, computed exactly: the best ReLU encoder for a code set, and a lower bound.
+
+For a dictionary ``D`` (N, M) and a set ``S`` of nonnegative codes, the best encoder
+:math:`f(x) = \mathrm{relu}(x W_{enc} + b_{enc})` in the worst case over ``S`` is
+
+.. math:: \varepsilon^*_i = \min_{w \in \mathbb{R}^M,\, b \in \mathbb{R}}\ \max_{z \in S}
+          \big|\mathrm{relu}(w \cdot (z D) + b) - z_i\big|, \qquad i = 1, \dots, N,
+
+one problem per latent (column ``i`` of ``W_enc`` and entry ``i`` of ``b_enc``). For
+codes with at most ``K`` nonzeros, each in ``{0} U [lo, hi]`` (``lo = hi = 1``: binary
+codes), :func:`relu_minimax_gap` solves it as ONE linear program of size O(N + M) per
+latent, without enumerating supports (theorem T3, ``proofs/T3_exact_lp.md``): with
+:math:`u = D w`, the worst support is the K largest :math:`u_j`, and the sum of the K
+largest entries is an LP (:math:`S_K(v) = \min_{s \ge 0} K s + \sum_j (v_j - s)_+`).
+:func:`relu_minimax_gap_codes` solves the same problem for an explicit finite code set,
+one constraint per code (the enumeration LP). :func:`gap_lower_bound` is theorem T2,
+:math:`\varepsilon^*_i \ge 1 / (2 (1 + \beta_i))`.
+
+Every solve returns a :class:`GapCertificate` per latent: binding codes with
+nonnegative weights, read off the LP duals. :func:`verify_certificate` re-derives from
+them, by weak duality and without the solver, a lower bound on :math:`\varepsilon^*_i`;
+:func:`worst_case_error` evaluates the returned encoder exactly on the whole code set
+(closed form, no enumeration). Together they bracket the optimum independently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+
+from ._validation import check_array, check_choice, check_codes, check_dictionary, check_int, check_k
+from .bounds import t2_bound
+from .solvers import Status
+
+#: The encoder returned by the LP may exceed the LP value by at most this when evaluated
+#: exactly on the code set; HiGHS meets its 1e-9 feasibility tolerance, scaled by |u| <= ~10.
+ENCODER_ATOL = 1e-7
+
+#: Dual weights (and support fractions) below this are solver noise, dropped from certificates.
+DUAL_ZERO = 1e-10
+
+#: A certificate is valid when, after projecting its weights onto the equality constraints of
+#: the dual, they still satisfy them to this (float64 round-off of an (M + 2) x m system).
+CERTIFICATE_RESIDUAL_ATOL = 1e-9
+
+#: Projected certificate weights may dip below zero by this much (round-off) and be clipped.
+WEIGHT_CLIP_ATOL = 1e-12
+
+#: Codes in a certificate must match the code set to this (entries in {0} U [lo, hi]).
+CODE_ATOL = 1e-9
+
+#: Largest explicit code set :func:`relu_minimax_gap_codes` builds by enumeration: each
+#: code is a dense row of M + 2 entries in every latent's LP.
+MAX_ENUMERATED_CODES = 50_000
+
+GAP_METHODS = ("highs", "cvxpy")
+
+#: Constraint kinds in a certificate: a zero-labelled code (upper bound ``<= eps``), and the
+#: lower / upper sides for a code whose latent ``i`` is active (``>= v - eps`` / ``<= v + eps``).
+KIND_ZERO, KIND_LOWER, KIND_UPPER = 0, 1, 2
+_SIGN = np.array([-1.0, 1.0, -1.0])  # sign of each kind in the weak-duality combination
+
+
+# ----- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MinimaxEncoder:
+    """The ReLU encoder ``relu(X @ W_enc + b_enc)`` found by the LP.
+
+    Attributes
+    ----------
+    W_enc : ndarray of shape (M, N)
+    b_enc : ndarray of shape (N,)
+    """
+
+    W_enc: np.ndarray = field(repr=False)
+    b_enc: np.ndarray = field(repr=False)
+
+    def encode(self, X) -> np.ndarray:
+        """Map observations (B, M) to codes (B, N)."""
+        return np.maximum(np.asarray(X, dtype=np.float64) @ self.W_enc + self.b_enc, 0.0)
+
+
+@dataclass(frozen=True)
+class GapCertificate:
+    r"""Weak-duality certificate that :math:`\varepsilon^*_i` is at least a value.
+
+    For each code ``codes[r]`` with label :math:`v = z_i` and kind ``kinds[r]`` every
+    encoder with worst error :math:`\varepsilon < \min v` satisfies, with
+    :math:`t = w \cdot (z D) + b`: ``KIND_ZERO`` :math:`t \le \varepsilon`,
+    ``KIND_LOWER`` :math:`t \ge v - \varepsilon`, ``KIND_UPPER`` :math:`t \le v + \varepsilon`.
+    If the weights balance (:math:`\sum_r \sigma_r y_r z_r D = 0`, :math:`\sum_r \sigma_r y_r = 0`,
+    :math:`\sum_r y_r = 1`, signs :math:`\sigma` +1 for lower, -1 otherwise), summing the
+    inequalities gives :math:`\varepsilon \ge \sum_{lower} y_r v_r - \sum_{upper} y_r v_r`.
+
+    Attributes
+    ----------
+    latent : int
+    codes : ndarray of shape (m, N)
+    kinds : ndarray of shape (m,)
+    weights : ndarray of shape (m,)
+    """
+
+    latent: int
+    codes: np.ndarray = field(repr=False)
+    kinds: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CertificateCheck:
+    """Outcome of :func:`verify_certificate`.
+
+    Attributes
+    ----------
+    lower_bound : float
+        Certified lower bound on eps*_i (``-inf`` when the certificate is invalid).
+    residual : float
+        Violation of the dual equalities after projecting the weights.
+    valid : bool
+    reason : str
+    """
+
+    lower_bound: float
+    residual: float
+    valid: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class GapResult:
+    """Outcome of :func:`relu_minimax_gap` / :func:`relu_minimax_gap_codes`.
+
+    Attributes
+    ----------
+    eps : ndarray of shape (N,)
+        Optimal worst-case error per latent (NaN for latents not solved).
+    encoder : MinimaxEncoder
+        Columns of latents not solved are zero.
+    certificates : tuple of GapCertificate
+        One per solved latent.
+    status : ndarray of shape (N,)
+        :class:`~gaptheory.solvers.Status` per latent.
+    exact : ndarray of shape (N,) of bool
+        True where eps < lo, so the ReLU linearisation is exact; elsewhere eps is an upper
+        bound on the optimum (see ``proofs/T3_exact_lp.md``).
+    k : int or None
+    magnitudes : (float, float) or None
+    method : str
+    seconds : float
+    message : str
+    """
+
+    eps: np.ndarray
+    encoder: MinimaxEncoder
+    certificates: tuple = field(repr=False)
+    status: np.ndarray = field(repr=False)
+    exact: np.ndarray = field(repr=False)
+    k: int | None
+    magnitudes: tuple | None
+    method: str
+    seconds: float
+    message: str
+
+    @property
+    def worst(self) -> float:
+        """max_i eps*_i, the worst-case error of the best encoder over all latents."""
+        return float(np.nanmax(self.eps))
+
+    @property
+    def success(self) -> bool:
+        """True when every solved latent ended with ``Status.OPTIMAL``."""
+        return bool((self.status == Status.OPTIMAL).all())
+
+
+# ----- validation ------------------------------------------------------------------------
+
+
+def _check_magnitudes(magnitudes) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in magnitudes)
+    except (TypeError, ValueError):
+        raise ValueError(f"magnitudes must be a pair (lo, hi); got {magnitudes!r}.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(
+            f"magnitudes=(lo, hi) must satisfy 0 < lo <= hi; got {magnitudes!r}. Use (1, 1) for binary codes."
+        )
+    return lo, hi
+
+
+def _check_latents(latents, n_latents: int) -> np.ndarray:
+    if latents is None:
+        return np.arange(n_latents)
+    latents = np.unique(np.asarray(latents, dtype=np.int64).ravel())
+    if latents.size == 0 or latents.min() < 0 or latents.max() >= n_latents:
+        raise ValueError(f"latents must be indices in [0, N={n_latents}); got {latents.tolist()}.")
+    return latents
+
+
+# ----- the compact LP (T3) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One top-level constraint of the compact LP: ``sign_t * (b + v u_i) + hi * S_k(sign_u * u_{-i}) - eps <= rhs``."""
+
+    kind: int
+    label: float  # v (0 for the zero-labelled row)
+    k: int  # top-k size of the inner sum (0: no inner block)
+    inner_sign: float  # +1: S_k(u^+), -1: S_k((-u)^+)
+
+
+def _compact_rows(k: int, n_latents: int, lo: float, hi: float) -> list[_Row]:
+    others = n_latents - 1
+    rows = [_Row(KIND_ZERO, 0.0, min(k, others), 1.0)]
+    for label in sorted({lo, hi}):
+        rows.append(_Row(KIND_LOWER, label, min(k - 1, others), -1.0))
+        rows.append(_Row(KIND_UPPER, label, min(k - 1, others), 1.0))
+    return rows
+
+
+def _compact_lp(D: np.ndarray, i: int, rows: list[_Row], hi: float):
+    """Assemble ``min eps`` s.t. ``A_ub x <= b_ub``, ``A_eq x = 0`` for latent ``i``.
+
+    Variables: ``[w (M), b, eps, u (N), (s, r (N - 1)) per row with an inner block]`` with
+    ``u = D w`` as N equality rows, so each inner row has 3 nonzeros instead of M (HiGHS's
+    dual simplex then runs about 1.5x faster than with ``D w`` substituted).
+    """
+    n_latents, n_dims = D.shape
+    others = np.delete(np.arange(n_latents), i)
+    n_other = len(others)
+    u0 = n_dims + 2  # column of u_0
+    blocks = [r for r in rows if r.k > 0]
+    n_vars = u0 + n_latents + len(blocks) * (1 + n_other)
+    top = np.zeros((len(rows), n_vars))
+    rhs_top = np.zeros(len(rows))
+    data, row_index, col_index = [], [], []
+    offsets, offset, inner_row = [], u0 + n_latents, 0
+    local = np.arange(n_other)
+    for index, row in enumerate(rows):
+        sign = -1.0 if row.kind == KIND_LOWER else 1.0
+        top[index, u0 + i] = sign * row.label
+        top[index, n_dims] = sign  # b
+        top[index, n_dims + 1] = -1.0  # eps
+        rhs_top[index] = sign * row.label
+        if row.k == 0:
+            offsets.append(None)
+            continue
+        top[index, offset] = row.k  # s
+        top[index, offset + 1 : offset + 1 + n_other] = 1.0  # r
+        # inner rows: inner_sign * hi * u_j - s - r_j <= 0, j != i
+        data += [np.full(n_other, row.inner_sign * hi), -np.ones(n_other), -np.ones(n_other)]
+        row_index += [inner_row + local] * 3
+        col_index += [u0 + others, np.full(n_other, offset), offset + 1 + local]
+        offsets.append(offset)
+        offset += 1 + n_other
+        inner_row += n_other
+    inner = scipy.sparse.csr_matrix(
+        (np.concatenate(data or [np.zeros(0)]), (np.concatenate(row_index or [np.zeros(0, int)]),
+                                                  np.concatenate(col_index or [np.zeros(0, int)]))),
+        shape=(inner_row, n_vars),
+    )
+    A_ub = scipy.sparse.vstack([scipy.sparse.csr_matrix(top), inner], format="csc")
+    b_ub = np.concatenate([rhs_top, np.zeros(inner_row)])
+    A_eq = scipy.sparse.hstack(
+        [scipy.sparse.csr_matrix(-D), scipy.sparse.csr_matrix((n_latents, 2)), scipy.sparse.identity(n_latents),
+         scipy.sparse.csr_matrix((n_latents, n_vars - u0 - n_latents))],
+        format="csc",
+    )
+    c = np.zeros(n_vars)
+    c[n_dims + 1] = 1.0
+    bounds = [(None, None)] * (u0 + n_latents) + [(0, None)] * (n_vars - u0 - n_latents)
+    return c, A_ub, b_ub, A_eq, bounds, offsets, others
+
+
+def _support_decomposition(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Write ``x`` in :math:`\{0 \le x \le 1, \sum x \le k\}` as a convex combination of
+    0/1 vectors with at most ``k`` ones (systematic sampling on the cumulative sums).
+
+    Returns ``supports`` (P, n) of bool and ``weights`` (P,) summing to 1.
+    """
+    x = np.clip(x, 0.0, 1.0)
+    x[x < DUAL_ZERO] = 0.0
+    total = x.sum()
+    if total > k:
+        x = x * (k / total)
+        total = float(k)
+    deficit = k - total
+    n_dummy = int(math.ceil(deficit - DUAL_ZERO)) if deficit > DUAL_ZERO else 0
+    padded = np.concatenate([x, np.full(n_dummy, deficit / n_dummy if n_dummy else 0.0)])
+    cumulative = np.concatenate([[0.0], np.cumsum(padded)])
+    cumulative[-1] = k  # remove round-off so the k points t + m all fall inside [0, k)
+    # Fractional parts rounded to 12 digits, so no sliver interval has a midpoint that
+    # rounds onto a cumulative sum; the weights move by <= 1e-12, which verification absorbs.
+    fractional = np.mod(np.round(np.mod(cumulative, 1.0), 12), 1.0)
+    breaks = np.unique(np.concatenate([[0.0, 1.0], fractional]))
+    supports, weights = [], []
+    for start, stop in zip(breaks[:-1], breaks[1:]):
+        if stop - start <= 0:
+            continue
+        points = (start + stop) / 2 + np.arange(k)
+        chosen = np.searchsorted(cumulative, points, side="right") - 1
+        support = np.zeros(len(padded), dtype=bool)
+        support[chosen] = True
+        supports.append(support[: len(x)])
+        weights.append(stop - start)
+    return np.array(supports), np.array(weights)
+
+
+def _certificate_from_duals(i, rows, duals, offsets, others, n_latents, hi) -> GapCertificate:
+    codes, kinds, weights = [], [], []
+    n_other = len(others)
+    for index, row in enumerate(rows):
+        y = duals[index]
+        if y <= DUAL_ZERO:
+            continue
+        if row.k > 0:
+            start = len(rows) + sum(n_other for o in offsets[:index] if o is not None)
+            fractions = duals[start : start + n_other] / y
+            supports, thetas = _support_decomposition(fractions, row.k)
+        else:
+            supports, thetas = np.zeros((1, n_other), dtype=bool), np.ones(1)
+        for support, theta in zip(supports, thetas):
+            code = np.zeros(n_latents)
+            code[others[support]] = hi
+            code[i] = row.label
+            codes.append(code)
+            kinds.append(row.kind)
+            weights.append(y * theta)
+    return GapCertificate(
+        latent=int(i), codes=np.array(codes).reshape(-1, n_latents), kinds=np.array(kinds, dtype=np.int64),
+        weights=np.array(weights),
+    )
+
+
+def _solve_highs(c, A_ub, b_ub, bounds, A_eq=None):
+    b_eq = None if A_eq is None else np.zeros(A_eq.shape[0])
+    return scipy.optimize.linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
+
+
+def _solve_compact_cvxpy(D, i, k, lo, hi, solver):
+    """The T3 program written like the maths, with ``cp.sum_largest``; used as a cross-check."""
+    import cvxpy as cp
+
+    n_latents, n_dims = D.shape
+    w, b, eps = cp.Variable(n_dims), cp.Variable(), cp.Variable()
+    u = D @ w
+    others = u[np.delete(np.arange(n_latents), i)] if n_latents > 1 else None
+
+    def top(vector, count):  # hi * (sum of the `count` largest positive parts)
+        if count <= 0 or vector is None:
+            return 0.0
+        return hi * cp.sum_largest(cp.pos(vector), min(count, n_latents - 1))
+
+    constraints = [b + top(others, k) <= eps]
+    for label in sorted({lo, hi}):
+        constraints += [
+            b + label * u[i] - top(-others if others is not None else None, k - 1) >= label - eps,
+            b + label * u[i] + top(others, k - 1) <= label + eps,
+        ]
+    problem = cp.Problem(cp.Minimize(eps), constraints)
+    problem.solve(solver=solver or "CLARABEL")
+    if problem.status != cp.OPTIMAL:
+        return math.nan, np.zeros(n_dims), 0.0, Status.NUMERICAL
+    return float(eps.value), np.asarray(w.value), float(b.value), Status.OPTIMAL
+
+
+def relu_minimax_gap(
+    D,
+    k: int,
+    *,
+    magnitudes=(1.0, 1.0),
+    latents=None,
+    method: str = "highs",
+    solver: str | None = None,
+) -> GapResult:
+    r"""Best worst-case ReLU encoder for codes with at most K nonzeros, one LP per latent (T3).
+
+    The code set is :math:`S = \{z \in \mathbb{R}^N_{\ge 0} : \|z\|_0 \le K,\ z_j \in
+    \{0\} \cup [lo, hi]\}` (``magnitudes=(1, 1)``: binary codes). With
+    :math:`u = D w` and :math:`S_k(v)` the sum of the k largest entries of ``v`` (0 for
+    k = 0), the optimum for latent ``i`` is the LP
+
+    .. math::
+        \min_{w, b, \varepsilon} \varepsilon \ \text{s.t.}\quad
+        & b + hi\, S_K(u_{-i}^+) \le \varepsilon, \\
+        & b + v u_i - hi\, S_{K-1}((-u_{-i})^+) \ge v - \varepsilon, \quad v \in \{lo, hi\}, \\
+        & b + v u_i + hi\, S_{K-1}(u_{-i}^+) \le v + \varepsilon, \quad v \in \{lo, hi\},
+
+    exact whenever the optimum is below ``lo`` (always for binary codes: the constant
+    encoder achieves 1/2). Each top-K sum uses the LP form
+    :math:`S_k(v^+) = \min_{s \ge 0} k s + \sum_j (v_j - s)_+`, so the LP has
+    M + N + 3N - 1 variables, 3N inequalities (3 nonzeros each) and the N equalities
+    :math:`u = D w` for binary codes.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M)
+        Dictionary with unit-norm rows.
+    k : int
+        K, the largest number of nonzeros in a code, 1 <= K <= N.
+    magnitudes : (float, float)
+        ``(lo, hi)`` with ``0 < lo <= hi``: the range of a nonzero entry.
+    latents : sequence of int, optional
+        Solve only these latents (default all).
+    method : {"highs", "cvxpy"}
+        ``highs``: the LP assembled directly with sparse matrices for
+        ``scipy.optimize.linprog`` (fast; returns certificates). ``cvxpy``: the same program
+        written with ``cp.sum_largest`` (slow to compile; a cross-check, no certificates).
+    solver : str, optional
+        cvxpy solver for ``method="cvxpy"`` (default Clarabel).
+
+    Returns
+    -------
+    result : GapResult
+        ``result.eps`` (N,), ``result.encoder`` with ``W_enc`` (M, N) and ``b_enc`` (N,),
+        ``result.certificates`` (``method="highs"`` only).
+
+    Raises
+    ------
+    ValueError
+        On bad ``D``, ``k``, ``magnitudes`` or ``latents``.
+
+    References
+    ----------
+    .. [1] O'Neill, Gumran & Klindt (2024), "Compute optimal inference and provable
+       amortisation gap in sparse autoencoders", arXiv:2411.13117, Theorem 1 (qualitative gap).
+    .. [2] Ogryczak & Tamir (2003), "Minimizing the sum of the k largest functions in linear
+       time", Inf. Process. Lett. 85(3) (the LP form of a top-k sum).
+    .. [3] ``proofs/T3_exact_lp.md``.
+
+    Examples
+    --------
+    >>> from gaptheory.instances import random_dictionary
+    >>> result = relu_minimax_gap(random_dictionary(6, 3, seed=0), 2)
+    >>> result.eps.shape, bool(0 < result.worst <= 0.5), result.success
+    ((6,), True, True)
+    >>> bool(np.all(worst_case_error(result.encoder, random_dictionary(6, 3, seed=0), 2) <= result.eps + 1e-7))
+    True
+    """
+    D = check_dictionary(D)
+    n_latents, n_dims = D.shape
+    k = check_k(k, n_latents)
+    lo, hi = _check_magnitudes(magnitudes)
+    latents = _check_latents(latents, n_latents)
+    check_choice(method, "method", GAP_METHODS)
+    start = time.perf_counter()
+    eps = np.full(n_latents, np.nan)
+    W_enc, b_enc = np.zeros((n_dims, n_latents)), np.zeros(n_latents)
+    status = np.full(n_latents, Status.OPTIMAL, dtype=np.int64)
+    certificates = []
+    rows = _compact_rows(k, n_latents, lo, hi)
+    for i in latents:
+        if method == "cvxpy":
+            eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
+            continue
+        c, A_ub, b_ub, A_eq, bounds, offsets, others = _compact_lp(D, i, rows, hi)
+        res = _solve_highs(c, A_ub, b_ub, bounds, A_eq)
+        if res.status != 0:
+            status[i] = Status.NUMERICAL
+            continue
+        # eps >= 0 is implied (codes e_i bound it from both sides); clip the solver's -1e-17.
+        eps[i], W_enc[:, i], b_enc[i] = max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims]
+        certificates.append(_certificate_from_duals(i, rows, -res.ineqlin.marginals, offsets, others, n_latents, hi))
+    encoder = MinimaxEncoder(W_enc=W_enc, b_enc=b_enc)
+    # Re-check the solver's answer like scipy does: the encoder must attain eps on all of S.
+    attained = worst_case_error(encoder, D, k, magnitudes=(lo, hi), _checked=True)
+    solved = np.zeros(n_latents, dtype=bool)
+    solved[latents] = True
+    status[solved & ~(attained <= eps + ENCODER_ATOL)] = Status.NUMERICAL
+    return _finish(eps, encoder, certificates, status, solved, lo, k, (lo, hi), method, start)
+
+
+def _finish(eps, encoder, certificates, status, solved, lo, k, magnitudes, method, start) -> GapResult:
+    bad = np.flatnonzero(solved & (status != Status.OPTIMAL))
+    message = (
+        f"{int(solved.sum())} latents solved to optimality"
+        if bad.size == 0
+        else f"latents {bad.tolist()} failed (solver status or re-check); try method='cvxpy' or rescale D"
+    )
+    return GapResult(
+        eps=eps, encoder=encoder, certificates=tuple(certificates), status=status,
+        exact=solved & (eps < lo), k=k, magnitudes=magnitudes, method=method,
+        seconds=time.perf_counter() - start, message=message,
+    )
+
+
+# ----- the enumeration LP ------------------------------------------------------------------
+
+
+def relu_minimax_gap_codes(D, Z, *, latents=None) -> GapResult:
+    r"""Best worst-case ReLU encoder for an explicit finite set of nonnegative codes.
+
+    One constraint per code and side (the enumeration LP): for latent ``i`` and each row
+    ``z`` of ``Z`` with observation :math:`x = z D` and :math:`t = w \cdot x + b`,
+
+    .. math:: t \le \varepsilon \ (z_i = 0), \qquad z_i - \varepsilon \le t \le z_i + \varepsilon \ (z_i > 0),
+
+    exact whenever the optimum is below the smallest positive :math:`z_i` (``result.exact``);
+    otherwise an upper bound attained by ``result.encoder``.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M)
+        Dictionary with unit-norm rows.
+    Z : array_like of shape (B, N)
+        The code set, nonnegative, one code per row.
+    latents : sequence of int, optional
+
+    Returns
+    -------
+    result : GapResult
+
+    Examples
+    --------
+    >>> D = np.eye(2)
+    >>> relu_minimax_gap_codes(D, [[0, 0], [1, 0], [0, 1], [1, 1]]).eps.round(9).tolist()
+    [0.0, 0.0]
+    """
+    D = check_dictionary(D)
+    n_latents, n_dims = D.shape
+    Z = check_codes(Z, n_latents)
+    if (Z < 0).any():
+        raise ValueError(
+            f"Z has {int((Z < 0).sum())} negative entries; a ReLU encoder outputs nonnegative codes, "
+            "so pass nonnegative codes (e.g. np.abs(Z))."
+        )
+    if Z.shape[0] > MAX_ENUMERATED_CODES:
+        raise ValueError(
+            f"Z has {Z.shape[0]} codes, over MAX_ENUMERATED_CODES={MAX_ENUMERATED_CODES}; for codes "
+            "with at most K nonzeros in a box use relu_minimax_gap(D, k, magnitudes=...)."
+        )
+    latents = _check_latents(latents, n_latents)
+    start = time.perf_counter()
+    X = Z @ D
+    eps = np.full(n_latents, np.nan)
+    lowest = np.full(n_latents, np.inf)
+    W_enc, b_enc = np.zeros((n_dims, n_latents)), np.zeros(n_latents)
+    status = np.full(n_latents, Status.OPTIMAL, dtype=np.int64)
+    certificates = []
+    for i in latents:
+        active = Z[:, i] > 0
+        labels = np.concatenate([np.zeros((~active).sum()), Z[active, i], Z[active, i]])
+        kinds = np.concatenate([
+            np.full((~active).sum(), KIND_ZERO), np.full(active.sum(), KIND_LOWER), np.full(active.sum(), KIND_UPPER)
+        ])
+        codes = np.concatenate([Z[~active], Z[active], Z[active]])
+        sign = -_SIGN[kinds]  # KIND_LOWER rows are negated to read "<="
+        A_ub = np.column_stack([sign[:, None] * (codes @ D), sign, -np.ones(len(codes))])
+        res = _solve_highs(np.r_[np.zeros(n_dims + 1), 1.0], A_ub, sign * labels, [(None, None)] * (n_dims + 2))
+        if res.status != 0:
+            status[i] = Status.NUMERICAL
+            continue
+        eps[i], W_enc[:, i], b_enc[i] = max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims]
+        lowest[i] = Z[active, i].min() if active.any() else np.inf
+        duals = -res.ineqlin.marginals
+        keep = duals > DUAL_ZERO
+        certificates.append(GapCertificate(latent=int(i), codes=codes[keep], kinds=kinds[keep], weights=duals[keep]))
+    encoder = MinimaxEncoder(W_enc=W_enc, b_enc=b_enc)
+    solved = np.zeros(n_latents, dtype=bool)
+    solved[latents] = True
+    attained = code_set_error(encoder, D, Z)
+    status[solved & ~(attained <= eps + ENCODER_ATOL)] = Status.NUMERICAL
+    result = _finish(eps, encoder, certificates, status, solved, 0.0, None, None, "highs", start)
+    return GapResult(**{**result.__dict__, "exact": solved & (eps < lowest)})
+
+
+def enumerate_codes(n_latents: int, k: int, *, magnitudes=(1.0, 1.0), max_codes: int = MAX_ENUMERATED_CODES) -> np.ndarray:
+    r"""Every code with at most K nonzeros whose nonzero entries are ``lo`` or ``hi``.
+
+    These are the vertices of the box code set; a linear function of the code attains its
+    maximum over the set at one of them. There are :math:`\sum_{s \le K} \binom{N}{s} m^s`
+    codes, m = 1 when lo = hi and 2 otherwise.
+
+    Returns
+    -------
+    Z : ndarray of shape (C, N), the zero code first.
+
+    Examples
+    --------
+    >>> enumerate_codes(3, 2).astype(int).tolist()
+    [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]]
+    """
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    k = check_k(k, n_latents)
+    lo, hi = _check_magnitudes(magnitudes)
+    values = sorted({lo, hi})
+    count = sum(math.comb(n_latents, s) * len(values) ** s for s in range(k + 1))
+    if count > max_codes:
+        raise ValueError(
+            f"enumerating codes with N={n_latents}, K={k}, magnitudes={magnitudes} gives {count} codes, over "
+            f"max_codes={max_codes}. Use relu_minimax_gap / worst_case_error (no enumeration) instead."
+        )
+    codes = [np.zeros(n_latents)]
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(n_latents), size):
+            for entries in itertools.product(values, repeat=size):
+                code = np.zeros(n_latents)
+                code[list(support)] = entries
+                codes.append(code)
+    return np.array(codes)
+
+
+# ----- exact evaluation of an encoder --------------------------------------------------------
+
+
+def _encoder_weights(encoder, n_dims: int, n_latents: int):
+    W_enc = check_array(getattr(encoder, "W_enc"), "encoder.W_enc")
+    b_enc = check_array(getattr(encoder, "b_enc"), "encoder.b_enc", ndim=1)
+    if W_enc.shape != (n_dims, n_latents) or b_enc.shape != (n_latents,):
+        raise ValueError(
+            f"encoder must have W_enc of shape (M, N) = {(n_dims, n_latents)} and b_enc of shape (N,); got "
+            f"{W_enc.shape} and {b_enc.shape}. Fold a decoder bias in first: b_enc - b_dec @ W_enc."
+        )
+    return W_enc, b_enc
+
+
+def _top_sum(U: np.ndarray, count: int) -> np.ndarray:
+    """Row-wise sum of the ``count`` largest entries of ``max(U, 0)``."""
+    if count <= 0 or U.shape[1] == 0:
+        return np.zeros(U.shape[0])
+    count = min(count, U.shape[1])
+    positive = np.maximum(U, 0.0)
+    return -np.sort(-positive, axis=1)[:, :count].sum(axis=1) if count < U.shape[1] else positive.sum(axis=1)
+
+
+def worst_case_error(encoder, D, k: int, *, magnitudes=(1.0, 1.0), _checked: bool = False) -> np.ndarray:
+    r"""Exact worst-case error per latent of ``relu(X @ W_enc + b_enc)`` over the box code set.
+
+    For latent ``i`` with :math:`u = D w_i` the worst codes are explicit (no enumeration):
+
+    .. math::
+        \max\Big(\mathrm{relu}(b + hi\,S_K(u_{-i}^+)),\
+        \max_{v \in \{lo, hi\}} \mathrm{relu}(b + v u_i + hi\,S_{K-1}(u_{-i}^+)) - v,\
+        \max_{v \in [lo, hi]} v - \mathrm{relu}(b + v u_i - hi\,S_{K-1}((-u_{-i})^+))\Big)
+
+    The last term is concave in ``v``: its maximum is at ``lo``, ``hi`` or the kink where
+    the ReLU argument crosses 0, and all three are evaluated.
+
+    Parameters
+    ----------
+    encoder : object with ``W_enc`` (M, N) and ``b_enc`` (N,)
+        E.g. a :class:`MinimaxEncoder` (arrays or torch tensors).
+    D : array_like of shape (N, M)
+    k : int
+    magnitudes : (float, float)
+
+    Returns
+    -------
+    errors : ndarray of shape (N,)
+
+    Examples
+    --------
+    >>> encoder = MinimaxEncoder(W_enc=np.eye(2), b_enc=np.zeros(2))
+    >>> worst_case_error(encoder, np.eye(2), 2).tolist()
+    [0.0, 0.0]
+    """
+    if not _checked:
+        D = check_dictionary(D)
+        k = check_k(k, D.shape[0])
+        magnitudes = _check_magnitudes(magnitudes)
+    n_latents, n_dims = D.shape
+    lo, hi = magnitudes
+    W_enc, b_enc = _encoder_weights(encoder, n_dims, n_latents)
+    U = D @ W_enc  # U[j, i] = u_j for latent i
+    errors = np.zeros(n_latents)
+    for i in range(n_latents):
+        u_i, others = U[i, i], np.delete(U[:, i], i)[None, :]
+        b = b_enc[i]
+        zero = max(b + hi * _top_sum(others, k)[0], 0.0)
+        up_rest = b + hi * _top_sum(others, k - 1)[0]
+        down_rest = b - hi * _top_sum(-others, k - 1)[0]
+        candidates = [lo, hi]
+        if u_i != 0 and lo < -down_rest / u_i < hi:
+            candidates.append(-down_rest / u_i)
+        over = max(max(v * u_i + up_rest, 0.0) - v for v in (lo, hi))
+        under = max(v - max(v * u_i + down_rest, 0.0) for v in candidates)
+        errors[i] = max(zero, over, under)
+    return errors
+
+
+def code_set_error(encoder, D, Z) -> np.ndarray:
+    r"""Worst error per latent of the encoder on the explicit codes ``Z``:
+    :math:`\max_{z \in Z} |\mathrm{relu}(z D W_{enc} + b_{enc}) - z|` column-wise.
+
+    Parameters
+    ----------
+    encoder : object with ``W_enc`` (M, N) and ``b_enc`` (N,)
+    D : array_like of shape (N, M)
+    Z : array_like of shape (B, N)
+
+    Returns
+    -------
+    errors : ndarray of shape (N,)
+    """
+    D = check_array(D, "D")
+    Z = check_codes(Z, D.shape[0])
+    W_enc, b_enc = _encoder_weights(encoder, D.shape[1], D.shape[0])
+    return np.abs(np.maximum(Z @ D @ W_enc + b_enc, 0.0) - Z).max(axis=0)
+
+
+# ----- certificates --------------------------------------------------------------------------
+
+
+def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, magnitudes=(1.0, 1.0), codes=None) -> CertificateCheck:
+    r"""Re-derive a lower bound on :math:`\varepsilon^*_i` from a certificate, without a solver.
+
+    Checks that every certificate code belongs to the code set (at most ``k`` nonzeros in
+    ``{0} U [lo, hi]``, or a row of ``codes`` for an explicit set) and that its label
+    matches its kind; projects the weights onto the dual equalities
+    :math:`\sum_r \sigma_r y_r z_r D = 0,\ \sum_r \sigma_r y_r = 0,\ \sum_r y_r = 1`
+    (least squares) and requires them to stay nonnegative. Weak duality then gives, for
+    every encoder,
+
+    .. math:: \varepsilon_i \ge \min\Big(\sum_{lower} y_r v_r - \sum_{upper} y_r v_r,\ \min_{lower} v_r\Big).
+
+    Parameters
+    ----------
+    certificate : GapCertificate
+    D : array_like of shape (N, M)
+    k : int, optional
+        The sparsity of the code set (box sets); ignored when ``codes`` is given.
+    magnitudes : (float, float)
+    codes : array_like of shape (B, N), optional
+        The explicit code set, for certificates from :func:`relu_minimax_gap_codes`.
+
+    Returns
+    -------
+    check : CertificateCheck
+    """
+    D = check_array(D, "D")
+    n_latents = D.shape[0]
+    i = certificate.latent
+    Z = np.asarray(certificate.codes, dtype=np.float64).reshape(-1, n_latents)
+    kinds = np.asarray(certificate.kinds, dtype=np.int64)
+    y = np.asarray(certificate.weights, dtype=np.float64)
+
+    def invalid(reason):
+        return CertificateCheck(-math.inf, math.inf, False, reason)
+
+    if len(Z) == 0 or len(y) != len(Z) or len(kinds) != len(Z):
+        return invalid("empty or inconsistent certificate")
+    if not np.isfinite(y).all() or (y < 0).any() or not np.isin(kinds, [KIND_ZERO, KIND_LOWER, KIND_UPPER]).all():
+        return invalid("weights must be finite and >= 0, kinds in {0, 1, 2}")
+    if codes is not None:
+        allowed = check_codes(codes, n_latents, name="codes")
+        distance = np.abs(Z[:, None, :] - allowed[None, :, :]).max(axis=2).min(axis=1)
+        if distance.max() > CODE_ATOL:
+            return invalid(f"certificate code {int(distance.argmax())} is not in the code set")
+    else:
+        if k is None:
+            raise ValueError("verify_certificate needs k (box code sets) or codes (explicit sets).")
+        lo, hi = _check_magnitudes(magnitudes)
+        nonzero = np.abs(Z) > CODE_ATOL
+        in_box = (Z >= lo - CODE_ATOL) & (Z <= hi + CODE_ATOL)
+        if (nonzero & ~in_box).any() or (nonzero.sum(axis=1) > k).any():
+            return invalid(f"a certificate code has more than k={k} nonzeros or an entry outside {{0}} U [{lo}, {hi}]")
+    labels = Z[:, i]
+    if (np.abs(labels[kinds == KIND_ZERO]) > CODE_ATOL).any() or (labels[kinds != KIND_ZERO] <= CODE_ATOL).any():
+        return invalid("labels do not match kinds (zero rows need z_i = 0, the others z_i > 0)")
+    sign = _SIGN[kinds]
+    A = np.vstack([(sign[:, None] * (Z @ D)).T, sign, np.ones(len(y))])  # (M + 2, m)
+    target = np.zeros(A.shape[0])
+    target[-1] = 1.0
+    y = y - np.linalg.lstsq(A, A @ y - target, rcond=None)[0]
+    if y.min() < -WEIGHT_CLIP_ATOL:
+        return invalid(f"projected weights turn negative ({y.min():.3g}); the duals are inaccurate")
+    y = np.maximum(y, 0.0)
+    residual = float(np.abs(A @ y - target).max())
+    if residual > CERTIFICATE_RESIDUAL_ATOL:
+        return CertificateCheck(-math.inf, residual, False, f"dual equalities violated by {residual:.3g}")
+    bound = float(y[kinds == KIND_LOWER] @ labels[kinds == KIND_LOWER] - y[kinds == KIND_UPPER] @ labels[kinds == KIND_UPPER])
+    lower_labels = labels[kinds == KIND_LOWER]
+    cap = float(lower_labels.min()) if lower_labels.size else math.inf
+    return CertificateCheck(min(bound, cap), residual, True, "ok")
+
+
+# ----- T2 ------------------------------------------------------------------------------------
+
+
+def atom_l1_cost(D) -> np.ndarray:
+    r"""Per atom, the least l1 norm of a representation by the other atoms (a basis-pursuit LP).
+
+    .. math:: \beta_i = \min \{\|c\|_1 : c D_{-i} = d_i\} \quad (+\infty \text{ if impossible})
+
+    Solved as ``min 1'(c+ + c-)`` s.t. ``(c+ - c-) D_{-i} = d_i``, ``c+-  >= 0`` with HiGHS.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), N >= 2
+
+    Returns
+    -------
+    beta : ndarray of shape (N,)
+
+    Examples
+    --------
+    >>> atom_l1_cost(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])).round(9).tolist()
+    [3.0, 2.0, 1.4]
+    >>> atom_l1_cost(np.eye(2)).tolist()
+    [inf, inf]
+    """
+    D = check_dictionary(D)
+    n_latents = D.shape[0]
+    if n_latents < 2:
+        raise ValueError("atom_l1_cost needs N >= 2 atoms (atom i written with the others); got N=1.")
+    beta = np.empty(n_latents)
+    for i in range(n_latents):
+        others = np.delete(D, i, axis=0).T  # (M, N - 1)
+        res = scipy.optimize.linprog(
+            np.ones(2 * (n_latents - 1)), A_eq=np.hstack([others, -others]), b_eq=D[i], bounds=(0, None), method="highs"
+        )
+        if res.status == 2:
+            beta[i] = math.inf
+        elif res.status == 0:
+            beta[i] = res.fun
+        else:
+            raise ValueError(f"basis pursuit for atom {i} ended with HiGHS status {res.status}: {res.message}")
+    return beta
+
+
+def gap_lower_bound(D) -> np.ndarray:
+    r"""T2: every ReLU encoder errs on latent ``i`` by at least :math:`1 / (2(1 + \beta_i))`.
+
+    Valid for every code set containing 0, e_i, e_j and e_i + e_j for all j != i (binary
+    codes with K >= 2). 0 where atom ``i`` is not in the span of the others.
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), N >= 2
+
+    Returns
+    -------
+    bound : ndarray of shape (N,)
+
+    References
+    ----------
+    .. [1] ``proofs/T2_lower_bound.md``.
+
+    Examples
+    --------
+    >>> gap_lower_bound(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])).round(6).tolist()
+    [0.125, 0.166667, 0.208333]
+    """
+    return t2_bound(atom_l1_cost(D))

@@ -1,0 +1,210 @@
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaptheory.bounds import four_code_lp
+from gaptheory.gap import (
+    KIND_ZERO,
+    GapCertificate,
+    MinimaxEncoder,
+    _support_decomposition,
+    atom_l1_cost,
+    code_set_error,
+    enumerate_codes,
+    gap_lower_bound,
+    relu_minimax_gap,
+    relu_minimax_gap_codes,
+    verify_certificate,
+    worst_case_error,
+)
+from gaptheory.instances import random_dictionary
+from gaptheory.solvers import basis_pursuit
+
+#: Two LP solves of the same optimum (HiGHS, feasibility tolerance 1e-9) agree to this.
+LP_ATOL = 1e-7
+#: Closed-form and enumerated evaluations of the same encoder agree to float64 round-off.
+IDENTITY_ATOL = 1e-8
+
+
+@st.composite
+def small_instances(draw, *, k_min=1):
+    """(D, K) with N <= 9 so every code can be enumerated."""
+    kind = draw(st.sampled_from(["gaussian", "rademacher", "dct"]))
+    N = draw(st.integers(3, 9))
+    M = draw(st.integers(2, N))
+    K = draw(st.integers(k_min, min(3, N)))
+    D = random_dictionary(N, M, kind, seed=draw(st.integers(0, 2**31)))
+    return D, K
+
+
+@settings(max_examples=12, deadline=None)
+@given(small_instances())
+def test_compact_lp_equals_enumeration_lp_and_encoder_attains_eps(instance):
+    D, K = instance
+    compact = relu_minimax_gap(D, K)
+    codes = enumerate_codes(D.shape[0], K)
+    enumerated = relu_minimax_gap_codes(D, codes)
+    assert compact.success and enumerated.success and compact.exact.all()
+    assert np.abs(compact.eps - enumerated.eps).max() <= LP_ATOL
+    assert np.abs(code_set_error(compact.encoder, D, codes) - compact.eps).max() <= LP_ATOL
+    assert (compact.eps <= 0.5 + LP_ATOL).all()
+
+
+@settings(max_examples=12, deadline=None)
+@given(small_instances())
+def test_certificates_verify_and_bracket_eps(instance):
+    D, K = instance
+    result = relu_minimax_gap(D, K)
+    for certificate in result.certificates:
+        check = verify_certificate(certificate, D, k=K)
+        assert check.valid, check.reason
+        assert abs(check.lower_bound - result.eps[certificate.latent]) <= LP_ATOL
+    codes = enumerate_codes(D.shape[0], K)
+    for certificate in relu_minimax_gap_codes(D, codes).certificates:
+        check = verify_certificate(certificate, D, codes=codes)
+        assert check.valid and abs(check.lower_bound - result.eps[certificate.latent]) <= LP_ATOL
+
+
+@settings(max_examples=12, deadline=None)
+@given(small_instances(k_min=2))
+def test_t2_bound_never_exceeds_eps_star(instance):
+    D, K = instance
+    assert (gap_lower_bound(D) <= relu_minimax_gap(D, K).eps + LP_ATOL).all()
+
+
+@settings(max_examples=10, deadline=None)
+@given(small_instances(), st.data())
+def test_lp_is_invariant_to_permuting_atoms(instance, data):
+    D, K = instance
+    permutation = np.array(data.draw(st.permutations(range(D.shape[0]))))
+    assert np.abs(relu_minimax_gap(D[permutation], K).eps - relu_minimax_gap(D, K).eps[permutation]).max() <= LP_ATOL
+
+
+@settings(max_examples=15, deadline=None)
+@given(small_instances(), st.integers(0, 2**31), st.sampled_from([(1.0, 1.0), (0.5, 1.5), (1.0, 3.0)]))
+def test_worst_case_error_is_the_max_over_the_code_set(instance, seed, magnitudes):
+    D, K = instance
+    rng = np.random.default_rng(seed)
+    N, M = D.shape
+    encoder = MinimaxEncoder(W_enc=rng.normal(size=(M, N)), b_enc=rng.normal(size=N) * 0.3)
+    exact = worst_case_error(encoder, D, K, magnitudes=magnitudes)
+    vertices = enumerate_codes(N, K, magnitudes=magnitudes)
+    assert (code_set_error(encoder, D, vertices) <= exact + IDENTITY_ATOL).all()
+    # Interior magnitudes: every code of the box set errs by at most the closed form.
+    scaled = vertices * rng.uniform(magnitudes[0], magnitudes[1], size=vertices.shape) / np.maximum(vertices, 1e-300)
+    assert (code_set_error(encoder, D, np.where(vertices > 0, scaled, 0.0)) <= exact + IDENTITY_ATOL).all()
+    if magnitudes[0] == magnitudes[1]:
+        assert np.abs(code_set_error(encoder, D, vertices) - exact).max() <= IDENTITY_ATOL
+
+
+@settings(max_examples=8, deadline=None)
+@given(small_instances(k_min=2))
+def test_box_compact_lp_matches_vertex_enumeration_where_exact(instance):
+    D, K = instance
+    magnitudes = (1.0, 2.0)
+    compact = relu_minimax_gap(D, K, magnitudes=magnitudes)
+    enumerated = relu_minimax_gap_codes(D, enumerate_codes(D.shape[0], K, magnitudes=magnitudes))
+    exact = compact.exact
+    assert np.abs(compact.eps[exact] - enumerated.eps[exact]).max(initial=0) <= LP_ATOL
+    assert (worst_case_error(compact.encoder, D, K, magnitudes=magnitudes)[exact] <= compact.eps[exact] + LP_ATOL).all()
+    for certificate in compact.certificates:
+        check = verify_certificate(certificate, D, k=K, magnitudes=magnitudes)
+        assert check.valid and check.lower_bound <= compact.eps[certificate.latent] + LP_ATOL
+        if exact[certificate.latent]:
+            assert check.lower_bound >= compact.eps[certificate.latent] - LP_ATOL
+
+
+def test_cvxpy_formulation_agrees_with_highs():
+    D = random_dictionary(7, 4, seed=3)
+    for K in (1, 2, 3):
+        assert np.abs(relu_minimax_gap(D, K, method="cvxpy").eps - relu_minimax_gap(D, K).eps).max() <= LP_ATOL
+
+
+@pytest.mark.parametrize("N, M", [(4, 4), (3, 6), (5, 8)])
+def test_eps_star_is_zero_for_independent_atoms(N, M):
+    D = random_dictionary(N, M, seed=N)
+    assert relu_minimax_gap(D, min(3, N)).eps.max() <= LP_ATOL
+    assert np.isinf(atom_l1_cost(D)).all() and (gap_lower_bound(D) == 0).all()
+
+
+def test_eps_star_is_positive_when_overcomplete_and_k_at_least_2():
+    D = random_dictionary(10, 5, seed=1)
+    result = relu_minimax_gap(D, 2)
+    assert (result.eps >= gap_lower_bound(D) - LP_ATOL).all() and (gap_lower_bound(D) > 0).all()
+
+
+def test_atom_l1_cost_matches_cvxpy_basis_pursuit():
+    D = random_dictionary(9, 4, seed=5)
+    beta = atom_l1_cost(D)
+    for i in range(3):
+        others = np.delete(D, i, axis=0)
+        reference = np.abs(basis_pursuit(D[i][None, :], others)).sum()
+        assert abs(beta[i] - reference) <= 1e-6 * (1 + reference)
+
+
+def test_four_code_lp_matches_enumeration_lp_and_t2():
+    rational = [[1, 0], [0, 1], ["3/5", "4/5"], ["-4/5", "3/5"]]
+    D = np.array([[float(Fraction(str(v))) for v in row] for row in rational])
+    for i in range(4):
+        codes = [np.zeros(4), np.eye(4)[i]] + [np.eye(4)[j] + c * np.eye(4)[i] for j in range(4) if j != i for c in (0, 1)]
+        value = relu_minimax_gap_codes(D, np.array(codes), latents=[i]).eps[i]
+        assert abs(value - float(four_code_lp(rational, i))) <= LP_ATOL
+        assert value >= gap_lower_bound(D)[i] - LP_ATOL
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31))
+def test_support_decomposition_reconstructs_the_fraction(n, k, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=n) * (rng.uniform(size=n) < 0.6)
+    x *= min(1.0, k / max(x.sum(), 1e-12))
+    supports, weights = _support_decomposition(x.copy(), k)
+    assert abs(weights.sum() - 1) <= IDENTITY_ATOL and (weights > 0).all()
+    assert (supports.sum(axis=1) <= k).all()
+    assert np.abs(weights @ supports - x).max() <= 1e-9
+
+
+def test_tampered_certificates_are_rejected():
+    D = random_dictionary(6, 3, seed=0)
+    certificate = relu_minimax_gap(D, 2).certificates[0]
+    dense = GapCertificate(certificate.latent, np.ones_like(certificate.codes), certificate.kinds, certificate.weights)
+    assert not verify_certificate(dense, D, k=2).valid
+    skewed = GapCertificate(certificate.latent, certificate.codes, certificate.kinds, certificate.weights * np.linspace(1, 3, len(certificate.weights)))
+    check = verify_certificate(skewed, D, k=2)
+    assert not check.valid or check.lower_bound <= relu_minimax_gap(D, 2).eps[0] + LP_ATOL
+    mislabelled = GapCertificate(certificate.latent, certificate.codes, np.full_like(certificate.kinds, KIND_ZERO), certificate.weights)
+    assert not verify_certificate(mislabelled, D, k=2).valid
+    with pytest.raises(ValueError, match="needs k"):
+        verify_certificate(certificate, D)
+
+
+def test_latents_subset_solves_only_those():
+    D = random_dictionary(6, 3, seed=0)
+    result = relu_minimax_gap(D, 2, latents=[1, 4])
+    assert np.isnan(result.eps[[0, 2, 3, 5]]).all() and np.isfinite(result.eps[[1, 4]]).all()
+    assert [c.latent for c in result.certificates] == [1, 4]
+    assert result.encoder.encode(np.zeros((2, 3))).shape == (2, 6)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda D: relu_minimax_gap(D, 0), r"1 <= K <= N"),
+        (lambda D: relu_minimax_gap(D, 2, magnitudes=(2.0, 1.0)), r"0 < lo <= hi"),
+        (lambda D: relu_minimax_gap(D, 2, latents=[9]), r"latents must be indices"),
+        (lambda D: relu_minimax_gap(D * 2, 2), r"unit-norm"),
+        (lambda D: relu_minimax_gap(D, 2, method="gurobi"), r"method"),
+        (lambda D: relu_minimax_gap_codes(D, -np.eye(6)), r"negative"),
+        (lambda D: relu_minimax_gap_codes(D, np.eye(5)), r"N=6 columns"),
+        (lambda D: enumerate_codes(40, 8), r"max_codes"),
+        (lambda D: atom_l1_cost(D[:1]), r"N >= 2"),
+        (lambda D: worst_case_error(MinimaxEncoder(np.eye(3), np.zeros(3)), D, 2), r"W_enc of shape"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(random_dictionary(6, 3, seed=0))

@@ -559,7 +559,8 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
 
     The file holds ``activations`` (T, M) float32 and, per token, ``token_ids``, ``doc_ids``,
     ``window_ids`` and ``positions`` (T,) int64; its metadata records the model, the hook, the
-    token count and the extraction settings. Tokenization runs first (cheap) so the file size is
+    token count, the extraction settings and ``token_strings`` (JSON id -> string of every token
+    id present, so reports print text without the tokenizer). Tokenization runs first (cheap) so the file size is
     known; the model then runs batch by batch and writes into a memory map of a temporary file,
     so memory holds one chunk of ``chunk_tokens`` rows at a time; ``os.replace`` moves the
     finished file into place, so an interrupted run never leaves a truncated file.
@@ -608,7 +609,9 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
     metadata = {"format": "gaptheory-activations", "format_version": _FORMAT_VERSION,
                 "model": loaded.name, "hook_name": hook_name, "layer": str(layer), "site": site,
                 "d_model": str(M), "n_tokens": str(T), "context_length": str(context_length),
-                "model_config": json.dumps(cfg.to_dict(), sort_keys=True)}
+                "model_config": json.dumps(cfg.to_dict(), sort_keys=True),
+                "token_strings": json.dumps({int(i): loaded.tokenizer.vocab[int(i)]
+                                             for i in np.unique(windows.token_ids)})}
     metadata.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
     columns = {"token_ids": windows.token_ids, "doc_ids": windows.doc_ids,
                "window_ids": windows.window_ids, "positions": windows.positions}

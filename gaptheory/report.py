@@ -226,16 +226,17 @@ def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
     # Tile the plane column by column: K/M differs between columns (K is rounded), so each
     # cell spans the midpoints to its neighbours within its own M/N column.
     x_edges = _edges(deltas)
-    y_low, y_high = math.inf, -math.inf
+    columns = {delta: sorted(k for d, k in cells if d == delta) for delta in deltas}
+    y_edges = {delta: _edges(column) for delta, column in columns.items()}
+    # Every column spans the same K/M range (clipped to [0, 1]), so the tiles leave no holes.
+    y_low = max(0.0, min(edges[0] for edges in y_edges.values()))
+    y_high = min(1.0, max(edges[-1] for edges in y_edges.values()))
     for i, delta in enumerate(deltas):
-        column = sorted(k for d, k in cells if d == delta)
-        y_edges = _edges(column)
-        y_low, y_high = min(y_low, y_edges[0]), max(y_high, y_edges[-1])
-        for j, rho in enumerate(column):
+        edges = [y_low] + y_edges[delta][1:-1] + [y_high]
+        for j, rho in enumerate(columns[delta]):
             values = cells[(delta, rho)]
-            ax.add_patch(patches.Rectangle((x_edges[i], y_edges[j]), x_edges[i + 1] - x_edges[i],
-                                           y_edges[j + 1] - y_edges[j], facecolor=cmap(sum(values) / len(values)),
-                                           edgecolor="none"))
+            ax.add_patch(patches.Rectangle((x_edges[i], edges[j]), x_edges[i + 1] - x_edges[i], edges[j + 1] - edges[j],
+                                           facecolor=cmap(sum(values) / len(values)), edgecolor="none"))
     mappable = cm.ScalarMappable(cmap=cmap)
     mappable.set_clim(0.0, 1.0)
     fig.colorbar(mappable, ax=ax, label="empirical success rate (fraction of codes recovered)")

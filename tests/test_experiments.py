@@ -279,3 +279,14 @@ def test_solver_output_during_a_task_does_not_reach_stdout(capfd):
     assert record["status"] == "ok"
     print("marker")
     assert capfd.readouterr().out == "marker\n"
+
+
+def test_existing_dask_scheduler_address_is_used_and_progress_goes_to_stderr(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    sweep = _sweep(M=[6], K=[1, 2], seed=[0])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with ResultStore(tmp_path / "r.db") as store:
+            summary = run_sweep(sweep, store, scheduler=cluster.scheduler_address, progress=True)
+            assert summary.executor.startswith("dask:inproc://") and summary.ok == 2 and len(store) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "tiny" in captured.err and "2/2" in captured.err

@@ -237,10 +237,41 @@ def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
     return outcome, report.render_text()
 
 
+# ----- bench ----------------------------------------------------------------------------
+
+
+def _add_bench(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="time the batched solvers against scikit-learn and cvxpy")
+    _common(parser)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test in seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.set_defaults(command=_run_bench)
+
+
+def _run_bench(args, *, show_progress: bool) -> tuple[dict, str]:
+    import dataclasses
+
+    import torch
+
+    from . import bench
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads={args.threads} must be >= 1.")
+        torch.set_num_threads(args.threads)
+    config = bench.BenchConfig.quick(seed=args.seed) if args.quick else bench.BenchConfig(seed=args.seed)
+    config = dataclasses.replace(config, device=args.device)
+    say = (lambda message: print(f"bench: {message}", file=sys.stderr, flush=True)) if show_progress else None
+    outcome = bench.run_bench(config, progress=say)
+    outcome["quick"] = args.quick
+    return outcome, bench.render(outcome)
+
+
 # ----- main -----------------------------------------------------------------------------
 
 #: Each entry adds one subcommand; its handler returns ``(outcome dict, text)``.
-_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations]
+_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

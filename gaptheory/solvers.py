@@ -466,21 +466,26 @@ def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> S
 
 
 class _DenseTimer:
-    """Times the dense kernels (matmul/bmm) of a solver and counts their FLOPs, so the
-    benchmark can compare the solver's dense phase with a plain matmul of the same run.
-    Solvers receive ``None`` by default and then call the kernels untimed."""
+    """Times the dense kernels (GEMMs) of a solver and counts their FLOPs, in total and
+    per dtype, so the benchmark can compare the solver's dense phase with a plain matmul
+    of the same run. Solvers receive ``None`` by default and then call the kernels untimed."""
 
     def __init__(self):
         self.seconds = 0.0
         self.flops = 0.0
+        self.by_dtype: dict[str, list[float]] = {}  # dtype name -> [seconds, flops]
 
     def __call__(self, fn, flops: float):
         start = time.perf_counter()
         out = fn()
         if out.is_cuda:
             torch.cuda.synchronize(out.device)
-        self.seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
         self.flops += float(flops)
+        entry = self.by_dtype.setdefault(str(out.dtype).removeprefix("torch."), [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] += float(flops)
         return out
 
 

@@ -1,0 +1,581 @@
+r"""Side-by-side benchmark of gaptheory's batched solvers against what a user would otherwise call.
+
+Everything runs in one process on the same instances: batched LASSO (homotopy, float32
+path + float64 finish, and float64) against scikit-learn's ``Lasso`` (all targets in one
+``fit``, same objective with ``alpha / M``, at the loosest ``tol`` that still reaches the
+accuracy we promise) and against cvxpy (one parametrised problem, Clarabel and OSQP);
+batched OMP against scikit-learn's ``OrthogonalMatchingPursuit``; the GFLOP/s of the
+solver's dense phase against a plain torch matmul of the same shape; the exact minimax gap
+LP (:func:`gaptheory.gap.relu_minimax_gap`) with its growth in N; and a scaling table over
+B and N with time per instance and peak memory.
+
+Timings are medians of interleaved repeats (each repeat runs every contender once, so a
+burst of load from other processes hits them alike); wall and CPU time are both kept.
+The batched solvers run on :func:`gaptheory._device.default_device` (CUDA when present,
+with ``torch.cuda.synchronize`` around every timing and ``torch.cuda.max_memory_allocated``
+for memory); scikit-learn, cvxpy and HiGHS run on the CPU. ``passed`` reflects accuracy
+(certified gaps, agreement with cvxpy, identical OMP supports); speed targets are
+reported under ``targets`` with ``met`` flags, since they depend on the machine and load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import __version__
+from ._device import resolve_device
+from .instances import make_instance, random_dictionary
+from .solvers import Status, _DenseTimer, _lasso_homotopy, _ParametrisedProblem, lasso, omp
+
+#: Objective agreement with cvxpy promised by the batched LASSO (issue 3, issue 8).
+OBJECTIVE_RTOL = 1e-6
+
+#: scikit-learn ``tol`` values tried, loosest first: its ``Lasso`` is timed at the loosest
+#: one whose objectives are all within OBJECTIVE_RTOL of the certified optimum, i.e. at its
+#: fastest setting that is as accurate as what it is compared with.
+SKLEARN_TOLS = (1e-4, 1e-5, 1e-6, 1e-8, 1e-10)
+
+#: cvxpy solvers tried for the LASSO; the fastest one that solves every row is the baseline.
+CVXPY_SOLVERS = ("CLARABEL", "OSQP")
+
+#: Speed targets of issue 8 (ratios measured side by side, same instances).
+TARGET_SKLEARN_LASSO = 5.0
+TARGET_CVXPY = 100.0
+TARGET_SKLEARN_OMP = 5.0
+TARGET_DENSE_FRACTION = 0.5
+TARGET_GAP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and repeats of :func:`run_bench`; defaults are the issue-8 reference point."""
+
+    n_samples: int = 1024  # B, rows solved per batch
+    n_latents: int = 256  # N, atoms
+    n_dims: int = 128  # M, input dimension
+    k: int = 8  # K, nonzeros per code (and OMP's atom budget)
+    alpha: float = 0.02  # LASSO penalty weight (scikit-learn's alpha is alpha / M)
+    magnitudes: tuple[float, float] = (0.5, 1.5)  # range of the nonzero code entries
+    nonnegative: bool = True  # nonnegative codes and nonnegative LASSO (the SAE setting)
+    repeats: int = 5  # interleaved timing repeats (after one warm-up)
+    cvxpy_rows: int = 24  # rows solved by cvxpy (about 0.1 s per row with Clarabel)
+    gap_n_latents: int = 256  # N of the minimax gap LP timing
+    gap_n_dims: int = 128  # M of the minimax gap LP timing
+    gap_k: int = 4  # K of the minimax gap LP timing
+    gap_scaling_n: tuple[int, ...] = (64, 128)  # further N (M = N / 2) for the growth exponent
+    scaling_b: tuple[int, ...] = (256, 1024, 4096)  # B values of the scaling table (N, M fixed)
+    scaling_n: tuple[int, ...] = (128, 256, 512)  # N values of the scaling table (M = N / 2)
+    seed: int = 0  # master seed of every instance
+    device: str | None = None  # torch device of the batched solvers (default: cuda if present)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "BenchConfig":
+        """Tiny sizes for a smoke test (seconds); ratios at these sizes mean little."""
+        return cls(n_samples=64, n_latents=64, n_dims=32, k=4, repeats=2, cvxpy_rows=4, gap_n_latents=16,
+                   gap_n_dims=8, gap_k=2, gap_scaling_n=(8, 12), scaling_b=(32, 64), scaling_n=(32, 64), seed=seed)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median wall and CPU seconds of one contender over interleaved repeats."""
+
+    wall: float
+    cpu: float
+    repeats: int
+
+
+# ----- measurement helpers --------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def interleaved(contenders: dict, repeats: int, device) -> tuple[dict[str, Timing], dict]:
+    """Time each callable in ``contenders`` ``repeats`` times, round-robin, after one
+    untimed warm-up round; return the median :class:`Timing` and the last output of each."""
+    device = resolve_device(device)
+    samples = {name: [] for name in contenders}
+    outputs = {}
+    for round_ in range(repeats + 1):
+        for name, fn in contenders.items():
+            wall, cpu, outputs[name] = _timed(fn, device)
+            if round_:
+                samples[name].append((wall, cpu))
+    timings = {
+        name: Timing(wall=statistics.median(s[0] for s in runs), cpu=statistics.median(s[1] for s in runs),
+                     repeats=repeats)
+        for name, runs in samples.items()
+    }
+    return timings, outputs
+
+
+def _read_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory(fn, device) -> tuple[float, str]:
+    """Run ``fn`` once; return its peak extra memory in MiB and how it was measured.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` above the allocation at the start. CPU on
+    Linux: the resident-set high-water mark (``VmHWM``, reset through
+    ``/proc/self/clear_refs``) above the resident set at the start; it covers torch's
+    allocator, which ``tracemalloc`` does not see. Elsewhere: growth of
+    ``resource.getrusage(...).ru_maxrss``, a lower bound (it only rises past the old peak).
+    """
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20, "cuda max_memory_allocated"
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to the current resident set
+        start = _read_status_kb("VmRSS")
+        fn()
+        peak = _read_status_kb("VmHWM")
+        if start is not None and peak is not None:
+            return max(peak - start, 0) / 1024, "VmHWM above VmRSS (Linux)"
+    except OSError:
+        pass
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return (after - before) * scale / 2**20, "ru_maxrss growth (lower bound)"
+
+
+def lasso_objective(X, D, Z, alpha) -> np.ndarray:
+    r"""Per-row :math:`\tfrac12\|x - zD\|^2 + \alpha\|z\|_1` in float64."""
+    residual = X - Z @ D
+    return 0.5 * (residual * residual).sum(1) + alpha * np.abs(Z).sum(1)
+
+
+def _relative(values, reference) -> float:
+    values, reference = np.asarray(values), np.asarray(reference)
+    return float(np.max(np.abs(values - reference) / np.maximum(np.abs(reference), np.finfo(float).tiny)))
+
+
+def _machine(device) -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(resolve_device(device)),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "load_average_1min": load[0],
+    }
+
+
+# ----- the LASSO against cvxpy and scikit-learn -----------------------------------------
+
+
+def cvxpy_lasso(X, D, alpha, *, nonnegative, solvers=CVXPY_SOLVERS) -> dict[str, dict]:
+    """Per-row cvxpy LASSO with each solver (one parametrised problem, compiled before the
+    clock starts; OSQP warm-starts from the previous row): seconds per row and objectives,
+    or the error when a solver fails on some row."""
+    out = {}
+    for solver in solvers:
+        problem = _ParametrisedProblem(D, kind="lasso", nonnegative=nonnegative)
+        try:
+            problem.solve_rows(X[:1], alpha, solver)  # canonicalise outside the timing
+            start = time.perf_counter()
+            result = problem.solve_rows(X, alpha, solver)
+            seconds = time.perf_counter() - start
+        except (ValueError, ImportError) as err:
+            out[solver] = {"ok": False, "error": str(err)}
+            continue
+        out[solver] = {"ok": True, "per_instance_s": seconds / len(X), "objective": result.objective,
+                       "codes": result.codes}
+    return out
+
+
+def sklearn_lasso_at_its_best(X, D, alpha, *, nonnegative, reference_objective) -> dict:
+    """Pick scikit-learn's loosest ``tol`` in SKLEARN_TOLS whose objectives all lie within
+    OBJECTIVE_RTOL of ``reference_objective``; return it with the accuracy reached."""
+    from sklearn.linear_model import Lasso
+
+    n_dims = D.shape[1]
+    tried = []
+    for tol in SKLEARN_TOLS:
+        model = Lasso(alpha=alpha / n_dims, fit_intercept=False, positive=nonnegative, tol=tol, max_iter=1_000_000)
+        codes = np.atleast_2d(model.fit(D.T, X.T).coef_)
+        error = _relative(lasso_objective(X, D, codes, alpha), reference_objective)
+        tried.append({"tol": tol, "max_relative_objective_error": error})
+        if error <= OBJECTIVE_RTOL:
+            break
+
+    def fit():
+        model = Lasso(alpha=alpha / n_dims, fit_intercept=False, positive=nonnegative, tol=tol, max_iter=1_000_000)
+        return np.atleast_2d(model.fit(D.T, X.T).coef_)
+
+    return {"tol": tol, "tried": tried, "fit": fit, "accurate": tried[-1]["max_relative_objective_error"] <= OBJECTIVE_RTOL}
+
+
+def bench_lasso(cfg: BenchConfig, inst, device) -> dict:
+    """Batched LASSO (homotopy float32/float64) vs scikit-learn and cvxpy on ``inst``."""
+    X, D, alpha, nonneg = inst.X, inst.D, cfg.alpha, cfg.nonnegative
+    ours = {
+        "homotopy_float32": lambda: lasso(X, D, alpha, nonnegative=nonneg, method="homotopy", dtype="float32",
+                                          device=device, return_info=True),
+        "homotopy_float64": lambda: lasso(X, D, alpha, nonnegative=nonneg, method="homotopy", dtype="float64",
+                                          device=device, return_info=True),
+    }
+    reference = ours["homotopy_float64"]()
+    sk = None
+    try:
+        sk = sklearn_lasso_at_its_best(X, D, alpha, nonnegative=nonneg, reference_objective=reference.objective)
+    except ImportError:
+        pass
+    contenders = dict(ours)
+    if sk is not None:
+        contenders["sklearn_lasso"] = sk["fit"]
+    timings, outputs = interleaved(contenders, cfg.repeats, device)
+    rows = slice(0, min(cfg.cvxpy_rows, len(X)))
+    cvx = cvxpy_lasso(X[rows], D, alpha, nonnegative=nonneg)
+    b = len(X)
+    out = {"per_instance_s": {name: t.wall / b for name, t in timings.items()},
+           "per_instance_cpu_s": {name: t.cpu / b for name, t in timings.items()}}
+    best = min(ours, key=lambda name: timings[name].wall)
+    out["best"] = best
+    ours_s = timings[best].wall / b
+    accuracy = {}
+    for name in ours:
+        result = outputs[name]
+        accuracy[name] = {
+            "all_optimal": bool((result.status == Status.OPTIMAL).all()),
+            "max_relative_gap": float(np.max(result.duality_gap / np.maximum(result.objective, 1e-300))),
+            "objective_matches_codes": _relative(lasso_objective(X, D, result.codes, alpha), result.objective) <= 1e-9,
+        }
+    out["accuracy"] = accuracy
+    if sk is not None:
+        out["sklearn"] = {"tol": sk["tol"], "tried": sk["tried"], "accurate": sk["accurate"]}
+        out["ratio_vs_sklearn"] = timings["sklearn_lasso"].wall / timings[best].wall
+    solved = {name: v for name, v in cvx.items() if v["ok"]}
+    out["cvxpy"] = {name: ({"per_instance_s": v["per_instance_s"],
+                            "max_relative_objective_vs_ours": _relative(v["objective"], reference.objective[rows])}
+                           if v["ok"] else {"error": v["error"]}) for name, v in cvx.items()}
+    if solved:
+        fastest = min(solved, key=lambda name: solved[name]["per_instance_s"])
+        accurate = [name for name in solved if name == "CLARABEL"] or list(solved)
+        judge = accurate[0]  # the interior-point answer is the ground truth for agreement
+        out["cvxpy_fastest"] = fastest
+        out["ratio_vs_cvxpy"] = solved[fastest]["per_instance_s"] / ours_s
+        out["agreement_solver"] = judge
+        out["max_relative_objective_vs_cvxpy"] = {
+            name: _relative(outputs[name].objective[rows], solved[judge]["objective"]) for name in ours
+        }
+    return out
+
+
+# ----- OMP against scikit-learn ---------------------------------------------------------
+
+
+def bench_omp(cfg: BenchConfig, inst, device) -> dict:
+    """Batched OMP (float32 selection + float64 refit, and float64) vs scikit-learn."""
+    X, D, k = inst.X, inst.D, min(cfg.k, inst.D.shape[1])
+    contenders = {
+        "omp_float32": lambda: omp(X, D, k, dtype="float32", device=device),
+        "omp_float64": lambda: omp(X, D, k, dtype="float64", device=device),
+    }
+    try:
+        from sklearn.linear_model import OrthogonalMatchingPursuit
+
+        contenders["sklearn_omp"] = lambda: np.atleast_2d(
+            OrthogonalMatchingPursuit(n_nonzero_coefs=k, fit_intercept=False).fit(D.T, X.T).coef_)
+    except ImportError:
+        pass
+    timings, outputs = interleaved(contenders, cfg.repeats, device)
+    b = len(X)
+    ours = [name for name in contenders if name.startswith("omp")]
+    best = min(ours, key=lambda name: timings[name].wall)
+    out = {"per_instance_s": {name: t.wall / b for name, t in timings.items()},
+           "per_instance_cpu_s": {name: t.cpu / b for name, t in timings.items()}, "best": best,
+           "true_support_recovered": {name: float(np.mean(np.all((outputs[name] != 0) == (inst.Z != 0), axis=1)))
+                                      for name in ours}}
+    if "sklearn_omp" in outputs:
+        theirs = outputs["sklearn_omp"]
+        out["identical_supports"] = {name: bool(np.array_equal(outputs[name] != 0, theirs != 0)) for name in ours}
+        out["max_code_difference"] = {name: float(np.max(np.abs(outputs[name] - theirs))) for name in ours}
+        out["ratio_vs_sklearn"] = timings["sklearn_omp"].wall / timings[best].wall
+    return out
+
+
+# ----- dense phase against a plain matmul -----------------------------------------------
+
+
+def bench_dense(cfg: BenchConfig, inst, device) -> dict:
+    """GFLOP/s of the homotopy solver's dense kernels (its GEMMs, timed inside the solver)
+    against ``torch.matmul`` of the path's GEMM shape (B, N) @ (N, N) in the same run."""
+    device = resolve_device(device)
+    X, D = inst.X, inst.D
+    b, n = X.shape[0], D.shape[0]
+    timer = _DenseTimer()
+    wall, _, _ = _timed(lambda: _lasso_homotopy(
+        X, D, cfg.alpha, nonnegative=cfg.nonnegative, tol=1e-7, max_iter=20_000, device=device,
+        dtype=torch.float32, timer=timer), device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    A = torch.randn(b, n, dtype=torch.float32, generator=generator).to(device)
+    G = torch.as_tensor(D @ D.T, dtype=torch.float32, device=device)
+    reps = max(3, cfg.repeats)
+    timings, _ = interleaved({"matmul": lambda: A @ G}, reps, device)
+    matmul_gflops = 2 * b * n * n / timings["matmul"].wall / 1e9
+    phase = {dtype: {"gflops": flops / seconds / 1e9 if seconds > 0 else float("nan"), "seconds": seconds,
+                     "gflop": flops / 1e9}
+             for dtype, (seconds, flops) in timer.by_dtype.items()}
+    main = phase.get("float32", {"gflops": float("nan")})
+    return {
+        "solver_wall_s": wall,
+        "dense_seconds": timer.seconds,
+        "dense_fraction_of_solver_time": timer.seconds / wall if wall > 0 else float("nan"),
+        "dense_gflops": timer.flops / timer.seconds / 1e9 if timer.seconds > 0 else float("nan"),
+        "by_dtype": phase,
+        "matmul_float32_gflops": matmul_gflops,
+        "ratio_float32_phase_to_matmul": main["gflops"] / matmul_gflops,
+    }
+
+
+# ----- the minimax gap LP ---------------------------------------------------------------
+
+
+def bench_gap(cfg: BenchConfig) -> dict:
+    """Seconds of :func:`gaptheory.gap.relu_minimax_gap` for all latents, and the exponent
+    p of time ~ N^p fitted (least squares in log-log) over the N values tried (M = N / 2
+    for the extra points)."""
+    try:
+        from .gap import relu_minimax_gap
+    except ImportError as err:  # pragma: no cover - gap.py is part of the package
+        return {"available": False, "error": str(err)}
+    points = []
+    sizes = sorted({(n, max(2, n // 2)) for n in cfg.gap_scaling_n} | {(cfg.gap_n_latents, cfg.gap_n_dims)})
+    for n_latents, n_dims in sizes:
+        D = random_dictionary(n_latents, n_dims, seed=cfg.seed)
+        k = min(cfg.gap_k, n_latents)
+        start = time.perf_counter()
+        result = relu_minimax_gap(D, k)
+        seconds = time.perf_counter() - start
+        points.append({"n_latents": n_latents, "n_dims": n_dims, "k": k, "seconds": seconds,
+                       "worst_eps": float(result.worst), "success": bool(result.success)})
+    main = next(p for p in points if p["n_latents"] == cfg.gap_n_latents and p["n_dims"] == cfg.gap_n_dims)
+    exponent = float("nan")
+    if len(points) >= 2:
+        logs = np.log([[p["n_latents"], p["seconds"]] for p in points])
+        exponent = float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
+    return {"available": True, "seconds": main["seconds"], "success": main["success"], "points": points,
+            "exponent_in_n": exponent}
+
+
+# ----- scaling over B and N -------------------------------------------------------------
+
+
+def bench_scaling(cfg: BenchConfig, device) -> list[dict]:
+    """Time per instance and peak memory of the batched LASSO (float32 path) and OMP over
+    B (N, M fixed) and over N (B fixed, M = N / 2)."""
+    grid = [(b, cfg.n_latents, cfg.n_dims) for b in cfg.scaling_b]
+    grid += [(cfg.n_samples, n, max(2, n // 2)) for n in cfg.scaling_n if (cfg.n_samples, n, max(2, n // 2)) not in grid]
+    rows = []
+    for b, n, m in grid:
+        inst = make_instance(n, m, min(cfg.k, m), b, seed=cfg.seed, nonnegative=cfg.nonnegative,
+                             magnitudes=cfg.magnitudes)
+        solvers = {
+            "lasso": lambda: lasso(inst.X, inst.D, cfg.alpha, nonnegative=cfg.nonnegative, method="homotopy",
+                                   dtype="float32", device=device),
+            "omp": lambda: omp(inst.X, inst.D, min(cfg.k, m), dtype="float32", device=device),
+        }
+        timings, _ = interleaved(solvers, max(1, min(cfg.repeats, 3)), device)
+        for name, fn in solvers.items():
+            memory, how = peak_memory(fn, device)
+            rows.append({"solver": name, "B": b, "N": n, "M": m, "per_instance_s": timings[name].wall / b,
+                         "peak_mib": memory, "memory_measure": how})
+    return rows
+
+
+# ----- the whole benchmark --------------------------------------------------------------
+
+
+def _targets(cfg: BenchConfig, lasso_out, omp_out, dense, gap) -> list[dict]:
+    def target(name, value, bound, relation):
+        met = bool(value >= bound) if relation == ">=" else bool(value < bound)
+        return {"target": name, "value": value, "relation": relation, "bound": bound,
+                "met": met if np.isfinite(value) else False}
+
+    out = []
+    if "ratio_vs_sklearn" in lasso_out:
+        out.append(target("LASSO throughput vs scikit-learn Lasso", lasso_out["ratio_vs_sklearn"],
+                          TARGET_SKLEARN_LASSO, ">="))
+    if "ratio_vs_cvxpy" in lasso_out:
+        out.append(target(f"LASSO throughput vs cvxpy/{lasso_out['cvxpy_fastest']}", lasso_out["ratio_vs_cvxpy"],
+                          TARGET_CVXPY, ">="))
+    if "ratio_vs_sklearn" in omp_out:
+        out.append(target("OMP throughput vs scikit-learn OMP", omp_out["ratio_vs_sklearn"], TARGET_SKLEARN_OMP, ">="))
+    out.append(target("dense phase GFLOP/s / matmul GFLOP/s (float32)", dense["ratio_float32_phase_to_matmul"],
+                      TARGET_DENSE_FRACTION, ">="))
+    if gap.get("available"):
+        out.append(target(f"relu_minimax_gap seconds at N={cfg.gap_n_latents}, M={cfg.gap_n_dims}, K={cfg.gap_k}",
+                          gap["seconds"], TARGET_GAP_SECONDS, "<"))
+    return out
+
+
+def _checks(lasso_out, omp_out) -> dict[str, bool]:
+    checks = {}
+    for name, acc in lasso_out["accuracy"].items():
+        checks[f"{name}: every row certified optimal"] = acc["all_optimal"] and acc["objective_matches_codes"]
+    for name, error in lasso_out.get("max_relative_objective_vs_cvxpy", {}).items():
+        checks[f"{name}: objective within {OBJECTIVE_RTOL:g} of cvxpy"] = error <= OBJECTIVE_RTOL
+    for name, same in omp_out.get("identical_supports", {}).items():
+        checks[f"{name}: supports identical to scikit-learn"] = same
+    return checks
+
+
+def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
+    """Run every measurement of the benchmark and return one JSON-ready dict.
+
+    Parameters
+    ----------
+    cfg : BenchConfig, optional
+        Sizes and repeats (default: the issue-8 reference point; ``BenchConfig.quick()``
+        for a smoke test).
+    progress : callable, optional
+        Called with a short string before each stage (e.g. print to stderr).
+    """
+    cfg = cfg or BenchConfig()
+    device = resolve_device(cfg.device)
+    say = progress or (lambda message: None)
+    machine = _machine(device)
+    started = time.perf_counter()
+    inst = make_instance(cfg.n_latents, cfg.n_dims, cfg.k, cfg.n_samples, seed=cfg.seed,
+                         nonnegative=cfg.nonnegative, magnitudes=cfg.magnitudes)
+    say("lasso: homotopy vs scikit-learn vs cvxpy")
+    lasso_out = bench_lasso(cfg, inst, device)
+    say("omp: batched vs scikit-learn")
+    omp_out = bench_omp(cfg, inst, device)
+    say("dense phase vs matmul")
+    dense = bench_dense(cfg, inst, device)
+    say("minimax gap LP")
+    gap = bench_gap(cfg)
+    say("scaling over B and N")
+    scaling = bench_scaling(cfg, device)
+    checks = _checks(lasso_out, omp_out)
+    machine["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {
+        "verb": "bench",
+        "version": __version__,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "machine": machine,
+        "lasso": lasso_out,
+        "omp": omp_out,
+        "dense": dense,
+        "gap": gap,
+        "scaling": scaling,
+        "targets": _targets(cfg, lasso_out, omp_out, dense, gap),
+        "checks": checks,
+        "passed": all(checks.values()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# ----- rendering --------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f}"
+
+
+def render(outcome: dict) -> str:
+    """Plain-text tables of a :func:`run_bench` outcome."""
+    cfg, mach = outcome["config"], outcome["machine"]
+    parts = [
+        f"gaptheory bench {outcome['version']}: B={cfg['n_samples']}, N={cfg['n_latents']}, M={cfg['n_dims']}, "
+        f"K={cfg['k']}, alpha={cfg['alpha']}, codes in {tuple(cfg['magnitudes'])}, "
+        f"nonnegative={cfg['nonnegative']}, seed={cfg['seed']}",
+        f"machine: {mach['processor']}, {mach['cpu_count']} cores, torch threads {mach['torch_threads']}, "
+        f"device {mach['device']}; load average {mach['load_average_1min']:.2f} at start, "
+        f"{mach['load_average_1min_end']:.2f} at end",
+        "",
+    ]
+    lasso_out, omp_out = outcome["lasso"], outcome["omp"]
+    rows = []
+    for name, seconds in lasso_out["per_instance_s"].items():
+        cpu = lasso_out["per_instance_cpu_s"][name]
+        note = ""
+        if name in lasso_out["accuracy"]:
+            acc = lasso_out["accuracy"][name]
+            vs = lasso_out.get("max_relative_objective_vs_cvxpy", {}).get(name, float("nan"))
+            note = f"max rel gap {acc['max_relative_gap']:.1e}; obj vs cvxpy {vs:.1e}"
+        elif name == "sklearn_lasso":
+            note = f"tol={lasso_out['sklearn']['tol']:g} (loosest reaching {OBJECTIVE_RTOL:g})"
+        rows.append(["lasso", name, _us(seconds), _us(cpu), note])
+    for name, info in lasso_out["cvxpy"].items():
+        if "error" in info:
+            rows.append(["lasso", f"cvxpy/{name}", "failed", "", info["error"][:60]])
+        else:
+            rows.append(["lasso", f"cvxpy/{name}", _us(info["per_instance_s"]), "",
+                         f"obj vs ours {info['max_relative_objective_vs_ours']:.1e}"])
+    for name, seconds in omp_out["per_instance_s"].items():
+        note = ""
+        if name in omp_out.get("identical_supports", {}):
+            note = (f"supports identical to sklearn: {omp_out['identical_supports'][name]}; "
+                    f"max |dz| {omp_out['max_code_difference'][name]:.1e}")
+        rows.append(["omp", name, _us(seconds), _us(omp_out["per_instance_cpu_s"][name]), note])
+    parts.append(_table(["problem", "solver", "us/instance (wall)", "us/instance (cpu)", "accuracy"], rows))
+    dense = outcome["dense"]
+    parts += ["", f"dense phase: {dense['dense_gflops']:.1f} GFLOP/s over all its GEMMs "
+                  f"({dense['dense_fraction_of_solver_time']:.0%} of solver time); float32 GEMMs "
+                  f"{dense['by_dtype'].get('float32', {}).get('gflops', float('nan')):.1f} GFLOP/s vs torch matmul "
+                  f"{dense['matmul_float32_gflops']:.1f} GFLOP/s"]
+    gap = outcome["gap"]
+    if gap.get("available"):
+        pts = ", ".join(f"N={p['n_latents']}: {p['seconds']:.2f}s" for p in gap["points"])
+        parts.append(f"relu_minimax_gap (all latents): {pts}; time ~ N^{gap['exponent_in_n']:.2f}")
+    parts += ["", _table(["target", "value", "bound", "met"],
+                         [[t["target"], f"{t['value']:.3g}", f"{t['relation']} {t['bound']:g}", t["met"]]
+                          for t in outcome["targets"]])]
+    parts += ["", _table(["solver", "B", "N", "M", "us/instance", "peak MiB"],
+                         [[r["solver"], r["B"], r["N"], r["M"], _us(r["per_instance_s"]), f"{r['peak_mib']:.1f}"]
+                          for r in outcome["scaling"]])]
+    if outcome["scaling"]:
+        parts.append(f"(memory: {outcome['scaling'][0]['memory_measure']})")
+    failed = [name for name, ok in outcome["checks"].items() if not ok]
+    parts += ["", "accuracy checks: " + ("all passed" if not failed else "FAILED: " + "; ".join(failed))]
+    return "\n".join(parts)

@@ -260,3 +260,263 @@ def _check_omp(seed: int, full: bool):
         wrong += int(((codes != 0) != (inst.Z != 0)).any(axis=1).sum())
         count += 1
     return count, wrong, "<=", 0
+
+
+# --------------------------------------------------------------------------------------
+# Theory checks (gaptheory.gap, gaptheory.bounds; proofs/T1..T4): the amortisation gap.
+# --------------------------------------------------------------------------------------
+
+from .bounds import (  # noqa: E402  (section imports keep this section self-contained)
+    RIP_THRESHOLD,
+    check_gaussian_tail_integral,
+    check_stationarity,
+    check_welch_equality_general,
+    check_welch_equality_simplex,
+    statistical_dimension,
+    t2_proof_lp,
+)
+from .gap import (  # noqa: E402
+    atom_l1_cost,
+    code_set_error,
+    enumerate_codes,
+    gap_lower_bound,
+    relu_minimax_gap,
+    relu_minimax_gap_codes,
+    verify_certificate,
+    worst_case_error,
+)
+
+#: Two LP optima (HiGHS feasibility tolerance 1e-9, |u| up to ~10) agree to this.
+LP_ATOL = 1e-7
+#: "eps* > 0" must hold by a margin far above LP round-off (1e-9), so a zero is never
+#: mistaken for a gap; generic overcomplete dictionaries give eps* of order 0.1.
+GAP_POSITIVE_MIN = 1e-6
+#: BP solved by HiGHS counts as a recovery when every entry is within this of the truth
+#: (relative to max(1, |z|_inf)); HiGHS meets 1e-7 primal feasibility, failures are O(1).
+PT_SUCCESS_RTOL = 1e-5
+
+
+def _small_gap_instances(seed: int, full: bool):
+    """(D, K) with N <= 9, so that every binary code can be enumerated."""
+    rng = np.random.default_rng(seed)
+    shapes = [(6, 3, 2), (7, 4, 2), (8, 4, 3), (9, 5, 2)] + ([(9, 4, 3), (9, 6, 4), (8, 2, 2)] if full else [])
+    for n_latents, n_dims, k in shapes:
+        for kind in ("gaussian", "rademacher") + (("dct",) if full else ()):
+            yield random_dictionary(n_latents, n_dims, kind, seed=rng), k
+
+
+@check("t2_below_t3", "T2 bound 1/(2(1+beta_i)) - eps*_i <= 0 on every latent (proofs/T2)")
+def _check_t2_below_t3(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    shapes = [(8, 4, 2), (12, 6, 3), (16, 8, 2), (24, 12, 4)] + ([(48, 24, 3), (64, 40, 4)] if full else [])
+    excess, count = -math.inf, 0
+    for n_latents, n_dims, k in shapes:
+        for kind in ("gaussian", "rademacher"):
+            D = random_dictionary(n_latents, n_dims, kind, seed=rng)
+            excess = max(excess, float(np.max(gap_lower_bound(D) - relu_minimax_gap(D, k).eps)))
+            count += 1
+    return count, excess, "<=", LP_ATOL
+
+
+@check("t3_compact_equals_enumeration", "|compact LP - enumeration LP| over all codes, binary and box (proofs/T3)")
+def _check_compact_vs_enumeration(seed: int, full: bool):
+    worst, count = 0.0, 0
+    for D, k in _small_gap_instances(seed, full):
+        for magnitudes in ((1.0, 1.0), (1.0, 2.0)):
+            compact = relu_minimax_gap(D, k, magnitudes=magnitudes)
+            enumerated = relu_minimax_gap_codes(D, enumerate_codes(D.shape[0], k, magnitudes=magnitudes))
+            exact = compact.exact  # box sets: equal where eps* < lo (always for binary codes)
+            if magnitudes == (1.0, 1.0) and not exact.all():
+                return count, math.inf, "<=", LP_ATOL, "binary codes gave eps* >= 1, impossible by T3"
+            worst = max(worst, float(np.abs(compact.eps - enumerated.eps)[exact].max(initial=0.0)))
+            count += 1
+    return count, worst, "<=", LP_ATOL
+
+
+@check("t3_encoder_attains_eps", "max_i |error of the LP encoder on every enumerated code - eps*_i|")
+def _check_encoder_attains(seed: int, full: bool):
+    worst, count = 0.0, 0
+    for D, k in _small_gap_instances(seed, full):
+        result = relu_minimax_gap(D, k)
+        codes = enumerate_codes(D.shape[0], k)
+        enumerated = code_set_error(result.encoder, D, codes)
+        closed_form = worst_case_error(result.encoder, D, k)
+        worst = max(worst, float(np.abs(enumerated - result.eps).max()), float(np.abs(closed_form - result.eps).max()))
+        count += 1
+    return count, worst, "<=", LP_ATOL
+
+
+@check("t3_certificates_verify", "max_i eps*_i - (dual lower bound re-derived without the solver)")
+def _check_certificates(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    worst, count = 0.0, 0
+    shapes = [(8, 4, 2), (16, 8, 3), (32, 16, 4)] + ([(64, 32, 4), (128, 64, 5)] if full else [])
+    for n_latents, n_dims, k in shapes:
+        D = random_dictionary(n_latents, n_dims, seed=rng)
+        result = relu_minimax_gap(D, k)
+        for certificate in result.certificates:
+            outcome = verify_certificate(certificate, D, k=k)
+            worst = max(worst, result.eps[certificate.latent] - outcome.lower_bound)
+        count += 1
+    return count, worst, "<=", LP_ATOL
+
+
+@check("t3_positive_when_overcomplete", "min over D of eps* = max_i eps*_i when N > M and K >= 2 (T1)")
+def _check_gap_positive(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    smallest, count, exact_latents = math.inf, 0, 0
+    shapes = [(5, 4, 2), (8, 7, 2), (12, 6, 3), (20, 16, 2)] + ([(40, 39, 2), (64, 48, 3)] if full else [])
+    for n_latents, n_dims, k in shapes:
+        for kind in ("gaussian", "rademacher"):
+            D = random_dictionary(n_latents, n_dims, kind, seed=rng)
+            eps = relu_minimax_gap(D, k).eps
+            smallest = min(smallest, float(eps.max()))
+            # T1 forces a gap only on latents whose atom lies in the span of the others
+            # (beta_i < inf); a Rademacher draw can leave an atom outside it, decodable exactly.
+            exact = eps < GAP_POSITIVE_MIN
+            if exact.any():
+                in_span = np.isfinite(atom_l1_cost(D))[exact]
+                if in_span.any():
+                    return count, 0.0, ">=", GAP_POSITIVE_MIN, "a latent with beta_i < inf has eps*_i = 0, contradicting T2"
+                exact_latents += int(exact.sum())
+            count += 1
+    detail = f"{exact_latents} latents decoded exactly, each with its atom outside the span of the others"
+    return count, smallest, ">=", GAP_POSITIVE_MIN, detail
+
+
+@check("t3_zero_for_independent_atoms", "max_i eps*_i when N <= M (independent atoms: the gap vanishes)")
+def _check_gap_zero(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    largest, count = 0.0, 0
+    for n_latents, n_dims in [(4, 4), (6, 8), (10, 16)] + ([(32, 32), (40, 64)] if full else []):
+        D = random_dictionary(n_latents, n_dims, seed=rng)
+        for k in sorted({1, 2, min(4, n_latents)}):
+            largest = max(largest, float(relu_minimax_gap(D, k).eps.max()))
+            count += 1
+    return count, largest, "<=", LP_ATOL
+
+
+@check("rip_condition_bp_recovers", "max |BP(x) - z| on dictionaries with exact delta_2K < sqrt(2) - 1")
+def _check_rip_bp(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    worst, count, tried = 0.0, 0, 0
+    specs = [(32, 16, "identity_dct", 1), (64, 32, "identity_dct", 1), (40, 38, "dct", 1)]
+    specs += [(128, 64, "identity_dct", 1), (24, 23, "dct", 2)] if full else []
+    for n_latents, n_dims, kind, k in specs:
+        D = random_dictionary(n_latents, n_dims, kind, seed=rng)
+        tried += 1
+        if rip_constant(D, 2 * k) >= float(RIP_THRESHOLD):
+            continue  # the condition does not hold here; nothing is guaranteed
+        for nonnegative in (False, True):
+            Z = sparse_codes(16, n_latents, k, seed=rng, nonnegative=nonnegative)
+            worst = max(worst, float(np.abs(basis_pursuit(Z @ D, D, nonnegative=nonnegative) - Z).max()))
+            count += 1
+    if count == 0:
+        return 0, math.inf, "<=", RECOVERY_ATOL, f"none of {tried} dictionaries met delta_2K < sqrt(2) - 1"
+    return count, worst, "<=", RECOVERY_ATOL, f"{count // 2} of {tried} dictionaries met the RIP condition"
+
+
+@check("gap_certified_where_inference_exact",
+       "max |BP(x) - z| on coherent instances whose gap eps* > 0 is certified on the same D (T1)")
+def _check_gap_where_inference_exact(seed: int, full: bool):
+    worst, count, smallest_gap = 0.0, 0, math.inf
+    for inst, _ in coherent_instances(seed, full):
+        if inst.k < 2 or not inst.nonnegative:
+            continue  # the gap needs K >= 2; SAE codes are nonnegative
+        worst = max(worst, float(np.abs(basis_pursuit(inst.X, inst.D, nonnegative=True) - inst.Z).max()))
+        # eps*(S) = max_i eps*_i >= eps*_i for any latent, so a few latents certify the gap.
+        latents = np.arange(min(3, inst.n_latents))
+        result = relu_minimax_gap(inst.D, inst.k, magnitudes=inst.magnitudes, latents=latents)
+        certified = max(
+            verify_certificate(c, inst.D, k=inst.k, magnitudes=inst.magnitudes).lower_bound for c in result.certificates
+        )
+        smallest_gap = min(smallest_gap, certified)
+        count += 1
+    if count == 0:
+        return 0, math.inf, "<=", RECOVERY_ATOL, "no coherent instance with K >= 2"
+    if not smallest_gap >= GAP_POSITIVE_MIN:
+        return count, math.inf, "<=", RECOVERY_ATOL, f"gap not certified: lower bound {smallest_gap:.3g}"
+    return count, worst, "<=", RECOVERY_ATOL, f"certified eps* >= {smallest_gap:.3g} on every instance"
+
+
+@check("symbolic_identities", "sympy identities that fail: Gaussian tail, stationarity, Welch = simplex, T2 proof LP")
+def _check_symbolic(seed: int, full: bool):
+    from fractions import Fraction
+
+    rng = np.random.default_rng(seed)
+    outcomes = [
+        check_gaussian_tail_integral() == 0,
+        check_stationarity(False) == 0,
+        check_stationarity(True) == 0,
+        check_welch_equality_general() == 0,
+    ]
+    outcomes += [check_welch_equality_simplex(n) for n in ((3, 4, 5, 6, 8) if full else (3, 4, 5))]
+    for _ in range(6 if full else 2):
+        c = [Fraction(int(rng.integers(-9, 10)), int(rng.integers(1, 8))) for _ in range(int(rng.integers(1, 4)))]
+        outcomes.append(t2_proof_lp(c) == Fraction(1) / (2 * (1 + sum(abs(v) for v in c))))
+    return len(outcomes), len(outcomes) - sum(bool(o) for o in outcomes), "<=", 0
+
+
+def _bp_highs(A: np.ndarray, x: np.ndarray, nonnegative: bool) -> np.ndarray | None:
+    """Basis pursuit ``min |z|_1 s.t. A z = x`` (A of shape (M, N)) as an LP for HiGHS."""
+    import scipy.optimize
+
+    n_latents = A.shape[1]
+    if nonnegative:
+        res = scipy.optimize.linprog(np.ones(n_latents), A_eq=A, b_eq=x, bounds=(0, None), method="highs")
+        return res.x if res.status == 0 else None
+    res = scipy.optimize.linprog(np.ones(2 * n_latents), A_eq=np.hstack([A, -A]), b_eq=x, bounds=(0, None), method="highs")
+    return res.x[:n_latents] - res.x[n_latents:] if res.status == 0 else None
+
+
+def empirical_transition(n_latents: int, k: int, *, nonnegative: bool, trials: int, step: int, seed) -> tuple:
+    """BP success rates on Gaussian measurements around the statistical dimension.
+
+    Measurement matrices ``A`` (M, N) have i.i.d. N(0, 1/M) entries (ALMT's hypothesis;
+    ``D = A.T`` is deliberately not row-normalised), codes have K random-signed (or
+    nonnegative) Gaussian entries. Returns ``(delta, tolerance, M_half, Ms, rates)``
+    where ``M_half`` interpolates the M at which the success rate crosses 1/2 and
+    ``tolerance = 2 sqrt(2 min(delta, N - delta)) + 1`` (two standard deviations of the
+    intrinsic-volume distribution, McCoy & Tropp 2014, plus the integer grid; proofs/T4).
+    """
+    rng = np.random.default_rng(seed)
+    delta = statistical_dimension(n_latents, k, nonnegative=nonnegative)
+    spread = math.sqrt(2 * min(delta, n_latents - delta))
+    Ms = np.arange(max(1, int(delta - 2 * spread)), min(n_latents, int(delta + 2 * spread) + 1) + 1, step)
+    rates = []
+    for n_dims in Ms:
+        success = 0
+        for _ in range(trials):
+            A = rng.standard_normal((n_dims, n_latents)) / math.sqrt(n_dims)
+            z = np.zeros(n_latents)
+            z[rng.choice(n_latents, k, replace=False)] = rng.standard_normal(k)
+            z = np.abs(z) if nonnegative else z
+            z_hat = _bp_highs(A, A @ z, nonnegative)
+            success += z_hat is not None and np.abs(z_hat - z).max() <= PT_SUCCESS_RTOL * max(1.0, np.abs(z).max())
+        rates.append(success / trials)
+    rates = np.array(rates)
+    above = np.flatnonzero(rates >= 0.5)
+    if above.size == 0:
+        m_half = math.inf
+    elif above[0] == 0:
+        m_half = float(Ms[0])
+    else:
+        lo = above[0] - 1
+        m_half = float(Ms[lo] + (0.5 - rates[lo]) / (rates[lo + 1] - rates[lo]) * (Ms[lo + 1] - Ms[lo]))
+    return delta, 2 * spread + 1, m_half, Ms, rates
+
+
+@check("phase_transition_matches_statistical_dimension",
+       "max |M_1/2 - delta| / tolerance: BP success crosses 1/2 within 2 sd of the statistical dimension")
+def _check_phase_transition(seed: int, full: bool):
+    settings = [(40, 4, False), (40, 10, True)]
+    if full:
+        settings += [(40, 10, False), (40, 4, True), (100, 10, False), (100, 25, False), (100, 10, True), (100, 40, True)]
+    ratios, details = [], []
+    for index, (n_latents, k, nonnegative) in enumerate(settings):
+        delta, tolerance, m_half, _, _ = empirical_transition(
+            n_latents, k, nonnegative=nonnegative, trials=40 if full else 12, step=1 if full else 2, seed=[seed, index]
+        )
+        ratios.append(abs(m_half - delta) / tolerance)
+        details.append(f"N={n_latents} K={k}{'+' if nonnegative else ''}: M_1/2={m_half:.1f} vs delta={delta:.1f}")
+    return len(settings), max(ratios), "<=", 1.0, "; ".join(details)

@@ -169,6 +169,7 @@ def run_recovery(config: dict) -> dict:
     re-solved with :data:`FALLBACK_LP_SOLVER` after the default solver could not certify
     its answer.
     """
+    from .flops import fista_flops
     from .instances import make_instance
     from .solvers import basis_pursuit, lasso, omp
 
@@ -201,6 +202,8 @@ def run_recovery(config: dict) -> dict:
         "max_error": float(error.max()),
         "n_converged": int(result.converged.sum()),
         "lp_fallback": fallback,
+        # FLOPs are counted for FISTA only (gaptheory.flops); interior-point and OMP costs are not modelled.
+        "inference_flops_per_sample": (fista_flops(result.n_iter, M, N).total / B) if config["solver"] == "lasso" else None,
         "statdim": statdim,
         "predicted_success": bool(M > statdim),
         "transition_K_over_M": l1_transition_sparsity_ratio(min(M / N, 1.0), nonnegative=nonnegative),

@@ -290,3 +290,13 @@ def test_existing_dask_scheduler_address_is_used_and_progress_goes_to_stderr(tmp
             assert summary.executor.startswith("dask:inproc://") and summary.ok == 2 and len(store) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "tiny" in captured.err and "2/2" in captured.err
+
+
+def test_lasso_recovery_counts_fista_flops_and_scores_support():
+    task = Sweep(name="s", kind="recovery", fixed={"N": 20, "B": 4, "solver": "lasso"},
+                 grid={"M": [10], "K": [2]}).tasks()[0]
+    record = execute_task(task)
+    assert record["status"] == "ok" and record["inference_flops_per_sample"] > 0
+    assert 0.0 <= record["support_rate"] <= 1.0
+    omp_record = execute_task(_sweep(M=[6], K=[1]).tasks()[0])
+    assert omp_record["inference_flops_per_sample"] is None

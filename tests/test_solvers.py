@@ -6,6 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaptheory.instances import Instance, coherence_recovery_sparsity, make_instance, random_dictionary, sparse_codes
+import torch
+
+from gaptheory import solvers
 from gaptheory.solvers import ConvergenceWarning, SolveResult, Status, basis_pursuit, lasso, omp
 
 #: FISTA and cvxpy objectives agree to this relative accuracy (issue 3).
@@ -15,15 +18,21 @@ CVXPY_ZERO = 1e-7
 RECOVERY_ATOL = 1e-6
 
 
-@settings(max_examples=12, deadline=None)
+#: The batched LASSO paths checked against cvxpy: (method, dtype of the iterations/path).
+BATCHED_LASSO = [("homotopy", "float64"), ("homotopy", "float32"), ("fista", "float64")]
+
+
+@settings(max_examples=15, deadline=None)
 @given(N=st.integers(4, 40), data=st.data(), seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans(),
-       alpha=st.floats(0.005, 0.5))
-def test_fista_agrees_with_cvxpy(N, data, seed, nonnegative, alpha):
+       alpha=st.floats(0.005, 0.5), path=st.sampled_from(BATCHED_LASSO))
+def test_batched_lasso_agrees_with_cvxpy(N, data, seed, nonnegative, alpha, path):
     M = data.draw(st.integers(2, N))
     K = data.draw(st.integers(1, max(1, M // 2)))
     inst = make_instance(N, M, K, 6, seed=seed, nonnegative=nonnegative)
     exact = lasso(inst.X, inst.D, alpha, method="cvxpy", nonnegative=nonnegative, return_info=True)
-    fast = lasso(inst.X, inst.D, alpha, nonnegative=nonnegative, return_info=True, device="cpu")
+    method, dtype = path
+    fast = lasso(inst.X, inst.D, alpha, nonnegative=nonnegative, method=method, dtype=dtype, return_info=True,
+                 device="cpu")
     assert fast.success
     np.testing.assert_allclose(fast.objective, exact.objective, rtol=OBJECTIVE_RTOL)
     # F(z) - F* >= ||(z - z*) D||^2 / 2 for the LASSO, so both fits lie within sqrt(2 gap)
@@ -182,3 +191,98 @@ def test_lasso_rejects_unknown_method_and_device():
         lasso(np.ones((1, 2)), np.eye(2), 0.1, method="admm")
     with pytest.raises(ValueError, match="device"):
         lasso(np.ones((1, 2)), np.eye(2), 0.1, device="tpu")
+
+
+# ----- homotopy: exact finish, certificate, rescue chain ----------------------------------
+
+
+def _homotopy_instance(seed=0, nonnegative=False):
+    return make_instance(48, 24, 3, 10, seed=seed, nonnegative=nonnegative)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_exact_finish_on_the_optimal_support_reproduces_cvxpy(nonnegative):
+    inst = _homotopy_instance(1, nonnegative)
+    alpha = 0.02
+    exact = lasso(inst.X, inst.D, alpha, method="cvxpy", nonnegative=nonnegative)
+    # the support and signs guessed (here by the homotopy); the finish must then be exact
+    guess = lasso(inst.X, inst.D, alpha, method="homotopy", nonnegative=nonnegative)
+    support_mask = guess != 0
+    width = int(support_mask.sum(1).max())
+    order = np.argsort(~support_mask, axis=1, kind="stable")[:, :width]
+    signs = np.take_along_axis(np.sign(guess), order, 1)
+    G = torch.tensor(inst.D @ inst.D.T)
+    C = torch.tensor(inst.X @ inst.D.T)
+    codes, singular = solvers._exact_finish(C, G, torch.tensor(order), torch.tensor(signs), alpha)
+    assert not singular.any()
+    np.testing.assert_allclose(codes.numpy(), exact, atol=1e-5)  # cvxpy's codes are good to ~3e-6 here
+    _, gap = solvers._lasso_gap(torch.tensor(inst.X), torch.tensor(inst.D), codes, alpha, nonnegative)
+    assert (gap.numpy() <= 1e-9).all()
+
+
+def test_exact_finish_with_a_wrong_sign_fails_the_certificate():
+    inst = _homotopy_instance(2)
+    alpha = 0.02
+    exact = lasso(inst.X, inst.D, alpha, method="homotopy")
+    row = 0
+    support = np.flatnonzero(exact[row])
+    signs = np.sign(exact[row, support])
+    signs[0] = -signs[0]  # one atom with the wrong sign: not the optimum
+    C = torch.tensor(inst.X[row:row + 1] @ inst.D.T)
+    codes, _ = solvers._exact_finish(C, torch.tensor(inst.D @ inst.D.T), torch.tensor(support[None]),
+                                     torch.tensor(signs[None]), alpha)
+    primal, gap = solvers._lasso_gap(torch.tensor(inst.X[row:row + 1]), torch.tensor(inst.D), codes, alpha, False)
+    assert gap.item() > solvers.FISTA_TOL * primal.item()
+
+
+def test_homotopy_solution_is_zero_when_alpha_exceeds_every_correlation():
+    inst = _homotopy_instance(3)
+    alpha = 1.01 * np.abs(inst.X @ inst.D.T).max()
+    result = lasso(inst.X, inst.D, alpha, method="homotopy", return_info=True)
+    assert result.success and not result.codes.any()
+    assert (result.n_iter == 0).all()
+
+
+def test_homotopy_rows_cut_short_are_rescued_by_fista_and_still_certified(monkeypatch):
+    inst = _homotopy_instance(4)
+    monkeypatch.setattr(solvers, "HOMOTOPY_MAX_EVENTS_PER_DIM", 0)
+    monkeypatch.setattr(solvers, "HOMOTOPY_MIN_EVENTS", 1)  # the path stops after one event
+    result = lasso(inst.X, inst.D, 0.02, method="homotopy", return_info=True)
+    assert "10 by FISTA" in result.message and result.success
+    exact = lasso(inst.X, inst.D, 0.02, method="cvxpy", return_info=True)
+    np.testing.assert_allclose(result.objective, exact.objective, rtol=OBJECTIVE_RTOL)
+
+
+def test_float32_stragglers_are_redone_in_float64(monkeypatch):
+    inst = _homotopy_instance(5, nonnegative=True)
+    monkeypatch.setattr(solvers, "HOMOTOPY_STRAGGLER_FRACTION", 1.0)  # float32 pass hands every row over
+    result = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", dtype="float32", return_info=True)
+    assert "0 by FISTA" in result.message and result.success
+    reference = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", return_info=True)
+    np.testing.assert_allclose(result.codes, reference.codes, atol=1e-12)
+
+
+def test_homotopy_takes_one_event_per_atom_on_an_orthonormal_dictionary():
+    X = np.array([[3.0, -0.2, -2.0, 0.7]])
+    result = lasso(X, np.eye(4), 0.5, method="homotopy", return_info=True)
+    np.testing.assert_allclose(result.codes, [[2.5, 0.0, -1.5, 0.2]], atol=1e-12)
+    assert result.n_iter.tolist() == [3]
+
+
+# ----- OMP: float32 selection with float64 refit, dependent atoms --------------------------
+
+
+def test_omp_float32_selects_the_same_atoms_and_refits_in_float64():
+    inst = make_instance(64, 32, 4, 30, seed=11, nonnegative=False)
+    single = omp(inst.X, inst.D, 4, dtype="float32", device="cpu")
+    double = omp(inst.X, inst.D, 4, dtype="float64", device="cpu")
+    np.testing.assert_array_equal(single != 0, double != 0)
+    np.testing.assert_allclose(single, double, atol=1e-12)
+
+
+def test_omp_stops_with_numerical_status_on_a_linearly_dependent_atom():
+    D = np.array([[1.0, 0, 0], [0, 1.0, 0], [np.sqrt(0.5), np.sqrt(0.5), 0]])
+    result = omp(np.array([[1.0, 0.5, 1.0]]), D, 3, return_info=True)
+    assert result.status.tolist() == [Status.NUMERICAL]
+    assert result.n_iter.tolist() == [2]  # the third atom lies in the span of the first two
+    assert np.count_nonzero(result.codes) == 2

@@ -268,10 +268,67 @@ def _run_bench(args, *, show_progress: bool) -> tuple[dict, str]:
     return outcome, bench.render(outcome)
 
 
+# ----- gap (issue 5: the provable amortisation gap) ------------------------------------
+
+
+def _add_gap(subparsers) -> None:
+    parser = subparsers.add_parser("gap", help="exact eps* of the best ReLU encoder, T2 bound and certificates")
+    _common(parser)
+    parser.add_argument("--N", type=int, default=32, help="latents (atoms) (default 32)")
+    parser.add_argument("--M", type=int, default=16, help="input dimension (default 16)")
+    parser.add_argument("--K", type=int, default=3, help="largest number of nonzeros per code (default 3)")
+    parser.add_argument("--kind", default="gaussian", help="dictionary kind (gaussian, rademacher, dct, identity_dct)")
+    parser.add_argument("--magnitudes", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"),
+                        help="range of a nonzero code entry (default 1 1: binary codes)")
+    parser.set_defaults(command=_run_gap)
+
+
+def _run_gap(args, *, show_progress: bool) -> tuple[dict, str]:
+    import numpy as np
+
+    from .gap import certify_gap
+    from .instances import random_dictionary
+
+    D = random_dictionary(args.N, args.M, args.kind, seed=args.seed)
+    report = certify_gap(D, args.K, magnitudes=tuple(args.magnitudes))
+    result = report.result
+    latents = [
+        {"latent": i, "eps": float(result.eps[i]), "t2_bound": float(report.t2_bound[i]),
+         "certified_lower": float(report.certified_lower[i]), "encoder_error": float(report.encoder_error[i]),
+         "certificate_valid": bool(report.certificate_valid[i]), "exact": bool(result.exact[i])}
+        for i in range(args.N)
+    ]
+    outcome = {
+        "verb": "gap", "version": __version__, "seed": args.seed, "N": args.N, "M": args.M, "K": args.K,
+        "kind": args.kind, "magnitudes": list(args.magnitudes), "eps_star": result.worst,
+        "t2_bound_max": float(np.nanmax(report.t2_bound)) if not np.isnan(report.t2_bound).all() else None,
+        "seconds": result.seconds, "latents": latents, "passed": report.passed,
+    }
+    lines = [f"{'latent':>6}  {'eps*':>9}  {'T2 bound':>9}  {'certified':>9}  {'encoder':>9}  certificate"]
+    for row in latents:
+        lines.append(f"{row['latent']:>6}  {row['eps']:>9.6f}  {row['t2_bound']:>9.6f}  {row['certified_lower']:>9.6f}  "
+                     f"{row['encoder_error']:>9.6f}  {'valid' if row['certificate_valid'] else 'INVALID'}")
+    lines.append(f"eps* = max_i eps*_i = {result.worst:.6f} (N={args.N}, M={args.M}, K={args.K}, {args.kind}, "
+                 f"seed {args.seed}); {result.seconds:.2f} s; "
+                 f"{'CERTIFIED' if report.passed else 'NOT CERTIFIED'}: certificate <= eps* <= encoder error")
+    return _json_safe(outcome), "\n".join(lines)
+
+
+def _json_safe(value):
+    """Replace NaN/inf floats (not valid JSON) by strings, recursively."""
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 # ----- main -----------------------------------------------------------------------------
 
 #: Each entry adds one subcommand; its handler returns ``(outcome dict, text)``.
-_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations, _add_bench]
+_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations, _add_bench, _add_gap]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -850,3 +850,83 @@ def gap_lower_bound(D) -> np.ndarray:
     [0.125, 0.166667, 0.208333]
     """
     return t2_bound(atom_l1_cost(D))
+
+
+# ----- one call that brackets eps* ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """eps* per latent with everything that certifies it (see :func:`certify_gap`).
+
+    Attributes
+    ----------
+    result : GapResult
+    t2_bound : ndarray of shape (N,)
+        T2 lower bound; NaN where it does not apply (K = 1, or 1 outside [lo, hi]).
+    certified_lower : ndarray of shape (N,)
+        Lower bound re-derived from each certificate by :func:`verify_certificate`.
+    encoder_error : ndarray of shape (N,)
+        Exact worst-case error of the returned encoder (:func:`worst_case_error`).
+    certificate_valid : ndarray of shape (N,) of bool
+    """
+
+    result: GapResult
+    t2_bound: np.ndarray
+    certified_lower: np.ndarray
+    encoder_error: np.ndarray
+    certificate_valid: np.ndarray
+
+    @property
+    def passed(self) -> bool:
+        """True when eps* is bracketed: certificate below, encoder above, T2 below, all within ENCODER_ATOL."""
+        eps, (lo, _) = self.result.eps, self.result.magnitudes
+        t2_ok = np.isnan(self.t2_bound) | (self.t2_bound <= eps + ENCODER_ATOL)
+        return bool(
+            self.result.success
+            and self.certificate_valid.all()
+            and (self.certified_lower >= np.minimum(eps, lo) - ENCODER_ATOL).all()
+            and (self.encoder_error <= eps + ENCODER_ATOL).all()
+            and t2_ok.all()
+        )
+
+
+def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0)) -> GapReport:
+    r"""Solve the T3 LP for every latent and bracket each :math:`\varepsilon^*_i` independently.
+
+    Runs :func:`relu_minimax_gap`, re-derives a lower bound from each certificate
+    (:func:`verify_certificate`), evaluates the returned encoder exactly on the whole code
+    set (:func:`worst_case_error`) and computes the T2 bound (:func:`gap_lower_bound`).
+
+    Parameters
+    ----------
+    D : array_like of shape (N, M), unit-norm rows, N >= 2
+    k : int
+    magnitudes : (float, float)
+
+    Returns
+    -------
+    report : GapReport
+
+    Examples
+    --------
+    >>> from gaptheory.instances import random_dictionary
+    >>> certify_gap(random_dictionary(8, 4, seed=0), 2).passed
+    True
+    """
+    D = check_dictionary(D)
+    k = check_k(k, D.shape[0])
+    lo, hi = _check_magnitudes(magnitudes)
+    result = relu_minimax_gap(D, k, magnitudes=(lo, hi))
+    certified = np.full(D.shape[0], -np.inf)
+    valid = np.zeros(D.shape[0], dtype=bool)
+    for certificate in result.certificates:
+        check = verify_certificate(certificate, D, k=k, magnitudes=(lo, hi))
+        certified[certificate.latent], valid[certificate.latent] = check.lower_bound, check.valid
+    applies = k >= 2 and lo <= 1.0 <= hi and D.shape[0] >= 2
+    t2 = gap_lower_bound(D) if applies else np.full(D.shape[0], np.nan)
+    return GapReport(
+        result=result, t2_bound=t2, certified_lower=certified,
+        encoder_error=worst_case_error(result.encoder, D, k, magnitudes=(lo, hi), _checked=True),
+        certificate_valid=valid,
+    )

@@ -13,6 +13,7 @@ from gaptheory.gap import (
     MinimaxEncoder,
     _support_decomposition,
     atom_l1_cost,
+    certify_gap,
     code_set_error,
     enumerate_codes,
     gap_lower_bound,
@@ -208,3 +209,12 @@ def test_latents_subset_solves_only_those():
 def test_bad_input_raises_a_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call(random_dictionary(6, 3, seed=0))
+
+
+def test_certify_gap_brackets_eps_and_skips_t2_when_it_does_not_apply():
+    D = random_dictionary(8, 4, seed=2)
+    report = certify_gap(D, 2)
+    assert report.passed and (report.certified_lower >= report.result.eps - LP_ATOL).all()
+    box = certify_gap(D, 2, magnitudes=(2.0, 3.0))
+    assert np.isnan(box.t2_bound).all() and box.certificate_valid.all()
+    assert (box.encoder_error <= box.result.eps + LP_ATOL).all()

@@ -203,10 +203,20 @@ def _add_activations(subparsers) -> None:
     compare.add_argument("--train", required=True, help="activations file of the training split")
     compare.add_argument("--test", required=True, help="activations file of the held-out split")
     compare.add_argument("--out", required=True, help="folder for the JSON results, the Markdown report and the SAEs")
-    compare.add_argument("--expansion", type=int, default=4, help="N / M (default 4)")
-    compare.add_argument("--k", type=int, default=32, help="active latents of the TopK SAE (default 32)")
-    compare.add_argument("--epochs", type=int, default=None, help="training epochs (default: TrainConfig's)")
-    compare.add_argument("--methods", nargs="+", default=None, help="subset of the methods to train")
+    from .interpret import ComparisonConfig  # defaults come from the config dataclass
+
+    defaults = ComparisonConfig()
+    for name, kind, help_text in [
+        ("expansion", int, "N / M"), ("k", int, "active latents of the TopK SAE"),
+        ("l1_coefficient", float, "ReLU SAE / MLP sparsity weight (ITO and sparse coding use half)"),
+        ("steps", int, "ReLU-SAE steps whose FLOPs are every method's training budget"),
+        ("batch_size", int, "rows per training step"), ("n_val", int, "last training rows kept for validation"),
+        ("n_score_train", int, "training tokens scored"),
+        ("n_score_test", int, "held-out tokens scored"),
+    ]:
+        compare.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                             help=f"{help_text} (default {getattr(defaults, name)})")
+    compare.add_argument("--methods", nargs="+", default=list(defaults.methods), help="subset of the methods")
     compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     compare.set_defaults(command=_run_activations_compare)
 
@@ -227,10 +237,12 @@ def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
 
 
 def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
-    from .interpret import compare_encoders_on_activations
+    from .interpret import ComparisonConfig, compare_encoders_on_activations
 
-    report = compare_encoders_on_activations(args.train, args.test, args.out, expansion=args.expansion, k=args.k,
-                                             epochs=args.epochs, methods=args.methods, seed=args.seed,
+    config = ComparisonConfig(expansion=args.expansion, k=args.k, l1_coefficient=args.l1_coefficient,
+                              steps=args.steps, batch_size=args.batch_size, n_val=args.n_val, n_score_train=args.n_score_train,
+                              n_score_test=args.n_score_test, methods=tuple(args.methods))
+    report = compare_encoders_on_activations(args.train, args.test, args.out, config=config, seed=args.seed,
                                              device=args.device, progress=show_progress)
     outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,
                **report.to_dict(), "passed": True}

@@ -291,3 +291,327 @@ def holm(p_values) -> np.ndarray:
     out = np.empty_like(p)
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+# ----- the real-activations comparison (issue 7) -----------------------------------------
+
+#: Methods compared on real activations (names of ``gaptheory.training.build_model``).
+COMPARISON_METHODS = ("sae", "sae_topk", "mlp", "sae_ito", "sparse_coding")
+
+#: Steps of the throwaway pilot run that measures a sparse-coding step's FLOPs (its inner
+#: FISTA cost depends on the data, so the budget cannot be matched analytically).
+_PILOT_STEPS = 2
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """Options of :func:`compare_encoders_on_activations` (one set for every method)."""
+
+    expansion: int = 2             # N / M
+    k: int = 32                    # active latents of the TopK SAE
+    l1_coefficient: float = 0.1    # ReLU SAE and MLP: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
+    mlp_hidden: int = 1024         # hidden width of the MLP encoder (the paper's largest)
+    steps: int = 400               # ReLU SAE steps; their FLOPs are every method's training budget
+    batch_size: int = 256          # rows per training step, every method
+    lr: float = 1e-3               # Adam learning rate, every method
+    fista_max_iter: int = 100      # FISTA cap per row at inference (ITO and sparse coding)
+    fista_tol: float = 1e-3        # FISTA relative duality-gap tolerance at inference
+    fit_max_iter: int = 30         # sparse coding: FISTA cap of the inner solves during training
+    n_val: int = 1000              # last rows of the training file held out for model selection
+    n_score_train: int = 6000      # training tokens encoded to choose each latent's associated tokens
+    n_score_test: int = 3000       # held-out tokens encoded for every reported metric
+    n_examples: int = 3            # example latents per method in the report
+    methods: tuple = COMPARISON_METHODS
+
+    def __post_init__(self):
+        for name in ("expansion", "k", "mlp_hidden", "steps", "batch_size", "fista_max_iter", "fit_max_iter",
+                     "n_val", "n_score_train", "n_score_test"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_int(self.n_examples, "n_examples", minimum=0)
+        for name in ("l1_coefficient", "lr", "fista_tol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a finite number > 0.")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        unknown = sorted(set(self.methods) - set(COMPARISON_METHODS))
+        if unknown or not self.methods:
+            raise ValueError(f"methods={list(self.methods)} must be a non-empty subset of "
+                             f"{list(COMPARISON_METHODS)}; drop {unknown}.")
+
+    def hparams(self, method: str) -> dict:
+        """Config overrides of ``method``: the ITO/sparse-coding alpha is l1_coefficient / 2,
+        so the per-sample objective 0.5||x - zD||^2 + alpha||z||_1 is the SAE loss halved."""
+        alpha = self.l1_coefficient / 2
+        return {
+            "sae": {"l1_coefficient": self.l1_coefficient},
+            "sae_topk": {},
+            "mlp": {"l1_coefficient": self.l1_coefficient, "hidden": (self.mlp_hidden,)},
+            "sae_ito": {"l1_coefficient": self.l1_coefficient, "ito_alpha": alpha, "ito_tol": self.fista_tol,
+                        "ito_max_iter": self.fista_max_iter},
+            "sparse_coding": {"alpha": alpha, "tol": self.fista_tol, "max_iter": self.fista_max_iter,
+                              "fit_max_iter": self.fit_max_iter},
+        }[method]
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "methods": list(self.methods)}
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's numbers on the held-out tokens."""
+
+    method: str
+    steps: int                   # training steps it was given within the budget
+    train_flops: int             # FLOPs of all training steps taken
+    inference_flops_per_token: float
+    explained_variance: float    # on the held-out tokens
+    mean_l0: float               # mean active latents per held-out token
+    dead_latents: int            # latents never active on the scored train + held-out tokens
+    detection: dict              # DetectionScores.summary() on held-out tokens
+    chance_f1: float             # median F1 of the shuffled-codes baseline
+    train_seconds: float
+    examples: list               # example latents: index, F1, associated tokens, top contexts
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ActivationsComparison:
+    """Result of :func:`compare_encoders_on_activations`."""
+
+    config: dict
+    metadata: dict               # model, hook, corpus of the activations
+    scale: float                 # activations were divided by this (E||x||^2 = 1 on the training rows)
+    budget_flops: int            # training FLOP budget of every method
+    methods: list                # MethodResult per method
+    comparisons: list            # per method vs the ReLU SAE: Comparison dicts with Holm-adjusted p
+    saelens_exports: dict        # method -> {"path", "round_trip_max_abs_diff"}
+    report_path: str
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "metadata": self.metadata, "scale": self.scale,
+                "budget_flops": self.budget_flops, "methods": [m.to_dict() for m in self.methods],
+                "comparisons": self.comparisons, "saelens_exports": self.saelens_exports,
+                "report_path": self.report_path}
+
+    def render_text(self) -> str:
+        """A fixed-width table of the methods."""
+        lines = [f"{self.metadata.get('model')} {self.metadata.get('hook_name')}: training budget "
+                 f"{self.budget_flops:.3g} FLOPs per method",
+                 f"{'method':<14}{'steps':>7}{'train FLOPs':>13}{'inf FLOPs/tok':>15}{'EV':>8}{'L0':>8}"
+                 f"{'dead':>6}{'median F1':>11}{'chance F1':>11}"]
+        for m in self.methods:
+            lines.append(f"{m.method:<14}{m.steps:>7}{m.train_flops:>13.3g}{m.inference_flops_per_token:>15.3g}"
+                         f"{m.explained_variance:>8.3f}{m.mean_l0:>8.1f}{m.dead_latents:>6}"
+                         f"{m.detection['median_f1']:>11.3f}{m.chance_f1:>11.3f}")
+        for c in self.comparisons:
+            lines.append(f"F1 {c['name_a']} vs {c['name_b']}: Cliff's delta {c['cliffs_delta']:+.3f}, "
+                         f"Holm p {c['p_holm']:.3g} (n={c['n_a']}, {c['n_b']})")
+        lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def _budgeted_steps(model, budget: int, batch: int, X, lr, seed, device) -> int:
+    """Steps of ``model`` that fit in ``budget`` FLOPs (a short pilot for data-dependent costs)."""
+    import copy
+
+    from .encoders import SparseCoding
+    from .training import TrainConfig, train
+
+    if isinstance(model, SparseCoding):
+        pilot = copy.deepcopy(model)
+        history = train(pilot, X, TrainConfig(steps=_PILOT_STEPS, batch_size=batch, lr=lr, seed=seed,
+                                              progress=False), device=device)
+        per_step = history.flops.total / _PILOT_STEPS
+    else:
+        per_step = model.training_step_flops(batch, supervised=False).total
+    return max(1, int(budget // per_step))
+
+
+def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: ComparisonConfig | None = None,
+                                    seed: int = 0, device=None, progress: bool = False) -> ActivationsComparison:
+    """Train every method on the same activations within the same FLOP budget; score and report.
+
+    Every method sees the same scaled training rows (``E||x||^2 = 1``), batch size and
+    learning rate, and gets as many steps as fit in the FLOP budget of ``config.steps`` ReLU-SAE
+    steps (:mod:`gaptheory.flops`; sparse coding's data-dependent step cost is measured by a
+    short pilot). On held-out tokens (other documents) it reports explained variance, L0, dead
+    latents, inference FLOPs per token and the detection scores of :func:`detection_scores`,
+    compares each method's per-latent F1 with the ReLU SAE's (:func:`compare_scores`, Holm
+    adjusted), exports each SAE in the SAELens layout and checks it loads back identically, and
+    writes ``results.json`` and ``report.md`` into ``out_dir``.
+
+    Parameters
+    ----------
+    train_path, test_path : str or Path
+        Activation files of the training and held-out splits (:func:`gaptheory.activations.extract_split`).
+    out_dir : str or Path
+    config : ComparisonConfig, optional
+    seed : int
+        Seed of every model initialisation and batch order.
+    device : str or torch.device, optional
+    progress : bool
+
+    Returns
+    -------
+    ActivationsComparison
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from .activations import load_activations
+    from .encoders import Encoder, SparseAutoencoder
+    from .metrics import dead_latents, explained_variance, mean_l0
+    from .training import TrainConfig, build_model, train
+
+    config = ComparisonConfig() if config is None else config
+    check_int(seed, "seed", minimum=0)
+    train_acts, test_acts = load_activations(train_path), load_activations(test_path)
+    if train_acts.X.shape[1] != test_acts.X.shape[1]:
+        raise ValueError(f"train ({train_acts.X.shape[1]}) and test ({test_acts.X.shape[1]}) activations have "
+                         "different widths; extract both with the same model and hook.")
+    for key in ("model", "hook_name"):
+        if train_acts.metadata.get(key) != test_acts.metadata.get(key):
+            raise ValueError(f"train and test activations differ in {key}: {train_acts.metadata.get(key)!r} vs "
+                             f"{test_acts.metadata.get(key)!r}; extract both with the same settings.")
+    T = train_acts.X.shape[0]
+    if T <= config.n_val + config.batch_size:
+        raise ValueError(f"the training file has {T} tokens, too few for n_val={config.n_val} plus one batch of "
+                         f"{config.batch_size}; extract more tokens or lower n_val.")
+    M = train_acts.X.shape[1]
+    N = config.expansion * M
+    fit_rows = train_acts.X[: T - config.n_val].astype(np.float64)
+    scale = float(np.sqrt((fit_rows ** 2).sum(1).mean()))
+    X_fit, X_val = fit_rows / scale, train_acts.X[T - config.n_val:].astype(np.float64) / scale
+    n_score = min(config.n_score_train, T - config.n_val)
+    X_score, ids_score = X_fit[:n_score], train_acts.token_ids[:n_score]
+    n_test = min(config.n_score_test, test_acts.X.shape[0])
+    X_test, ids_test = test_acts.X[:n_test].astype(np.float64) / scale, test_acts.token_ids[:n_test]
+    vocab = {**_vocab_of(train_acts.metadata), **_vocab_of(test_acts.metadata)}
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference = build_model("sae", N, M, config.k, hparams=config.hparams("sae"), seed=seed)
+    budget = reference.training_step_flops(config.batch_size, supervised=False).total * config.steps
+
+    results, f1s, exports = [], {}, {}
+    for method in config.methods:
+        model = build_model(method, N, M, config.k, hparams=config.hparams(method), seed=seed)
+        steps = _budgeted_steps(model, budget, config.batch_size, X_fit, config.lr, seed, device)
+        history = train(model, X_fit, TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr,
+                                                  eval_every=max(1, steps // 10), seed=seed, progress=progress),
+                        X_val=X_val, device=device)
+        Z_test, flops = model.encode_with_flops(X_test)
+        Z_score = model.encode(X_score)
+        scores = detection_scores(Z_score, ids_score, Z_test, ids_test)
+        chance = shuffled_baseline(Z_score, ids_score, Z_test, ids_test, seed=seed)
+        f1s[method] = scores.f1
+        examples = _example_latents(scores, Z_test, ids_test, test_acts.window_ids[:n_test], vocab,
+                                    config.n_examples)
+        results.append(MethodResult(
+            method=method, steps=history.steps_run, train_flops=int(history.flops.total),
+            inference_flops_per_token=flops.total / n_test,
+            explained_variance=explained_variance(X_test, model.decode(Z_test)), mean_l0=mean_l0(Z_test),
+            dead_latents=dead_latents(np.vstack([Z_score, Z_test])), detection=scores.summary(),
+            chance_f1=float(np.median(chance.f1)) if chance.f1.size else float("nan"),
+            train_seconds=history.seconds, examples=examples))
+        if isinstance(model, SparseAutoencoder):  # ReLU, TopK and the SAE under ITO
+            exports[method] = _export_and_reload(model, out_dir / "saes" / method, X_test[:256], Encoder)
+
+    comparisons = []
+    if "sae" in f1s:
+        others = [m for m in config.methods if m != "sae" and f1s[m].size and f1s["sae"].size]
+        raw = [compare_scores(f1s[m], f1s["sae"], name_a=m, name_b="sae") for m in others]
+        adjusted = holm([c.p_value for c in raw]) if raw else []
+        comparisons = [{**c.to_dict(), "p_holm": float(p)} for c, p in zip(raw, adjusted)]
+
+    report_path = out_dir / "report.md"
+    comparison = ActivationsComparison(config.to_dict(), dict(train_acts.metadata), scale, int(budget), results,
+                                       comparisons, exports, str(report_path))
+    _write_atomic(out_dir / "results.json", json.dumps(comparison.to_dict(), indent=2, sort_keys=True, default=float))
+    _write_atomic(report_path, render_markdown(comparison))
+    return comparison
+
+
+def _vocab_of(metadata: dict) -> dict:
+    """Token id -> string, from the ``token_strings`` the activations file records."""
+    import json
+
+    return {int(k): v for k, v in json.loads(metadata.get("token_strings", "{}")).items()}
+
+
+def _example_latents(scores: DetectionScores, Z, token_ids, window_ids, vocab, n_examples: int) -> list:
+    order = np.argsort(-scores.f1, kind="stable")[:n_examples]
+    examples = []
+    for j in order:
+        latent = int(scores.latents[j])
+        contexts = top_contexts(Z, latent, token_ids, window_ids, vocab, k=3, width=6)
+        examples.append({"latent": latent, "f1": float(scores.f1[j]), "precision": float(scores.precision[j]),
+                         "recall": float(scores.recall[j]),
+                         "associated": [vocab[int(t)] for t in scores.associated[j]],
+                         "contexts": [c.text for c in contexts]})
+    return examples
+
+
+def _export_and_reload(model, path, X_check, encoder_class) -> dict:
+    """Save in the SAELens layout, load back, and measure the largest code difference."""
+    model.save(path)
+    loaded = encoder_class.load(path, device="cpu")
+    difference = float(np.abs(loaded.encode(X_check) - model.to("cpu").encode(X_check)).max())
+    return {"path": str(path), "round_trip_max_abs_diff": difference}
+
+
+def _write_atomic(path, text: str) -> None:
+    import os
+
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def render_markdown(comparison: ActivationsComparison) -> str:
+    """The short Markdown report: setup, the table, the statistics, example latents."""
+    meta, cfg = comparison.metadata, comparison.config
+    lines = [
+        "# SAE vs richer encoders on real transformer activations",
+        "",
+        f"Activations: `{meta.get('model')}` `{meta.get('hook_name')}`, corpus `{meta.get('corpus')}` "
+        f"(train split; held-out documents for every metric), scaled by 1/{comparison.scale:.4g} so that "
+        f"E||x||^2 = 1. N = {cfg['expansion']} x M; every method gets the FLOP budget of {cfg['steps']} "
+        f"ReLU-SAE steps ({comparison.budget_flops:.3g} FLOPs) at batch {cfg['batch_size']}, lr {cfg['lr']}.",
+        "",
+        "| method | steps | train FLOPs | inference FLOPs/token | EV | L0 | dead | median F1 | mean F1 | "
+        "chance F1 | scored latents |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in comparison.methods:
+        d = m.detection
+        lines.append(f"| {m.method} | {m.steps} | {m.train_flops:.3g} | {m.inference_flops_per_token:.3g} | "
+                     f"{m.explained_variance:.3f} | {m.mean_l0:.1f} | {m.dead_latents} | {d['median_f1']:.3f} | "
+                     f"{d['mean_f1']:.3f} | {m.chance_f1:.3f} | {d['n_scored']} |")
+    lines += ["", "Detection F1: a latent's firing on held-out tokens as a predictor of the tokens it was "
+              "most associated with on training tokens (chosen on training text only); chance F1 pairs "
+              "the held-out codes with shuffled tokens.", ""]
+    if comparison.comparisons:
+        lines += ["| F1 of | vs | Cliff's delta | Mann-Whitney U | p (Holm) | n latents |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for c in comparison.comparisons:
+            lines.append(f"| {c['name_a']} | {c['name_b']} | {c['cliffs_delta']:+.3f} | {c['u_statistic']:.0f} | "
+                         f"{c['p_holm']:.3g} | {c['n_a']} vs {c['n_b']} |")
+        lines += ["", "Cliff's delta > 0: the method's latents tend to score higher than the ReLU SAE's. "
+                  "Latents of one model are not independent samples; read the effect size first.", ""]
+    lines.append("## Example latents (highest held-out F1)")
+    for m in comparison.methods:
+        lines += ["", f"### {m.method}"]
+        for ex in m.examples:
+            lines.append(f"- latent {ex['latent']}: F1 {ex['f1']:.2f} (P {ex['precision']:.2f}, R {ex['recall']:.2f}); "
+                         f"tokens {', '.join(repr(t) for t in ex['associated'])}")
+            lines += [f"  - `{text}`" for text in ex["contexts"]]
+    if comparison.saelens_exports:
+        lines += ["", "## SAELens export", ""]
+        for method, info in comparison.saelens_exports.items():
+            lines.append(f"- {method}: `{info['path']}` (round trip max |dz| = {info['round_trip_max_abs_diff']:.2g})")
+    return "\n".join(lines) + "\n"

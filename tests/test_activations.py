@@ -127,12 +127,7 @@ def test_bert_config_rejects_heads_that_do_not_divide_the_width():
 
 
 def test_load_bert_round_trips_an_hf_layout_folder(tiny, tmp_path):
-    from safetensors.torch import save_file
-
-    save_file(tiny.model.hf_state_dict(), str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({**TINY.to_dict(), "hidden_act": "gelu"}))
-    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    loaded = load_bert(tmp_path, name="copy")
+    loaded = load_bert(_save_tiny_model(tiny, tmp_path / "model"), name="copy")
     ids, mask = torch.randint(5, TINY.vocab_size, (2, 6)), torch.ones(2, 6)
     with torch.no_grad():
         assert torch.equal(loaded.model.hook(ids, mask, layer=2, site="mlp_out"),

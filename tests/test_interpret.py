@@ -111,3 +111,87 @@ def test_holm_adjusted_p_values_dominate_the_raw_ones_and_keep_their_order(p):
     assert np.all(adjusted >= p - SCORE_ATOL) and np.all(adjusted <= 1)
     order = np.argsort(p, kind="stable")
     assert np.all(np.diff(adjusted[order]) >= -SCORE_ATOL)
+
+
+# ----- the comparison pipeline on activations of a tiny random transformer ----------------
+
+TINY_COMPARISON = dict(expansion=2, k=4, steps=15, batch_size=32, n_val=40, n_score_train=200, n_score_test=120,
+                       fista_max_iter=20, fit_max_iter=5, mlp_hidden=24, n_examples=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_activations(tmp_path_factory):
+    from gaptheory.activations import BertConfig, LoadedModel, WordPieceTokenizer, extract_activations, random_bert
+
+    words = ["the", "fire", "storm", "town", "people", "wind", "south", "hill", "said", "in", "of", "and"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + words + [",", "."]
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32, name="tiny")
+    loaded = LoadedModel(random_bert(cfg, seed=0), WordPieceTokenizer(vocab), "tiny")
+    rng = np.random.default_rng(0)
+    documents = [" ".join(rng.choice(words + [",", "."], size=60)) for _ in range(20)]
+    folder = tmp_path_factory.mktemp("acts")
+    paths = {}
+    for split, docs in (("train", range(15)), ("test", range(15, 20))):
+        paths[split] = extract_activations(loaded, documents, folder / f"{split}.safetensors", layer=1,
+                                           max_tokens=700, context_length=24, doc_indices=list(docs)).path
+    return paths
+
+
+def test_compare_encoders_trains_every_method_within_one_flop_budget(tiny_activations, tmp_path):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    result = compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"], tmp_path,
+                                             config=ComparisonConfig(**TINY_COMPARISON), seed=0, device="cpu")
+    assert [m.method for m in result.methods] == ["sae", "sae_topk", "mlp", "sae_ito", "sparse_coding"]
+    for m in result.methods:
+        assert m.train_flops <= result.budget_flops * 1.5  # sparse coding's pilot estimate may drift
+        assert -1 <= m.explained_variance <= 1 and m.mean_l0 >= 0 and m.inference_flops_per_token > 0
+    by_name = {m.method: m for m in result.methods}
+    assert by_name["sae_topk"].mean_l0 <= TINY_COMPARISON["k"]
+    assert by_name["mlp"].steps < by_name["sae"].steps  # a costlier step buys fewer steps
+    assert by_name["sae_ito"].inference_flops_per_token > by_name["sae"].inference_flops_per_token
+    assert (tmp_path / "results.json").exists() and "Example latents" in (tmp_path / "report.md").read_text()
+
+
+def test_compare_encoders_exports_saes_that_load_back_in_the_saelens_layout(tiny_activations, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    config = ComparisonConfig(**{**TINY_COMPARISON, "methods": ("sae", "sae_topk")})
+    result = compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"], tmp_path,
+                                             config=config, seed=1, device="cpu")
+    assert set(result.saelens_exports) == {"sae", "sae_topk"}
+    for method, info in result.saelens_exports.items():
+        assert info["round_trip_max_abs_diff"] == 0.0
+        cfg = json.loads((tmp_path / "saes" / method / "cfg.json").read_text())
+        assert (cfg["d_in"], cfg["d_sae"]) == (16, 32)
+        with safe_open(str(tmp_path / "saes" / method / "sae_weights.safetensors"), framework="np") as f:
+            assert {"W_enc", "b_enc", "W_dec", "b_dec"} <= set(f.keys())
+            assert f.get_tensor("W_enc").shape == (16, 32) and f.get_tensor("W_dec").shape == (32, 16)
+
+
+def test_comparison_config_rejects_an_unknown_method():
+    from gaptheory.interpret import ComparisonConfig
+
+    with pytest.raises(ValueError, match=r"non-empty subset"):
+        ComparisonConfig(methods=("sae", "transcoder"))
+
+
+def test_cli_activations_compare_prints_one_json_document(tiny_activations, tmp_path, capsys):
+    import json
+
+    from gaptheory.cli import main
+
+    code = main(["activations", "compare", "--train", tiny_activations["train"], "--test", tiny_activations["test"],
+                 "--out", str(tmp_path), "--expansion", "2", "--k", "4", "--steps", "10", "--batch-size", "32",
+                 "--n-val", "40", "--n-score-train", "200", "--n-score-test", "100", "--methods", "sae", "sae_topk", "--json",
+                 "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    outcome = json.loads(captured.out)
+    assert [m["method"] for m in outcome["methods"]] == ["sae", "sae_topk"]
+    assert outcome["comparisons"][0]["name_a"] == "sae_topk"

@@ -36,6 +36,10 @@ FIGURE_DPI = 150
 
 PLOT_KINDS = ("compute", "phase", "gap")
 
+#: Okabe-Ito colours in the order series use them: yellow last (low contrast on white),
+#: black kept for the Pareto front.
+SERIES_COLOURS = tuple(OKABE_ITO[i] for i in (1, 2, 3, 5, 6, 7, 4))
+
 
 # ---------------------------------------------------------------------------------------
 # Tables.
@@ -174,6 +178,7 @@ def _pyplot():
     return plt
 
 
+
 def pareto_front(points) -> list[tuple[float, float]]:
     """The points not dominated when cost (first) is minimised and score (second) maximised.
 
@@ -267,32 +272,46 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     if not records:
         raise ValueError("no successful 'training' records with 'test_mcc' to plot; run a training sweep first.")
     plt = _pyplot()
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     methods = sorted({str(r.get("method")) for r in records})
-    colours = {m: OKABE_ITO[(i + 1) % len(OKABE_ITO)] for i, m in enumerate(methods)}
+    colours = {m: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, m in enumerate(methods)}
     markers = dict(zip(methods, "osD^v<>px*"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    fronts = {}
+    fronts, handles = {}, {}
     for ax, field, label in ((axes[0], "inference_flops_per_sample", "inference cost per sample"),
                              (axes[1], "train_flops", "training cost, total")):
         usable = [r for r in records if _is_number(r.get(field)) and r[field] > 0]
         for method in methods:
             pts = [(r[field], r["test_mcc"]) for r in usable if str(r.get("method")) == method]
             if pts:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colours[method], marker=markers[method],
-                           s=28, alpha=0.8, label=method, edgecolors="none")
+                handles[method] = ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colours[method],
+                                             marker=markers[method], s=28, alpha=0.8, label=method, edgecolors="none")
         front = pareto_front([(r[field], r["test_mcc"]) for r in usable])
         fronts[field] = len(front)
         if front:
             xs, ys = zip(*front)
-            ax.step(xs, ys, where="post", color="#000000", linewidth=1.2, linestyle="--", label="Pareto front")
+            (handles["Pareto front"],) = ax.step(xs, ys, where="post", color="#000000", linewidth=1.2, linestyle="--",
+                                                 label="Pareto front")
             ax.scatter(xs, ys, facecolors="none", edgecolors="#000000", s=80, linewidths=1.0)
+        skipped = sorted({str(r.get("method")) for r in records} - {str(r.get("method")) for r in usable})
+        if skipped:
+            ax.text(0.02, 0.02, f"not shown (0 FLOPs): {', '.join(skipped)}", transform=ax.transAxes, fontsize=7,
+                    color="#555555")
         ax.set_xscale("log")
+        # Labels at 1, 2 and 5 x 10^k: readable on short ranges, where default minor labels collide.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{label} (FLOPs, log scale)")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("MCC with the true codes, test split (dimensionless)")
-    axes[1].legend(loc="best", fontsize=8, framealpha=0.9)
-    fig.suptitle(title or "Compute-optimal inference: MCC vs FLOPs", fontsize=11)
-    fig.tight_layout()
+    order = [m for m in methods if m in handles] + (["Pareto front"] if "Pareto front" in handles else [])
+    fig.legend([handles[name] for name in order], order, loc="lower center", ncol=min(8, len(order)), fontsize=8,
+               frameon=False)
+    Ns = sorted({(r.get("N"), r.get("M"), r.get("K")) for r in records}, key=str)
+    sizes = "; ".join(f"N = {n}, M = {m}, K = {k}" for n, m, k in Ns)
+    fig.suptitle(title or f"Compute-optimal inference: MCC vs FLOPs ({sizes})", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=FIGURE_DPI)
     plt.close(fig)
     return {"records": len(records), "methods": methods, "pareto_points": fronts}

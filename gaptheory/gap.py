@@ -36,6 +36,7 @@ import scipy.sparse
 
 from ._validation import check_array, check_choice, check_codes, check_dictionary, check_int, check_k
 from .bounds import t2_bound
+from .instances import _check_magnitudes
 from .solvers import Status
 
 #: The encoder returned by the LP may exceed the LP value by at most this when evaluated
@@ -181,18 +182,6 @@ class GapResult:
 
 
 # ----- validation ------------------------------------------------------------------------
-
-
-def _check_magnitudes(magnitudes) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in magnitudes)
-    except (TypeError, ValueError):
-        raise ValueError(f"magnitudes must be a pair (lo, hi); got {magnitudes!r}.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise ValueError(
-            f"magnitudes=(lo, hi) must satisfy 0 < lo <= hi; got {magnitudes!r}. Use (1, 1) for binary codes."
-        )
-    return lo, hi
 
 
 def _check_latents(latents, n_latents: int) -> np.ndarray:

@@ -25,6 +25,7 @@ them, by weak duality and without the solver, a lower bound on :math:`\varepsilo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -558,7 +559,7 @@ def relu_minimax_gap_codes(D, Z, *, latents=None) -> GapResult:
     attained = code_set_error(encoder, D, Z)
     status[solved & ~(attained <= eps + ENCODER_ATOL)] = Status.NUMERICAL
     result = _finish(eps, encoder, certificates, status, solved, 0.0, None, None, "highs", start)
-    return GapResult(**{**result.__dict__, "exact": solved & (eps < lowest)})
+    return dataclasses.replace(result, exact=solved & (eps < lowest))
 
 
 def enumerate_codes(n_latents: int, k: int, *, magnitudes=(1.0, 1.0), max_codes: int = MAX_ENUMERATED_CODES) -> np.ndarray:

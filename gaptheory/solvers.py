@@ -468,47 +468,59 @@ def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> S
 class _DenseTimer:
     """Times the dense kernels (GEMMs) of a solver and counts their FLOPs, in total and
     per dtype, so the benchmark can compare the solver's dense phase with a plain matmul
-    of the same run. Solvers receive ``None`` by default and then call the kernels untimed."""
+    of the same run; sparse products are kept apart (``by_dtype["float32 sparse"]``).
+    Solvers receive ``None`` by default and then call the kernels untimed."""
 
     def __init__(self):
         self.seconds = 0.0
         self.flops = 0.0
         self.by_dtype: dict[str, list[float]] = {}  # dtype name -> [seconds, flops]
 
-    def __call__(self, fn, flops: float):
+    def __call__(self, fn, flops: float, kind: str = "dense"):
         start = time.perf_counter()
         out = fn()
         if out.is_cuda:
             torch.cuda.synchronize(out.device)
         seconds = time.perf_counter() - start
-        self.seconds += seconds
-        self.flops += float(flops)
-        entry = self.by_dtype.setdefault(str(out.dtype).removeprefix("torch."), [0.0, 0.0])
+        if kind == "dense":
+            self.seconds += seconds
+            self.flops += float(flops)
+        key = str(out.dtype).removeprefix("torch.") + ("" if kind == "dense" else f" {kind}")
+        entry = self.by_dtype.setdefault(key, [0.0, 0.0])
         entry[0] += seconds
         entry[1] += float(flops)
         return out
 
 
-def _dense(timer, fn, flops):
-    """Run the dense kernel ``fn``, timed when a :class:`_DenseTimer` is given."""
-    return fn() if timer is None else timer(fn, flops)
+def _dense(timer, fn, flops, kind="dense"):
+    """Run the kernel ``fn``, timed when a :class:`_DenseTimer` is given."""
+    return fn() if timer is None else timer(fn, flops, kind)
 
 
-def _lasso_gap(X, D, z, alpha, nonnegative, timer=None, C=None, G=None):
+def _lasso_gap(X, D, z, alpha, nonnegative, timer=None, C=None, G=None, sparse=False):
     r"""Primal objective and duality gap per row for codes ``z`` (all tensors).
 
     The dual point is the scaled residual :math:`\theta = r \min(1, \alpha / \|r D^\top\|_\infty)`
     (nonnegative case: the largest positive correlation), feasible by construction, so
     primal minus dual bounds the suboptimality of ``z``. The correlation is taken from
     the residual itself, or as ``C - z G`` when ``C = X D^T`` and ``G = D D^T`` are given
-    (FISTA, which has them at hand; :mod:`gaptheory.flops` counts that form).
+    (:mod:`gaptheory.flops` counts FISTA's use of that form). ``sparse=True`` multiplies
+    ``z`` as a CSR matrix (for codes with few nonzeros per row).
     """
     n_samples, n_latents = z.shape
     n_dims = D.shape[1]
-    residual = X - _dense(timer, lambda: z @ D, 2 * n_samples * n_latents * n_dims)
-    if G is None:
+    if sparse:
+        nnz = int((z != 0).sum())
+        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only multiply with it
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            zs = z.to_sparse_csr()
+            residual = X - _dense(timer, lambda: zs @ D, 2 * nnz * n_dims, kind="sparse")
+            correlation = C - _dense(timer, lambda: zs @ G, 2 * nnz * n_latents, kind="sparse")
+    elif G is None:
+        residual = X - _dense(timer, lambda: z @ D, 2 * n_samples * n_latents * n_dims)
         correlation = _dense(timer, lambda: residual @ D.T, 2 * n_samples * n_latents * n_dims)
     else:
+        residual = X - _dense(timer, lambda: z @ D, 2 * n_samples * n_latents * n_dims)
         correlation = C - _dense(timer, lambda: z @ G, 2 * n_samples * n_latents * n_latents)
     primal = 0.5 * (residual * residual).sum(1) + alpha * z.abs().sum(1)
     if nonnegative:
@@ -624,11 +636,14 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
     for _ in range(max_steps):
         b = rows.numel()
         w, info = torch.linalg.solve_ex(gram[:, :used, :used], signs[:, :used])
-        # a = w G[support] as one dense GEMM over the scattered direction (padding adds 0);
-        # `blocked` rides along in the GEMM epilogue and puts NaN on active atoms, so
-        # every event-time comparison below rejects them.
-        direction = torch.zeros_like(r).scatter_add_(1, support[:, :used], w)
-        a = _dense(timer, lambda: torch.addmm(blocked, direction, G), 2 * b * n_latents * n_latents)
+        # a = w G[support]: the direction has `used` entries per row (padding slots hold 0),
+        # so it is multiplied as a CSR matrix, `used / N` of the dense GEMM's work; `blocked`
+        # is added in the same call and puts NaN on active atoms, so every event-time
+        # comparison below rejects them.
+        crow = torch.arange(0, b * used + 1, used, device=device)
+        direction = torch.sparse_csr_tensor(crow, support[:, :used].reshape(-1), w.reshape(-1),
+                                            size=(b, n_latents), check_invariants=False)
+        a = _dense(timer, lambda: torch.addmm(blocked, direction, G), 2 * b * used * n_latents, kind="sparse")
         lam_c = lam[:, None]
         floor = gamma_floor * lam_c
         up = (lam_c - r).div_(1.0 - a)  # time until r_j reaches +lambda
@@ -725,13 +740,15 @@ def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype, t
         if path_dtype != torch.float64:
             C, G = C.to(path_dtype), G.to(path_dtype)
         stragglers = int(HOMOTOPY_STRAGGLER_FRACTION * len(pending)) if path_dtype != torch.float64 else 0
-        support, signs, n_events, finished = _homotopy_path(
-            C, G, alpha, nonnegative=nonnegative, max_steps=max_steps, stragglers=stragglers, timer=timer
-        )
+        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only multiply with it
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            support, signs, n_events, finished = _homotopy_path(
+                C, G, alpha, nonnegative=nonnegative, max_steps=max_steps, stragglers=stragglers, timer=timer
+            )
         found, singular = _exact_finish(C_p, G64, support, signs.to(torch.float64), alpha)
         if nonnegative:
             found = found.clamp_min(0.0)
-        primal, row_gap = _lasso_gap(X_p, D64, found, alpha, nonnegative, timer=timer)
+        primal, row_gap = _lasso_gap(X_p, D64, found, alpha, nonnegative, timer=timer, C=C_p, G=G64, sparse=True)
         certified = finished & ~singular & torch.isfinite(row_gap) & (row_gap <= tol * primal.clamp_min(tiny))
         if everything:
             codes, objective, gap, steps = found, primal, row_gap, n_events

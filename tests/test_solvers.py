@@ -13,6 +13,9 @@ from gaptheory.solvers import ConvergenceWarning, SolveResult, Status, basis_pur
 
 #: FISTA and cvxpy objectives agree to this relative accuracy (issue 3).
 OBJECTIVE_RTOL = 1e-6
+#: How far below cvxpy's objective a certified batched objective may lie: cvxpy/Clarabel's
+#: own accuracy on these small problems (its answers are interior points, slightly suboptimal).
+CVXPY_OBJECTIVE_RTOL = 1e-5
 #: cvxpy codes below this count as zero when deciding the support (interior-point noise).
 CVXPY_ZERO = 1e-7
 RECOVERY_ATOL = 1e-6
@@ -34,7 +37,13 @@ def test_batched_lasso_agrees_with_cvxpy(N, data, seed, nonnegative, alpha, path
     fast = lasso(inst.X, inst.D, alpha, nonnegative=nonnegative, method=method, dtype=dtype, return_info=True,
                  device="cpu")
     assert fast.success
-    np.testing.assert_allclose(fast.objective, exact.objective, rtol=OBJECTIVE_RTOL)
+    # never worse than cvxpy by more than 1e-6; lower only by cvxpy's own slack, which on
+    # tiny objectives (~4e-3) reaches ~1e-6 relative with Clarabel's default tolerances
+    assert (fast.objective <= exact.objective * (1 + OBJECTIVE_RTOL)).all()
+    assert (fast.objective >= exact.objective * (1 - CVXPY_OBJECTIVE_RTOL)).all()
+    residual = inst.X - fast.codes @ inst.D
+    recomputed = 0.5 * (residual**2).sum(1) + alpha * np.abs(fast.codes).sum(1)
+    np.testing.assert_allclose(fast.objective, recomputed, rtol=1e-12)
     # F(z) - F* >= ||(z - z*) D||^2 / 2 for the LASSO, so both fits lie within sqrt(2 gap)
     # of the unique optimal fit; codes are then close wherever D is well conditioned on the
     # union of the supports (the LASSO minimiser itself need not be unique).

@@ -47,3 +47,20 @@ def test_sklearn_lasso_is_timed_at_a_tol_that_reaches_the_promised_accuracy():
     error = np.max(np.abs(bench.lasso_objective(inst.X, inst.D, best["fit"](), 0.02) - reference.objective)
                    / reference.objective)
     assert error <= bench.OBJECTIVE_RTOL
+
+
+def test_bench_solvers_script_prints_cvxpy_fista_homotopy_rows(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_solvers.py"
+    spec = importlib.util.spec_from_file_location("bench_solvers", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--n-samples", "8", "--n-latents", "24", "--n-dims", "12", "--k", "2", "--cvxpy-rows", "3",
+                        "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    solvers = {row["solver"] for row in result["rows"]}
+    assert {"fista float64", "homotopy float64", "homotopy float32", "cvxpy/CLARABEL"} <= solvers
+    batched = [row for row in result["rows"] if not row["solver"].startswith("cvxpy")]
+    assert all(row["max_rel_objective_vs_cvxpy"] <= 1e-5 for row in batched)

@@ -1,0 +1,671 @@
+r"""Encoders that map observations ``X (B, M)`` to codes ``Z (B, N)``, one interface for all.
+
+Every encoder is a ``torch.nn.Module`` with SAELens weight names and layout,
+``W_enc (M, N)``, ``b_enc (N,)``, ``W_dec (N, M)``, ``b_dec (M,)`` (an MLP has its own
+hidden layers instead of ``W_enc``), and follows the scikit-learn estimator protocol:
+
+- ``Encoder(cfg, seed=0)`` builds it from a frozen config dataclass (``cfg.architecture``,
+  ``cfg.to_dict()``, ``Config.from_dict(d)``);
+- ``fit(X, ...)`` trains it with :func:`gaptheory.training.train` and returns ``self``;
+- ``encode(X) -> Z`` and ``decode(Z) -> X_hat``; NumPy in gives NumPy (float64) out,
+  a tensor in gives a tensor out;
+- ``save(path)`` / ``load(path)`` use the SAELens files ``sae_weights.safetensors`` and
+  ``cfg.json`` (with ``d_in = M``, ``d_sae = N`` and ``architecture``).
+
+Decoder rows (atoms) are kept unit-norm after every update. What differs between
+architectures is only the activation (``encode_with_hidden_pre``) and the auxiliary
+sparsity loss (``aux_loss``); the loop is shared.
+
+=====================  =============================================================
+``SparseAutoencoder``  ``activation(X W_enc + b_enc)``: ``relu`` (+ L1), ``topk``,
+                       ``jumprelu`` (+ L0 through a straight-through estimator)
+``MLPEncoder``         ReLU MLP ``M -> h_1 -> ... -> N`` (the paper used 32, 256, 1024)
+``SAEWithITO``         SAE codes refined per sample by FISTA on the learned decoder
+                       (inference-time optimisation, warm-started from the SAE codes)
+``SparseCoding``       no encoder: per-sample LASSO (FISTA) on a learned dictionary
+=====================  =============================================================
+
+References
+----------
+.. [1] O'Neill, Gumran & Klindt (2024), "Compute optimal inference and provable
+   amortisation gap in sparse autoencoders", arXiv 2411.13117.
+.. [2] Gao et al. (2024), "Scaling and evaluating sparse autoencoders", arXiv 2406.04093 (TopK).
+.. [3] Rajamanoharan et al. (2024), "Jumping ahead: improving reconstruction fidelity with
+   JumpReLU sparse autoencoders", arXiv 2407.14435 (JumpReLU, straight-through estimator).
+.. [4] Olshausen & Field (1996), "Emergence of simple-cell receptive field properties by
+   learning a sparse code for natural images", Nature 381 (sparse coding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._device import resolve_device
+from ._validation import check_array, check_choice, check_dictionary, check_int, check_positive
+from .flops import FlopCount, dictionary_step_flops, encoder_flops, fista_flops, training_step_flops
+from .solvers import FISTA_TOL, ConvergenceWarning, lasso
+
+#: SAELens file names.
+WEIGHTS_FILENAME, CONFIG_FILENAME = "sae_weights.safetensors", "cfg.json"
+
+#: JumpReLU thresholds are clamped to at least this so the gate never opens at zero
+#: pre-activation (a zero threshold would turn JumpReLU into a plain ReLU).
+MIN_THRESHOLD = 1e-6
+
+#: Rows of W_dec with a norm below this are re-drawn rather than normalised (dead atoms).
+MIN_ATOM_NORM = 1e-12
+
+ACTIVATIONS = ("relu", "topk", "jumprelu")
+#: SAELens architecture names of each SAE activation.
+SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+
+
+# ---------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Fields every encoder has; subclasses add their hyperparameters."""
+
+    M: int  # input dimension (SAELens d_in)
+    N: int  # number of latents (SAELens d_sae)
+
+    def __post_init__(self):
+        check_int(self.M, "M", minimum=1)
+        check_int(self.N, "N", minimum=1)
+
+    @property
+    def architecture(self) -> str:
+        """Architecture name written to ``cfg.json``."""
+        return self._architecture
+
+    def to_dict(self) -> dict:
+        """Fields as JSON scalars plus ``architecture``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {**out, "architecture": self.architecture}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        """Inverse of :meth:`to_dict`; ``architecture`` and unknown keys raise unless equal."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names - {"architecture"}
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_dict got unknown keys {sorted(unknown)}; "
+                             f"known: {sorted(names)}.")
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+        if "architecture" in d and d["architecture"] != cfg.architecture:
+            raise ValueError(f"architecture={d['architecture']!r} does not match {cls.__name__} "
+                             f"({cfg.architecture!r}); use the matching config class.")
+        return cfg
+
+
+@dataclass(frozen=True)
+class SAEConfig(EncoderConfig):
+    """A one-layer sparse autoencoder ``Z = activation(X @ W_enc + b_enc)``."""
+
+    activation: str = "relu"  # "relu" (L1 penalty), "topk" (keeps k largest) or "jumprelu" (L0 penalty)
+    l1_coefficient: float = 0.03  # relu: weight of mean_b ||z_b||_1 in the loss
+    k: int | None = None  # topk: active latents per row, 1 <= k <= N
+    l0_coefficient: float = 0.03  # jumprelu: weight of the (straight-through) mean L0 in the loss
+    jumprelu_threshold: float = 0.1  # jumprelu: initial threshold of every latent
+    jumprelu_bandwidth: float = 0.05  # jumprelu: width of the rectangle kernel of the pseudo-gradient
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice(self.activation, "activation", ACTIVATIONS)
+        check_positive(self.l1_coefficient, "l1_coefficient", allow_zero=True)
+        check_positive(self.l0_coefficient, "l0_coefficient", allow_zero=True)
+        check_positive(self.jumprelu_threshold, "jumprelu_threshold")
+        check_positive(self.jumprelu_bandwidth, "jumprelu_bandwidth")
+        if self.activation == "topk":
+            if self.k is None:
+                raise ValueError("activation='topk' needs k (active latents per row); pass e.g. k=3.")
+            check_int(self.k, "k", minimum=1, maximum=self.N)
+        elif self.k is not None:
+            raise ValueError(f"k={self.k} only applies to activation='topk'; got activation="
+                             f"{self.activation!r}. Drop k or set activation='topk'.")
+
+    @property
+    def architecture(self) -> str:
+        return SAELENS_ARCHITECTURE[self.activation]
+
+
+@dataclass(frozen=True)
+class SAEITOConfig(SAEConfig):
+    """An SAE whose codes are refined per sample by nonnegative LASSO (FISTA) at inference."""
+
+    ito_alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
+    ito_tol: float = FISTA_TOL  # relative duality-gap tolerance of FISTA
+    ito_max_iter: int = 5000  # FISTA iteration cap per row
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self.ito_alpha, "ito_alpha")
+        check_positive(self.ito_tol, "ito_tol")
+        check_int(self.ito_max_iter, "ito_max_iter", minimum=1)
+
+
+@dataclass(frozen=True)
+class MLPEncoderConfig(EncoderConfig):
+    """A ReLU MLP encoder ``M -> hidden[0] -> ... -> N`` with a ReLU on the codes."""
+
+    _architecture: ClassVar[str] = "mlp"
+    hidden: tuple[int, ...] = (256,)  # hidden widths; the paper used (32,), (256,), (1024,)
+    l1_coefficient: float = 0.03  # weight of mean_b ||z_b||_1 in the reconstruction loss
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.hidden, (int, np.integer)) or not all(
+            isinstance(h, (int, np.integer)) and h >= 1 for h in self.hidden
+        ):
+            raise ValueError(f"hidden must be a tuple of widths >= 1; got {self.hidden!r}. Pass e.g. (256,).")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        check_positive(self.l1_coefficient, "l1_coefficient", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class SparseCodingConfig(EncoderConfig):
+    """Per-sample LASSO inference on a dictionary learned by alternating minimisation."""
+
+    _architecture: ClassVar[str] = "sparse_coding"
+    alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
+    nonnegative: bool = True  # constrain codes z >= 0 (the generative model's codes are)
+    tol: float = FISTA_TOL  # FISTA relative duality-gap tolerance at inference
+    max_iter: int = 5000  # FISTA iteration cap per row at inference
+    fit_tol: float = 1e-4  # looser tolerance of the inner solves during dictionary learning
+    fit_max_iter: int = 200  # iteration cap of those inner solves
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("alpha", "tol", "fit_tol"):
+            check_positive(getattr(self, name), name)
+        check_int(self.max_iter, "max_iter", minimum=1)
+        check_int(self.fit_max_iter, "fit_max_iter", minimum=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Shared machinery
+# ---------------------------------------------------------------------------------------
+
+
+def _unit_rows(W: torch.Tensor) -> torch.Tensor:
+    return W / W.norm(dim=1, keepdim=True).clamp_min(MIN_ATOM_NORM)
+
+
+class Encoder(nn.Module):
+    """Base class: decoder, unit-norm maintenance, NumPy/tensor I/O, fit, save and load.
+
+    Subclasses set ``config_class`` and implement ``encode_with_hidden_pre`` (and
+    ``aux_loss`` when they have a sparsity penalty), ``_widths`` and ``_activation``
+    for the FLOP counts.
+    """
+
+    config_class: ClassVar[type] = EncoderConfig
+
+    def __init__(self, cfg: EncoderConfig, *, seed: int = 0):
+        super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}; got "
+                            f"{type(cfg).__name__}.")
+        self.cfg = cfg
+        self.seed = check_int(seed, "seed", minimum=0)
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self.W_dec = nn.Parameter(_unit_rows(self._randn(cfg.N, cfg.M)))  # (N, M)
+        self.b_dec = nn.Parameter(torch.zeros(cfg.M))  # (M,)
+
+    def _randn(self, *shape) -> torch.Tensor:
+        return torch.randn(*shape, generator=self._generator)
+
+    # -- decoder -----------------------------------------------------------------------
+    @property
+    def decoder_trainable(self) -> bool:
+        """False after :meth:`fix_decoder` (setting 1: the true dictionary is known)."""
+        return self.W_dec.requires_grad
+
+    def fix_decoder(self, D) -> "Encoder":
+        """Set the decoder to a known dictionary and freeze it (and ``b_dec = 0``).
+
+        Parameters
+        ----------
+        D : array_like of shape (N, M), unit-norm rows.
+
+        Returns
+        -------
+        self
+        """
+        D = check_dictionary(D)
+        if D.shape != tuple(self.W_dec.shape):
+            raise ValueError(f"D must have shape (N, M) = {tuple(self.W_dec.shape)}; got {D.shape}.")
+        with torch.no_grad():
+            self.W_dec.copy_(torch.as_tensor(D, dtype=self.W_dec.dtype))
+            self.b_dec.zero_()
+        self.W_dec.requires_grad_(False)
+        self.b_dec.requires_grad_(False)
+        self._after_fix_decoder()
+        return self
+
+    def _after_fix_decoder(self):
+        """Hook: re-initialise the encoder from the fixed decoder (SAEs use W_enc = W_dec^T)."""
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale every decoder row to unit norm, in place (called after each update)."""
+        if self.decoder_trainable:
+            self.W_dec.copy_(_unit_rows(self.W_dec))
+
+    def decoder_float64(self) -> np.ndarray:
+        """The dictionary ``W_dec`` in float64, rows renormalised to unit norm, shape (N, M)."""
+        D = self.W_dec.detach().double().cpu().numpy()
+        return D / np.maximum(np.linalg.norm(D, axis=1, keepdims=True), MIN_ATOM_NORM)
+
+    # -- the per-architecture parts ------------------------------------------------------
+    def encode_with_hidden_pre(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes ``Z (B, N)`` and the pre-activations, from a float tensor ``X (B, M)``."""
+        raise NotImplementedError
+
+    def aux_loss(self, Z: torch.Tensor, hidden_pre: torch.Tensor | None) -> torch.Tensor:
+        """The architecture's sparsity penalty, averaged over the batch (default: none)."""
+        return Z.new_zeros(())
+
+    def training_step_flops(self, n_samples: int, *, supervised: bool) -> FlopCount:
+        """Analytic FLOPs of one training step on ``n_samples`` rows (see :mod:`gaptheory.flops`)."""
+        decoder = "none" if supervised else ("learned" if self.decoder_trainable else "fixed")
+        return training_step_flops(n_samples, self._widths(), activation=self._activation(),
+                                   decoder=decoder, n_dims=self.cfg.M)
+
+    def _widths(self) -> tuple[int, ...]:
+        return (self.cfg.M, self.cfg.N)
+
+    def _activation(self) -> str:
+        return "relu"
+
+    # -- public API ------------------------------------------------------------------------
+    def _as_input(self, X) -> tuple[torch.Tensor, bool]:
+        """``X`` as a float tensor on the model's device; whether the caller passed NumPy."""
+        if isinstance(X, torch.Tensor):
+            if X.ndim != 2 or X.shape[1] != self.cfg.M:
+                raise ValueError(f"X must have shape (B, M={self.cfg.M}); got {tuple(X.shape)}.")
+            return X.to(self.W_dec.device, self.W_dec.dtype), False
+        X = check_array(X, "X")
+        if X.shape[1] != self.cfg.M:
+            raise ValueError(f"X must have shape (B, M={self.cfg.M}); got {X.shape}. Pass one row as X[None, :].")
+        return torch.as_tensor(X, dtype=self.W_dec.dtype, device=self.W_dec.device), True
+
+    def encode(self, X):
+        """Codes of ``X``: ``(B, M) -> (B, N)``.
+
+        Parameters
+        ----------
+        X : ndarray or torch.Tensor of shape (B, M)
+
+        Returns
+        -------
+        Z : ndarray (float64) of shape (B, N) for NumPy input, else a tensor.
+        """
+        return self.encode_with_flops(X)[0]
+
+    def encode_with_flops(self, X) -> tuple[object, FlopCount]:
+        """:meth:`encode` and the FLOPs it spent (per-sample solvers: from their iterations)."""
+        Xt, numpy_in = self._as_input(X)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not numpy_in):
+            Z, flops = self._encode_counted(Xt)
+        return (Z.detach().double().cpu().numpy() if numpy_in else Z), flops
+
+    def _encode_counted(self, X: torch.Tensor) -> tuple[torch.Tensor, FlopCount]:
+        Z = self.encode_with_hidden_pre(X)[0]
+        return Z, encoder_flops(X.shape[0], self._widths(), activation=self._activation())
+
+    def decode(self, Z):
+        """Reconstruction ``Z @ W_dec + b_dec``: ``(B, N) -> (B, M)``; NumPy in, NumPy out."""
+        if isinstance(Z, torch.Tensor):
+            return Z @ self.W_dec + self.b_dec
+        Z = check_array(Z, "Z")
+        if Z.shape[1] != self.cfg.N:
+            raise ValueError(f"Z must have shape (B, N={self.cfg.N}); got {Z.shape}.")
+        with torch.no_grad():
+            Zt = torch.as_tensor(Z, dtype=self.W_dec.dtype, device=self.W_dec.device)
+            return (Zt @ self.W_dec + self.b_dec).double().cpu().numpy()
+
+    def fit(self, X, *, codes=None, train_cfg=None, X_val=None, codes_val=None, device=None) -> "Encoder":
+        """Train with the shared loop :func:`gaptheory.training.train`; returns ``self``.
+
+        Parameters
+        ----------
+        X : array_like of shape (B, M)
+        codes : array_like of shape (B, N), optional
+            True codes: supervised regression of ``codes`` from ``X`` (setting 2) instead
+            of reconstruction with the sparsity penalty.
+        train_cfg : gaptheory.training.TrainConfig, optional
+        X_val, codes_val : optional
+            Validation split for early stopping and best-model selection.
+        device : str or torch.device, optional
+
+        Notes
+        -----
+        ``training`` sits above ``encoders`` in the module layers (it drives encoders), so
+        it is resolved here at call time. The history lands in ``self.history_``.
+        """
+        training = importlib.import_module(f"{__package__}.training")
+        self.history_ = training.train(self, X, train_cfg, codes=codes, X_val=X_val,
+                                       codes_val=codes_val, device=device)
+        return self
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write ``sae_weights.safetensors`` and ``cfg.json`` (SAELens layout) into ``path``.
+
+        ``cfg.json`` holds ``d_in = M``, ``d_sae = N``, ``architecture``, every config
+        field, ``decoder_trainable`` and ``gaptheory_encoder`` (the class to rebuild).
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        save_file(tensors, str(path / WEIGHTS_FILENAME))
+        cfg = {**self.cfg.to_dict(), "d_in": self.cfg.M, "d_sae": self.cfg.N,
+               "gaptheory_encoder": type(self).__name__, "decoder_trainable": self.decoder_trainable,
+               "seed": self.seed, "dtype": str(self.W_dec.dtype).removeprefix("torch.")}
+        (path / CONFIG_FILENAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path, *, device=None) -> "Encoder":
+        """Rebuild an encoder written by :meth:`save`.
+
+        Called on :class:`Encoder` it picks the class named in ``cfg.json``; called on a
+        subclass it insists on that class.
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONFIG_FILENAME).exists() or not (path / WEIGHTS_FILENAME).exists():
+            raise ValueError(f"{path} must contain {CONFIG_FILENAME} and {WEIGHTS_FILENAME}; save with Encoder.save.")
+        raw = json.loads((path / CONFIG_FILENAME).read_text())
+        name = raw.get("gaptheory_encoder")
+        target = ENCODERS.get(name)
+        if target is None or not issubclass(target, cls):
+            raise ValueError(f"{path / CONFIG_FILENAME} names encoder {name!r}, not a {cls.__name__}; "
+                             f"load it with Encoder.load.")
+        known = {f.name for f in dataclasses.fields(target.config_class)} | {"architecture"}
+        cfg = target.config_class.from_dict({k: v for k, v in raw.items() if k in known})
+        model = target(cfg, seed=raw.get("seed", 0))
+        if not raw.get("decoder_trainable", True):
+            model.W_dec.requires_grad_(False)
+            model.b_dec.requires_grad_(False)
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILENAME)))
+        return model.to(resolve_device(device))
+
+
+# ---------------------------------------------------------------------------------------
+# Sparse autoencoders
+# ---------------------------------------------------------------------------------------
+
+
+class _JumpReLU(torch.autograd.Function):
+    """``z * H(z - theta)`` with the pseudo-derivative of Rajamanoharan et al. (2024), Eq. 11:
+    d/d theta = -(theta / eps) K((z - theta) / eps), K the unit rectangle."""
+
+    @staticmethod
+    def forward(ctx, z, theta, bandwidth):
+        ctx.save_for_backward(z, theta)
+        ctx.bandwidth = bandwidth
+        return z * (z > theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        window = ((z - theta).abs() < eps / 2).to(z.dtype)
+        grad_theta = (-(theta / eps) * window * grad).sum(0)
+        return grad * (z > theta), grad_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """``H(z - theta)`` with d/d theta = -(1 / eps) K((z - theta) / eps) (ibid., Eq. 12)."""
+
+    @staticmethod
+    def forward(ctx, z, theta, bandwidth):
+        ctx.save_for_backward(z, theta)
+        ctx.bandwidth = bandwidth
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        window = ((z - theta).abs() < eps / 2).to(z.dtype)
+        return torch.zeros_like(z), (-(1.0 / eps) * window * grad).sum(0), None
+
+
+class SparseAutoencoder(Encoder):
+    r"""One-layer sparse autoencoder with SAELens weights.
+
+    .. math:: Z = \sigma(X W_{enc} + b_{enc}), \qquad \hat X = Z W_{dec} + b_{dec}
+
+    with :math:`\sigma` = ReLU (loss adds ``l1_coefficient * mean ||z||_1``), TopK (ReLU
+    of the k largest pre-activations, no penalty) or JumpReLU (``z * H(z - theta)`` with a
+    learned threshold per latent; loss adds ``l0_coefficient * mean ||z||_0`` through the
+    straight-through estimator of Rajamanoharan et al. 2024). The reconstruction loss is
+    ``mean_b ||x_b - x_hat_b||^2``. Initialisation: random unit atoms, ``W_enc = W_dec^T``,
+    zero biases (SAELens).
+
+    Parameters
+    ----------
+    cfg : SAEConfig
+    seed : int
+        Seed of the initial weights (a private ``torch.Generator``; no global state).
+
+    Examples
+    --------
+    >>> from gaptheory.instances import make_instance
+    >>> inst = make_instance(16, 8, 3, 64, seed=0)
+    >>> sae = SparseAutoencoder(SAEConfig(M=8, N=16), seed=0)
+    >>> sae.encode(inst.X).shape, sae.decode(sae.encode(inst.X)).shape
+    ((64, 16), (64, 8))
+    """
+
+    config_class = SAEConfig
+
+    def __init__(self, cfg: SAEConfig, *, seed: int = 0):
+        super().__init__(cfg, seed=seed)
+        self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())  # (M, N)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.N))  # (N,)
+        if cfg.activation == "jumprelu":
+            self.threshold = nn.Parameter(torch.full((cfg.N,), float(cfg.jumprelu_threshold)))
+
+    def _after_fix_decoder(self):
+        with torch.no_grad():
+            self.W_enc.copy_(self.W_dec.T)
+
+    def encode_with_hidden_pre(self, X):
+        pre = X @ self.W_enc + self.b_enc
+        activation = self.cfg.activation
+        if activation == "relu":
+            return torch.relu(pre), pre
+        if activation == "topk":
+            values, indices = pre.topk(self.cfg.k, dim=1)
+            return torch.zeros_like(pre).scatter(1, indices, torch.relu(values)), pre
+        theta = self.threshold.clamp_min(MIN_THRESHOLD)
+        return _JumpReLU.apply(pre, theta, self.cfg.jumprelu_bandwidth), pre
+
+    def aux_loss(self, Z, hidden_pre):
+        if self.cfg.activation == "relu":
+            return self.cfg.l1_coefficient * Z.abs().sum(1).mean()
+        if self.cfg.activation == "jumprelu":
+            theta = self.threshold.clamp_min(MIN_THRESHOLD)
+            return self.cfg.l0_coefficient * _Step.apply(hidden_pre, theta, self.cfg.jumprelu_bandwidth).sum(1).mean()
+        return Z.new_zeros(())
+
+    def _activation(self) -> str:
+        return self.cfg.activation
+
+
+class SAEWithITO(SparseAutoencoder):
+    r"""SAE + inference-time optimisation: SAE codes refined per sample on the learned decoder.
+
+    Training is that of the SAE. At inference every row solves the nonnegative LASSO
+
+    .. math:: \min_{z \ge 0} \tfrac12 \|x - b_{dec} - z W_{dec}\|_2^2 + \alpha \|z\|_1
+
+    by FISTA (:func:`gaptheory.solvers.lasso`, ``method="fista"``) **started from the SAE's
+    codes** (the reference implementation discarded them and started from scratch).
+    The inference FLOPs are the SAE's plus those of the iterations FISTA actually used.
+
+    Examples
+    --------
+    >>> from gaptheory.instances import make_instance
+    >>> inst = make_instance(16, 8, 3, 32, seed=0)
+    >>> model = SAEWithITO(SAEITOConfig(M=8, N=16), seed=0).fix_decoder(inst.D)
+    >>> Z = model.encode(inst.X)
+    >>> bool(np.abs(model.decode(Z) - inst.X).max() < 0.2)
+    True
+    """
+
+    config_class = SAEITOConfig
+
+    def _encode_counted(self, X):
+        # Training goes through encode_with_hidden_pre (plain SAE codes); encode refines them.
+        Z0, flops = super()._encode_counted(X)
+        Z, solve_flops = _per_sample_codes(self, X, init=Z0, alpha=self.cfg.ito_alpha, nonnegative=True,
+                                           tol=self.cfg.ito_tol, max_iter=self.cfg.ito_max_iter)
+        return Z, flops + solve_flops
+
+
+def _per_sample_codes(model: Encoder, X: torch.Tensor, *, init, alpha, nonnegative, tol, max_iter,
+                      quiet: bool = False) -> tuple[torch.Tensor, FlopCount]:
+    """FISTA on the model's decoder for every row of ``X``; codes as a tensor and their FLOPs."""
+    D = model.decoder_float64()
+    target = (X - model.b_dec).detach().double().cpu().numpy()
+    start = None if init is None else init.detach().double().cpu().numpy()
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        result = lasso(target, D, alpha, nonnegative=nonnegative, method="fista", tol=tol, max_iter=max_iter,
+                       init=start, device=model.W_dec.device, return_info=True)
+    model.last_solve_ = result
+    Z = torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device)
+    return Z, fista_flops(result.n_iter, model.cfg.M, model.cfg.N)
+
+
+# ---------------------------------------------------------------------------------------
+# MLP encoder
+# ---------------------------------------------------------------------------------------
+
+
+class MLPEncoder(Encoder):
+    r"""ReLU MLP encoder with an SAE-style decoder.
+
+    .. math:: H_0 = X,\quad H_{l} = \mathrm{ReLU}(H_{l-1} W_l + b_l),\quad Z = H_{L+1}
+
+    with widths ``(M, *hidden, N)``; weights ``weights[l]`` of shape (w_l, w_{l+1}) and
+    ``biases[l]``, initialised like ``torch.nn.Linear`` (uniform in
+    :math:`\pm 1/\sqrt{w_l}`) from the model's own generator. The loss is that of the ReLU
+    SAE (reconstruction plus ``l1_coefficient * mean ||z||_1``), or the squared code error
+    when trained on known codes.
+
+    Examples
+    --------
+    >>> mlp = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(32,)), seed=0)
+    >>> mlp.encode(np.ones((5, 8))).shape
+    (5, 16)
+    """
+
+    config_class = MLPEncoderConfig
+
+    def __init__(self, cfg: MLPEncoderConfig, *, seed: int = 0):
+        super().__init__(cfg, seed=seed)
+        widths = self._widths()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / np.sqrt(a)
+            self.weights.append(nn.Parameter((torch.rand(a, b, generator=self._generator) * 2 - 1) * bound))
+            self.biases.append(nn.Parameter((torch.rand(b, generator=self._generator) * 2 - 1) * bound))
+
+    def _widths(self):
+        return (self.cfg.M, *self.cfg.hidden, self.cfg.N)
+
+    def encode_with_hidden_pre(self, X):
+        H = X
+        for W, b in zip(self.weights, self.biases):
+            pre = H @ W + b
+            H = torch.relu(pre)
+        return H, pre
+
+    def aux_loss(self, Z, hidden_pre):
+        return self.cfg.l1_coefficient * Z.abs().sum(1).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# Sparse coding
+# ---------------------------------------------------------------------------------------
+
+
+class SparseCoding(Encoder):
+    r"""Dictionary learning with per-sample inference; no amortised encoder.
+
+    Codes are LASSO solutions on the current dictionary,
+
+    .. math:: \hat z(x) = \arg\min_{z (\ge 0)} \tfrac12 \|x - b_{dec} - z W_{dec}\|_2^2 + \alpha \|z\|_1,
+
+    computed by batched FISTA. Training alternates these solves (tolerance ``fit_tol``,
+    detached from the graph) with Adam steps on ``W_dec`` for the reconstruction loss,
+    followed by row renormalisation; ``b_dec`` stays 0 (the generative model has no
+    offset). With a fixed true dictionary (setting 1) there is nothing to train and this
+    is the per-sample inference reference point. Inference FLOPs follow the iterations
+    FISTA used per row.
+
+    Examples
+    --------
+    >>> D = np.eye(4)
+    >>> sc = SparseCoding(SparseCodingConfig(M=4, N=4, alpha=0.01), seed=0).fix_decoder(D)
+    >>> sc.encode(np.array([[0.0, 2.0, 0.0, 0.0]])).round(3).tolist()
+    [[0.0, 1.99, 0.0, 0.0]]
+    """
+
+    config_class = SparseCodingConfig
+
+    def __init__(self, cfg: SparseCodingConfig, *, seed: int = 0):
+        super().__init__(cfg, seed=seed)
+        self.b_dec.requires_grad_(False)
+        self._warm_codes: dict = {}  # batch shape -> (rows, their last codes), for warm starts
+
+    def encode_with_hidden_pre(self, X):
+        """The training path: inner solves at ``fit_tol`` (``encode`` uses ``tol``), warm-started
+        from the previous solve when ``X`` holds the same rows (full-batch training)."""
+        warm = self._warm_codes.get(tuple(X.shape))
+        init = warm[1] if warm is not None and torch.equal(warm[0], X) else None
+        Z, self._last_fit_flops = _per_sample_codes(
+            self, X, init=init, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
+            tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
+        self._warm_codes[tuple(X.shape)] = (X.detach(), Z)
+        return Z, None
+
+    def _encode_counted(self, X):
+        return _per_sample_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
+                                 tol=self.cfg.tol, max_iter=self.cfg.max_iter)
+
+    def training_step_flops(self, n_samples, *, supervised):
+        """The inner FISTA solve of this step (from its iterations) plus the decoder update."""
+        return getattr(self, "_last_fit_flops", FlopCount()) + dictionary_step_flops(
+            n_samples, self.cfg.M, self.cfg.N)
+
+
+#: Encoder classes by name, as written to ``cfg.json`` under ``gaptheory_encoder``.
+ENCODERS: dict[str, type[Encoder]] = {
+    cls.__name__: cls for cls in (SparseAutoencoder, SAEWithITO, MLPEncoder, SparseCoding)
+}

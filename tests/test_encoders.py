@@ -1,0 +1,185 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaptheory.encoders import (
+    CONFIG_FILENAME,
+    WEIGHTS_FILENAME,
+    Encoder,
+    MLPEncoder,
+    MLPEncoderConfig,
+    SAEConfig,
+    SAEITOConfig,
+    SAEWithITO,
+    SparseAutoencoder,
+    SparseCoding,
+    SparseCodingConfig,
+)
+from gaptheory.flops import encoder_flops
+from gaptheory.instances import make_instance
+from gaptheory.solvers import lasso
+from gaptheory.training import TrainConfig
+
+#: float32 unit norms are exact to a few ulps.
+NORM_ATOL = 1e-5
+#: Two FISTA runs to the same tolerance agree to about this.
+CODE_ATOL = 1e-3
+
+QUICK = TrainConfig(steps=30, eval_every=10, progress=False)
+
+
+def _models(M=8, N=16):
+    return [
+        SparseAutoencoder(SAEConfig(M=M, N=N), seed=1),
+        SparseAutoencoder(SAEConfig(M=M, N=N, activation="topk", k=3), seed=1),
+        SparseAutoencoder(SAEConfig(M=M, N=N, activation="jumprelu"), seed=1),
+        MLPEncoder(MLPEncoderConfig(M=M, N=N, hidden=(12, 7)), seed=1),
+        SAEWithITO(SAEITOConfig(M=M, N=N), seed=1),
+        SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1), seed=1),
+    ]
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: f"{type(m).__name__}-{m.cfg.architecture}")
+def test_every_encoder_fits_returns_self_and_keeps_unit_norm_decoder_rows(model):
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    assert model.fit(inst.X, train_cfg=QUICK, device="cpu") is model
+    norms = model.W_dec.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=NORM_ATOL)
+    Z = model.encode(inst.X)
+    assert Z.shape == (64, 16) and Z.dtype == np.float64 and np.isfinite(Z).all()
+    assert model.decode(Z).shape == (64, 8)
+    assert model.history_.steps_run == QUICK.steps
+
+
+def test_sae_weights_have_saelens_shapes_and_relu_encoder_formula():
+    sae = SparseAutoencoder(SAEConfig(M=5, N=11), seed=0)
+    assert tuple(sae.W_enc.shape) == (5, 11) and tuple(sae.W_dec.shape) == (11, 5)
+    assert tuple(sae.b_enc.shape) == (11,) and tuple(sae.b_dec.shape) == (5,)
+    X = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.1)
+    assert torch.equal(sae.encode(X), torch.relu(X @ sae.W_enc + sae.b_enc))
+
+
+def test_topk_keeps_at_most_k_active_latents():
+    sae = SparseAutoencoder(SAEConfig(M=8, N=16, activation="topk", k=2), seed=0)
+    Z = sae.encode(np.random.default_rng(0).standard_normal((50, 8)))
+    assert ((Z > 0).sum(1) <= 2).all()
+
+
+def test_jumprelu_threshold_learns_from_the_l0_penalty():
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    sae = SparseAutoencoder(SAEConfig(M=8, N=16, activation="jumprelu", l0_coefficient=1.0), seed=0)
+    before = sae.threshold.detach().clone()
+    sae.fit(inst.X, train_cfg=QUICK, device="cpu")
+    assert not torch.equal(before, sae.threshold.detach())
+    Z = sae.encode(inst.X)
+    assert ((Z == 0) | (Z > sae.threshold.detach().numpy())).all()
+
+
+def test_same_seed_gives_identical_training_on_cpu():
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    cfg = TrainConfig(steps=20, batch_size=16, progress=False)
+    a = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(8,)), seed=3).fit(inst.X, train_cfg=cfg, device="cpu")
+    b = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(8,)), seed=3).fit(inst.X, train_cfg=cfg, device="cpu")
+    np.testing.assert_array_equal(a.encode(inst.X), b.encode(inst.X))
+
+
+def test_fix_decoder_freezes_the_true_dictionary_during_training():
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    sae = SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).fix_decoder(inst.D)
+    sae.fit(inst.X, train_cfg=QUICK, device="cpu")
+    np.testing.assert_allclose(sae.W_dec.detach().numpy(), inst.D, atol=1e-6)
+    assert not sae.decoder_trainable
+
+
+def test_ito_is_warm_started_from_the_sae_codes_and_solves_the_same_lasso():
+    inst = make_instance(16, 8, 3, 40, seed=2)
+    model = SAEWithITO(SAEITOConfig(M=8, N=16, ito_alpha=0.05), seed=0).fix_decoder(inst.D)
+    model.fit(inst.X, train_cfg=QUICK, device="cpu")
+    Z, flops = model.encode_with_flops(inst.X)
+    cold = lasso(inst.X, inst.D, 0.05, nonnegative=True, method="fista", return_info=True)
+    np.testing.assert_allclose(Z, cold.codes, atol=CODE_ATOL)
+    sae_codes = model.encode_with_hidden_pre(torch.as_tensor(inst.X, dtype=torch.float32))[0].detach()
+    warm = lasso(inst.X, model.decoder_float64(), 0.05, nonnegative=True, method="fista",
+                 init=sae_codes.double().numpy(), return_info=True)
+    np.testing.assert_array_equal(model.last_solve_.n_iter, warm.n_iter)
+    assert flops.total > encoder_flops(40, (8, 16)).total
+
+
+def test_sparse_coding_on_the_true_dictionary_recovers_codes():
+    inst = make_instance(16, 8, 2, 50, seed=4, kind="identity_dct")
+    model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=1e-3), seed=0).fix_decoder(inst.D)
+    Z = model.encode(inst.X)
+    assert np.abs(Z - inst.Z).max() < 0.01
+
+
+def test_sparse_coding_learns_the_dictionary_with_decoder_updates():
+    inst = make_instance(16, 8, 3, 128, seed=0)
+    model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=0.1), seed=0)
+    before = model.W_dec.detach().clone()
+    model.fit(inst.X, train_cfg=TrainConfig(steps=10, lr=0.01, progress=False), device="cpu")
+    assert not torch.equal(before, model.W_dec.detach())
+    assert model.history_.flops.total > 0
+
+
+@settings(max_examples=6, deadline=None)
+@given(index=st.integers(0, 5), seed=st.integers(0, 1000))
+def test_save_load_round_trip_preserves_weights_config_and_codes(tmp_path_factory, index, seed):
+    model = _models()[index]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    model.normalize_decoder_()
+    path = model.save(tmp_path_factory.mktemp("enc"))
+    cfg = json.loads((path / CONFIG_FILENAME).read_text())
+    assert (path / WEIGHTS_FILENAME).exists()
+    assert cfg["d_in"] == 8 and cfg["d_sae"] == 16 and cfg["architecture"] == model.cfg.architecture
+    loaded = Encoder.load(path, device="cpu")
+    assert type(loaded) is type(model) and loaded.cfg == model.cfg
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name])
+    X = make_instance(16, 8, 3, 5, seed=seed).X
+    np.testing.assert_allclose(loaded.encode(X), model.encode(X), atol=1e-12)
+
+
+def test_load_refuses_a_different_encoder_class(tmp_path):
+    MLPEncoder(MLPEncoderConfig(M=4, N=6), seed=0).save(tmp_path)
+    with pytest.raises(ValueError, match="not a SparseAutoencoder"):
+        SparseAutoencoder.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SAEConfig(M=8, N=16, activation="gelu"), "activation"),
+        (lambda: SAEConfig(M=8, N=16, activation="topk"), "needs k"),
+        (lambda: SAEConfig(M=8, N=16, activation="topk", k=17), "k=17"),
+        (lambda: SAEConfig(M=8, N=16, k=3), "only applies"),
+        (lambda: SAEConfig(M=0, N=16), "M=0"),
+        (lambda: SAEConfig(M=8, N=16, l1_coefficient=-1.0), "l1_coefficient"),
+        (lambda: MLPEncoderConfig(M=8, N=16, hidden=(0,)), "hidden"),
+        (lambda: SparseCodingConfig(M=8, N=16, alpha=0.0), "alpha"),
+        (lambda: SAEConfig.from_dict({"M": 8, "N": 16, "width": 3}), "unknown keys"),
+        (lambda: SAEConfig.from_dict({"M": 8, "N": 16, "architecture": "topk"}), "does not match"),
+    ],
+)
+def test_configs_reject_bad_hyperparameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_config_round_trips_through_dict():
+    for cfg in (SAEConfig(M=8, N=16, activation="topk", k=2), MLPEncoderConfig(M=3, N=5, hidden=(4, 4)),
+                SAEITOConfig(M=8, N=16), SparseCodingConfig(M=8, N=16)):
+        assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("bad, match", [(np.ones((3, 5)), "M=8"), (np.full((2, 8), np.nan), "NaN")])
+def test_encode_rejects_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SparseAutoencoder(SAEConfig(M=8, N=16)).encode(bad)

@@ -520,3 +520,22 @@ def _check_phase_transition(seed: int, full: bool):
         ratios.append(abs(m_half - delta) / tolerance)
         details.append(f"N={n_latents} K={k}{'+' if nonnegative else ''}: M_1/2={m_half:.1f} vs delta={delta:.1f}")
     return len(settings), max(ratios), "<=", 1.0, "; ".join(details)
+
+
+@check("sae_never_beats_eps", "min_i (exact worst-case error of a trained ReLU SAE - eps*_i): no SAE beats T3")
+def _check_sae_never_beats_eps(seed: int, full: bool):
+    from .encoders import SAEConfig, SparseAutoencoder
+    from .training import TrainConfig
+
+    rng = np.random.default_rng(seed)
+    margin, count = math.inf, 0
+    for n_latents, n_dims, k in [(8, 4, 2), (10, 6, 3)] + ([(12, 6, 2), (12, 8, 3)] if full else []):
+        D = random_dictionary(n_latents, n_dims, seed=rng)
+        eps = relu_minimax_gap(D, k).eps
+        Z = enumerate_codes(n_latents, k)
+        for lr in (1e-2, 3e-3):  # supervised regression of the codes, decoder fixed to D
+            sae = SparseAutoencoder(SAEConfig(M=n_dims, N=n_latents, l1_coefficient=0.0), seed=int(rng.integers(2**31)))
+            sae.fix_decoder(D).fit(Z @ D, codes=Z, train_cfg=TrainConfig(steps=1000 if full else 200, lr=lr, progress=False))
+            margin = min(margin, float(np.min(worst_case_error(sae, D, k) - eps)))
+            count += 1
+    return count, margin, ">=", -LP_ATOL

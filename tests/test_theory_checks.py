@@ -8,6 +8,7 @@ THEORY_CHECKS = [
     "t2_below_t3", "t3_compact_equals_enumeration", "t3_encoder_attains_eps", "t3_certificates_verify",
     "t3_positive_when_overcomplete", "t3_zero_for_independent_atoms", "rip_condition_bp_recovers",
     "gap_certified_where_inference_exact", "symbolic_identities", "phase_transition_matches_statistical_dimension",
+    "sae_never_beats_eps",
 ]
 
 

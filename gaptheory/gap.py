@@ -335,6 +335,18 @@ def _solve_highs(c, A_ub, b_ub, bounds, A_eq=None):
     return scipy.optimize.linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
 
 
+def _solve_latent(D: np.ndarray, i: int, rows: list[_Row], hi: float):
+    """Solve latent ``i``'s compact LP; ``(eps, w, b, certificate)`` or None if HiGHS failed."""
+    n_latents, n_dims = D.shape
+    c, A_ub, b_ub, A_eq, bounds, offsets, others = _compact_lp(D, i, rows, hi)
+    res = _solve_highs(c, A_ub, b_ub, bounds, A_eq)
+    if res.status != 0:
+        return None
+    certificate = _certificate_from_duals(i, rows, -res.ineqlin.marginals, offsets, others, n_latents, hi)
+    # eps >= 0 is implied (codes e_i bound it from both sides); clip the solver's -1e-17.
+    return max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims], certificate
+
+
 def _solve_compact_cvxpy(D, i, k, lo, hi, solver):
     """The T3 program written like the maths, with ``cp.sum_largest``; used as a cross-check."""
     import cvxpy as cp
@@ -447,18 +459,17 @@ def relu_minimax_gap(
     status = np.full(n_latents, Status.OPTIMAL, dtype=np.int64)
     certificates = []
     rows = _compact_rows(k, n_latents, lo, hi)
-    for i in latents:
-        if method == "cvxpy":
+    if method == "cvxpy":
+        for i in latents:
             eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
-            continue
-        c, A_ub, b_ub, A_eq, bounds, offsets, others = _compact_lp(D, i, rows, hi)
-        res = _solve_highs(c, A_ub, b_ub, bounds, A_eq)
-        if res.status != 0:
-            status[i] = Status.NUMERICAL
-            continue
-        # eps >= 0 is implied (codes e_i bound it from both sides); clip the solver's -1e-17.
-        eps[i], W_enc[:, i], b_enc[i] = max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims]
-        certificates.append(_certificate_from_duals(i, rows, -res.ineqlin.marginals, offsets, others, n_latents, hi))
+    else:
+        for i in latents:
+            outcome = _solve_latent(D, i, rows, hi)
+            if outcome is None:
+                status[i] = Status.NUMERICAL
+                continue
+            eps[i], W_enc[:, i], b_enc[i], certificate = outcome
+            certificates.append(certificate)
     encoder = MinimaxEncoder(W_enc=W_enc, b_enc=b_enc)
     # Re-check the solver's answer like scipy does: the encoder must attain eps on all of S.
     attained = worst_case_error(encoder, D, k, magnitudes=(lo, hi), _checked=True)

@@ -140,3 +140,14 @@ def test_four_code_lp_respects_t2_on_a_rational_dictionary():
 def test_rational_dictionary_must_have_unit_rows():
     with pytest.raises(ValueError, match="norm exactly 1"):
         check_rational_dictionary([[1, 1]])
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_statistical_dimension_is_n_times_the_objective_at_the_threshold(nonnegative):
+    import sympy as sp
+
+    from gaptheory.bounds import rho_, statistical_dimension_objective, tau_
+
+    objective = sp.lambdify((rho_, tau_), statistical_dimension_objective(nonnegative), ["scipy", "numpy"])
+    tau = statistical_dimension_threshold(0.1, nonnegative=nonnegative)
+    assert abs(50 * float(objective(0.1, tau)) - statistical_dimension(50, 5, nonnegative=nonnegative)) <= IDENTITY_ATOL

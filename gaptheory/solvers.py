@@ -60,6 +60,12 @@ HOMOTOPY_EVENT_EPS = 256
 HOMOTOPY_MAX_EVENTS_PER_DIM = 2
 HOMOTOPY_MIN_EVENTS = 16
 
+#: Absolute cap on homotopy events per row. Each event re-solves the active system
+#: (O(s^3) for s active atoms), so paths towards dense solutions (e.g. a nonnegative LASSO
+#: on signed data, supports ~M) cost O(s^4) per row; past this cap FISTA, warm-started on
+#: the exact finish of the support reached, is the cheaper way to the optimum.
+HOMOTOPY_MAX_EVENTS = 64
+
 #: A float32 path stops once at most this fraction of its rows is still moving; those
 #: stragglers (long paths, or paths that round-off sent astray) restart in float64,
 #: instead of holding up the loop for a handful of rows.
@@ -725,7 +731,8 @@ def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype, t
     X64 = torch.as_tensor(X, dtype=torch.float64, device=device)
     G64 = _dense(timer, lambda: D64 @ D64.T, 2 * n_latents * n_latents * D.shape[1])
     C64 = _dense(timer, lambda: X64 @ D64.T, 2 * n_samples * n_latents * D.shape[1])
-    max_steps = HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS
+    max_steps = min(HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS, HOMOTOPY_MAX_EVENTS)
+    capped_rows = []  # rows whose path hit max_steps: a float64 path would hit it too
     tiny = torch.finfo(torch.float64).tiny
 
     codes = torch.zeros(n_samples, n_latents, dtype=torch.float64, device=device)
@@ -755,14 +762,16 @@ def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype, t
         else:
             codes[pending], objective[pending], gap[pending] = found, primal, row_gap
             steps[pending] += n_events
-        pending = pending[~certified]
+        capped = ~certified & ~finished & (n_events > max_steps)
+        capped_rows.append(pending[capped])
+        pending = pending[~certified & ~capped]
         if pending.numel() == 0:
             break
 
     status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
     codes_np, objective_np, gap_np = codes.cpu().numpy(), objective.cpu().numpy(), gap.cpu().numpy()
     n_iter = steps.cpu().numpy()
-    missed = pending.cpu().numpy()
+    missed = np.sort(torch.cat([pending, *capped_rows]).cpu().numpy())
     if missed.size:
         rescue = _fista(
             X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=codes_np[missed],

@@ -42,7 +42,7 @@ def small_instances(draw, *, k_min=1):
     return D, K
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(small_instances())
 def test_compact_lp_equals_enumeration_lp_and_encoder_attains_eps(instance):
     D, K = instance
@@ -55,7 +55,7 @@ def test_compact_lp_equals_enumeration_lp_and_encoder_attains_eps(instance):
     assert (compact.eps <= 0.5 + LP_ATOL).all()
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(small_instances())
 def test_certificates_verify_and_bracket_eps(instance):
     D, K = instance
@@ -70,14 +70,14 @@ def test_certificates_verify_and_bracket_eps(instance):
         assert check.valid and abs(check.lower_bound - result.eps[certificate.latent]) <= LP_ATOL
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(small_instances(k_min=2))
 def test_t2_bound_never_exceeds_eps_star(instance):
     D, K = instance
     assert (gap_lower_bound(D) <= relu_minimax_gap(D, K).eps + LP_ATOL).all()
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(small_instances(), st.data())
 def test_lp_is_invariant_to_permuting_atoms(instance, data):
     D, K = instance

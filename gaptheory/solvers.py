@@ -609,7 +609,10 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
                 torch.zeros(n_samples, width, dtype=dtype, device=device), steps, finished)
 
     b, capacity = rows.numel(), HOMOTOPY_INITIAL_SLOTS
-    r, lam, first = C[rows].clone(), lam[rows].clone(), first[rows]
+    lam, first = lam[rows].clone(), first[rows]
+    # headroom = lambda - r, with r = c - z G the correlations: an atom enters when its
+    # headroom reaches 0 (r_j = +lambda) or 2 lambda (r_j = -lambda).
+    headroom = lam[:, None] - C[rows]
     arange = torch.arange(b, device=device)
     n_events = torch.ones(b, dtype=torch.int64, device=device)  # the first atom enters at lambda_max
     alive = torch.ones(b, dtype=torch.bool, device=device)
@@ -618,23 +621,24 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
     signs = torch.zeros(b, capacity, dtype=dtype, device=device)
     coef = torch.zeros(b, capacity, dtype=dtype, device=device)
     gram = torch.eye(capacity, dtype=dtype, device=device).repeat(b, 1, 1)  # G[support][:, support]
-    blocked = torch.zeros(b, n_latents, dtype=dtype, device=device)  # NaN on active atoms
+    blocked = torch.ones(b, n_latents, dtype=dtype, device=device)  # 1, and NaN on active atoms
     support[:, 0] = first
-    signs[:, 0] = torch.sign(r[arange, first])
+    signs[:, 0] = torch.sign(C[rows, first])
     gram[:, 0, 0] = G[first, first]
     blocked[arange, first] = float("nan")
     used = 1
     out_rows, out_support, out_signs = [], [], []
 
     def retire(mask):
-        nonlocal rows, r, lam, n_events, alive, reached, support, signs, coef, gram, blocked, arange
+        nonlocal rows, headroom, lam, n_events, alive, reached, support, signs, coef, gram, blocked, arange
         out_rows.append(rows[mask])
         out_support.append(support[mask, :used])
         out_signs.append(signs[mask, :used])
         steps[rows[mask]] = n_events[mask]
         finished[rows[mask]] = reached[mask]
         keep = ~mask
-        rows, r, lam, n_events, alive, reached = rows[keep], r[keep], lam[keep], n_events[keep], alive[keep], reached[keep]
+        rows, headroom, lam = rows[keep], headroom[keep], lam[keep]
+        n_events, alive, reached = n_events[keep], alive[keep], reached[keep]
         support, signs, coef, blocked = support[keep], signs[keep], coef[keep], blocked[keep]
         gram = gram[keep]
         arange = arange[: rows.numel()]
@@ -642,23 +646,25 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
     for _ in range(max_steps):
         b = rows.numel()
         w, info = torch.linalg.solve_ex(gram[:, :used, :used], signs[:, :used])
-        # a = w G[support]: the direction has `used` entries per row (padding slots hold 0),
-        # so it is multiplied as a CSR matrix, `used / N` of the dense GEMM's work; `blocked`
-        # is added in the same call and puts NaN on active atoms, so every event-time
+        # r moves as r - gamma * a with a = w G[support]; `slope` = 1 - a is the rate at which
+        # the headroom closes. The direction has `used` entries per row (padding slots hold
+        # 0), so it is multiplied as a CSR matrix, `used / N` of the dense GEMM's work;
+        # `blocked` enters the same call and puts NaN on active atoms, so every event-time
         # comparison below rejects them.
         crow = torch.arange(0, b * used + 1, used, device=device)
         direction = torch.sparse_csr_tensor(crow, support[:, :used].reshape(-1), w.reshape(-1),
                                             size=(b, n_latents), check_invariants=False)
-        a = _dense(timer, lambda: torch.addmm(blocked, direction, G), 2 * b * used * n_latents, kind="sparse")
+        slope = _dense(timer, lambda: torch.addmm(blocked, direction, G, alpha=-1.0), 2 * b * used * n_latents,
+                       kind="sparse")
         lam_c = lam[:, None]
         floor = gamma_floor * lam_c
-        up = (lam_c - r).div_(1.0 - a)  # time until r_j reaches +lambda
+        up = headroom / slope  # time until r_j reaches +lambda
         up = torch.where(up > floor, up, inf)
         if nonnegative:
             entry, j_entry = up.min(1)
             new_sign = torch.ones_like(lam)
         else:
-            down = (lam_c + r).div_(1.0 + a)  # time until r_j reaches -lambda
+            down = (2.0 * lam_c - headroom).div_(2.0 - slope)  # time until r_j reaches -lambda
             down = torch.where(down > floor, down, inf)
             entry, j_entry = torch.minimum(up, down).min(1)
             hits_up = torch.gather(up, 1, j_entry[:, None]).squeeze(1) <= entry
@@ -673,7 +679,7 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
         is_drop = ~is_end & ~is_entry
 
         coef[:, :used] += gamma[:, None] * w
-        r.addcmul_(gamma[:, None], a, value=-1.0)  # NaN on active atoms: their correlation is s_j * lambda
+        headroom.addcmul_(gamma[:, None], slope, value=-1.0)  # NaN on active atoms: r_j = s_j * lambda there
         lam = torch.where(is_end, torch.full_like(lam, alpha), lam - gamma)
         n_events += (is_entry | is_drop).long()
         reached |= is_end & alive
@@ -681,8 +687,8 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
         if bool(is_drop.any()):
             dr, k = arange[is_drop], k_drop[is_drop]
             j = support[dr, k]
-            r[dr, j] = signs[dr, k] * lam[dr]
-            blocked[dr, j] = 0.0
+            headroom[dr, j] = lam[dr] * (1.0 - signs[dr, k])  # the leaving atom has r_j = s_j * lambda
+            blocked[dr, j] = 1.0
             signs[dr, k], coef[dr, k] = 0.0, 0.0
             gram[dr, k, :], gram[dr, :, k] = 0.0, 0.0
             gram[dr, k, k] = 1.0

@@ -71,6 +71,12 @@ HOMOTOPY_MAX_EVENTS = 64
 #: instead of holding up the loop for a handful of rows.
 HOMOTOPY_STRAGGLER_FRACTION = 0.01
 
+#: Slope given to active atoms so that their event times are negative or negligible:
+#: large enough that |headroom| / HOMOTOPY_BLOCK is far below any event time, small
+#: enough that HOMOTOPY_MAX_EVENTS steps of headroom growth (gamma * HOMOTOPY_BLOCK each)
+#: stay finite in float32 for any lambda below ~1e15.
+HOMOTOPY_BLOCK = 1e20
+
 #: Active-set slots allocated at first; doubled whenever a row needs more.
 HOMOTOPY_INITIAL_SLOTS = 16
 
@@ -555,10 +561,13 @@ def _exact_finish(C, G, support, signs, alpha):
     count = live.sum(1)
     codes = torch.zeros_like(C)
     singular = torch.zeros(C.shape[0], dtype=torch.bool, device=C.device)
-    width = 1
+    largest = max(int(count.max()), 1)
+    low, width = -1, min(largest, HOMOTOPY_INITIAL_SLOTS)  # first bucket: every support up to this size
     while True:
-        rows = torch.nonzero((count <= width) & ((count > width // 2) | (width == 1))).squeeze(1)
-        if rows.numel():
+        in_bucket = (count > low) & (count <= width)
+        whole = bool(in_bucket.all())
+        rows = slice(None) if whole else torch.nonzero(in_bucket).squeeze(1)
+        if whole or rows.numel():
             sup, sgn = support[rows, :width], signs[rows, :width]
             on = sgn != 0
             gram = G[sup[:, :, None], sup[:, None, :]] * (on[:, :, None] & on[:, None, :])
@@ -569,9 +578,9 @@ def _exact_finish(C, G, support, signs, alpha):
             coef = torch.where(bad[:, None], torch.zeros_like(coef), coef) * on
             codes[rows] = torch.zeros_like(codes[rows]).scatter_add_(1, sup, coef)
             singular[rows] = bad
-        if width >= max(int(count.max()), 1):
+        if width >= largest:
             return codes, singular
-        width *= 2
+        low, width = width, min(2 * width, largest)
 
 
 def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=None):
@@ -593,7 +602,6 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
     """
     n_samples, n_latents = C.shape
     dtype, device = C.dtype, C.device
-    inf = torch.tensor(float("inf"), dtype=dtype, device=device)
     # Event times below this fraction of lambda are round-off echoes of the event just
     # taken (an atom that just entered or left), not new events.
     gamma_floor = HOMOTOPY_EVENT_EPS * torch.finfo(dtype).eps
@@ -621,11 +629,11 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
     signs = torch.zeros(b, capacity, dtype=dtype, device=device)
     coef = torch.zeros(b, capacity, dtype=dtype, device=device)
     gram = torch.eye(capacity, dtype=dtype, device=device).repeat(b, 1, 1)  # G[support][:, support]
-    blocked = torch.ones(b, n_latents, dtype=dtype, device=device)  # 1, and NaN on active atoms
+    blocked = torch.ones(b, n_latents, dtype=dtype, device=device)  # 1, and -HOMOTOPY_BLOCK on active atoms
     support[:, 0] = first
     signs[:, 0] = torch.sign(C[rows, first])
     gram[:, 0, 0] = G[first, first]
-    blocked[arange, first] = float("nan")
+    blocked[arange, first] = -HOMOTOPY_BLOCK
     used = 1
     out_rows, out_support, out_signs = [], [], []
 
@@ -649,8 +657,9 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
         # r moves as r - gamma * a with a = w G[support]; `slope` = 1 - a is the rate at which
         # the headroom closes. The direction has `used` entries per row (padding slots hold
         # 0), so it is multiplied as a CSR matrix, `used / N` of the dense GEMM's work;
-        # `blocked` enters the same call and puts NaN on active atoms, so every event-time
-        # comparison below rejects them.
+        # `blocked` enters the same call and makes the slope of active atoms about
+        # -HOMOTOPY_BLOCK: their event times come out negative or far below `floor`, and
+        # are rejected with the rest.
         crow = torch.arange(0, b * used + 1, used, device=device)
         direction = torch.sparse_csr_tensor(crow, support[:, :used].reshape(-1), w.reshape(-1),
                                             size=(b, n_latents), check_invariants=False)
@@ -659,13 +668,13 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
         lam_c = lam[:, None]
         floor = gamma_floor * lam_c
         up = headroom / slope  # time until r_j reaches +lambda
-        up = torch.where(up > floor, up, inf)
+        up.masked_fill_(up <= floor, float("inf"))
         if nonnegative:
             entry, j_entry = up.min(1)
             new_sign = torch.ones_like(lam)
         else:
             down = (2.0 * lam_c - headroom).div_(2.0 - slope)  # time until r_j reaches -lambda
-            down = torch.where(down > floor, down, inf)
+            down.masked_fill_(down <= floor, float("inf"))
             entry, j_entry = torch.minimum(up, down).min(1)
             hits_up = torch.gather(up, 1, j_entry[:, None]).squeeze(1) <= entry
             new_sign = torch.where(hits_up, torch.ones_like(lam), -torch.ones_like(lam))
@@ -679,7 +688,7 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
         is_drop = ~is_end & ~is_entry
 
         coef[:, :used] += gamma[:, None] * w
-        headroom.addcmul_(gamma[:, None], slope, value=-1.0)  # NaN on active atoms: r_j = s_j * lambda there
+        headroom.addcmul_(gamma[:, None], slope, value=-1.0)  # meaningless on active atoms (r_j = s_j lambda)
         lam = torch.where(is_end, torch.full_like(lam, alpha), lam - gamma)
         n_events += (is_entry | is_drop).long()
         reached |= is_end & alive
@@ -700,10 +709,10 @@ def _homotopy_path(C, G, alpha, *, nonnegative, max_steps, stragglers=0, timer=N
                 gram[:, used:, used:] = torch.eye(capacity - used, dtype=dtype, device=device)
             en, j = arange[is_entry], j_entry[is_entry]
             support[en, used], signs[en, used] = j, new_sign[is_entry]
-            cross = torch.gather(G[j], 1, support[en, :used]) * (signs[en, :used] != 0)
+            cross = G[j[:, None], support[en, :used]] * (signs[en, :used] != 0)
             gram[en, used, :used], gram[en, :used, used] = cross, cross
             gram[en, used, used] = G[j, j]
-            blocked[en, j] = float("nan")
+            blocked[en, j] = -HOMOTOPY_BLOCK
             used += 1
         alive &= ~is_end & (info == 0)
         n_alive = int(alive.sum())

@@ -295,3 +295,25 @@ def test_omp_stops_with_numerical_status_on_a_linearly_dependent_atom():
     assert result.status.tolist() == [Status.NUMERICAL]
     assert result.n_iter.tolist() == [2]  # the third atom lies in the span of the first two
     assert np.count_nonzero(result.codes) == 2
+
+
+def test_exact_finish_solves_rows_of_very_different_support_sizes():
+    rng = np.random.default_rng(0)
+    D = random_dictionary(64, 48, seed=1)
+    X = rng.normal(size=(3, 48))
+    sizes = [2, 20, 40]  # one row per bucket: <= 16, (16, 32], (32, 40]
+    support = np.zeros((3, 45), dtype=np.int64)
+    signs = np.zeros((3, 45))
+    for row, size in enumerate(sizes):
+        atoms = rng.choice(64, size, replace=False)
+        slots = rng.choice(45, size, replace=False)  # live slots scattered among padding
+        support[row, slots], signs[row, slots] = atoms, rng.choice([-1.0, 1.0], size)
+    codes, singular = solvers._exact_finish(torch.tensor(X @ D.T), torch.tensor(D @ D.T), torch.tensor(support),
+                                            torch.tensor(signs), 0.1)
+    assert not singular.any()
+    for row in range(3):
+        live = signs[row] != 0
+        atoms, s = support[row, live], signs[row, live]
+        expected = np.linalg.solve(D[atoms] @ D[atoms].T, D[atoms] @ X[row] - 0.1 * s)
+        np.testing.assert_allclose(codes[row, atoms].numpy(), expected, atol=1e-9)
+        assert np.count_nonzero(codes[row].numpy()) == len(atoms)

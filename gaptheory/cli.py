@@ -180,7 +180,7 @@ def _run_plot(args, *, show_progress: bool) -> tuple[dict, str]:
 
 def _add_activations(subparsers) -> None:
     parser = subparsers.add_parser("activations", help="extract real transformer activations; compare encoders on them")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     extract = actions.add_parser("extract", help="write one hook point's activations over a token budget (safetensors)")
     _common(extract)
     extract.add_argument("--model", default="minilm",

@@ -277,3 +277,9 @@ def test_cli_activations_extract_reports_a_missing_model_as_usage_error(tmp_path
 
     code = main(["activations", "extract", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.safetensors")])
     assert code == 2 and "neither 'minilm' nor a folder" in capsys.readouterr().err
+
+
+def test_cli_activations_without_an_action_is_a_usage_error(capsys):
+    from gaptheory.cli import main
+
+    assert main(["activations"]) == 2 and "required: ACTION" in capsys.readouterr().err

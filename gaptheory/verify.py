@@ -539,3 +539,42 @@ def _check_sae_never_beats_eps(seed: int, full: bool):
             margin = min(margin, float(np.min(worst_case_error(sae, D, k) - eps)))
             count += 1
     return count, margin, ">=", -LP_ATOL
+
+
+# --------------------------------------------------------------------------------------
+# activations / interpret (issue 7): real-model plumbing checked on a tiny random BERT.
+# --------------------------------------------------------------------------------------
+
+
+@check("activation_file_matches_forward",
+       "max |streamed safetensors activations - direct forward of each window| (tiny random BERT)")
+def _check_activation_file_matches_forward(seed: int, full: bool):
+    import tempfile
+
+    import torch
+
+    from .activations import (BertConfig, LoadedModel, WordPieceTokenizer, extract_activations,
+                              load_activations, random_bert)
+
+    words = ["the", "fire", "storm", "town", "wind", "south", "said", "of"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words, "##s", ","]
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=32, name="tiny")
+    loaded = LoadedModel(random_bert(cfg, seed=seed), WordPieceTokenizer(vocab), "tiny")
+    rng = np.random.default_rng(seed)
+    documents = [" ".join(rng.choice(words + ["fires", ","], size=int(rng.integers(5, 50)))) for _ in range(10)]
+    worst, count = 0.0, 0
+    with tempfile.TemporaryDirectory() as folder:
+        for site in ("resid_pre", "resid_post", "mlp_out"):
+            path = extract_activations(loaded, documents, f"{folder}/{site}.safetensors", layer=1, site=site,
+                                       max_tokens=300, context_length=20, batch_size=3, chunk_tokens=17).path
+            acts = load_activations(path)
+            for window in np.unique(acts.window_ids):
+                rows = np.flatnonzero(acts.window_ids == window)
+                ids = torch.tensor([[2, *acts.token_ids[rows].tolist(), 3]])
+                with torch.no_grad():
+                    direct = loaded.model.hook(ids, torch.ones(ids.shape), layer=1, site=site)[0, 1:-1].numpy()
+                worst = max(worst, float(np.abs(acts.X[rows] - direct).max()))
+                count += 1
+    # Padding and batching change float32 round-off only (~1e-6); a misplaced row is off by O(1).
+    return count, worst, "<=", 1e-4

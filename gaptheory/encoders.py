@@ -165,6 +165,7 @@ class MLPEncoderConfig(EncoderConfig):
     _architecture: ClassVar[str] = "mlp"
     hidden: tuple[int, ...] = (256,)  # hidden widths; the paper used (32,), (256,), (1024,)
     l1_coefficient: float = 0.03  # weight of mean_b ||z_b||_1 in the reconstruction loss
+    center_output_bias: bool = True  # before training, set the output bias so every latent is active on half the rows
 
     def __post_init__(self):
         super().__post_init__()
@@ -279,6 +280,9 @@ class Encoder(nn.Module):
     def aux_loss(self, Z: torch.Tensor, hidden_pre: torch.Tensor | None) -> torch.Tensor:
         """The architecture's sparsity penalty, averaged over the batch (default: none)."""
         return Z.new_zeros(())
+
+    def init_from_data(self, X: torch.Tensor) -> None:
+        """Hook called by the training loop once, before the first step (default: nothing)."""
 
     def training_step_flops(self, n_samples: int, *, supervised: bool) -> FlopCount:
         """Analytic FLOPs of one training step on ``n_samples`` rows (see :mod:`gaptheory.flops`)."""
@@ -407,6 +411,7 @@ class Encoder(nn.Module):
             model.W_dec.requires_grad_(False)
             model.b_dec.requires_grad_(False)
         model.load_state_dict(load_file(str(path / WEIGHTS_FILENAME)))
+        model.data_initialised_ = True  # trained weights: no data-dependent re-initialisation
         return model.to(resolve_device(device))
 
 
@@ -573,7 +578,9 @@ class MLPEncoder(Encoder):
 
     with widths ``(M, *hidden, N)``; weights ``weights[l]`` of shape (w_l, w_{l+1}) and
     ``biases[l]``, initialised like ``torch.nn.Linear`` (uniform in
-    :math:`\pm 1/\sqrt{w_l}`) from the model's own generator. The loss is that of the ReLU
+    :math:`\pm 1/\sqrt{w_l}`) from the model's own generator; before training the output
+    bias is median-centred on the data (:meth:`init_from_data`) so no latent starts dead.
+    The loss is that of the ReLU
     SAE (reconstruction plus ``l1_coefficient * mean ||z||_1``), or the squared code error
     when trained on known codes.
 
@@ -608,6 +615,23 @@ class MLPEncoder(Encoder):
 
     def aux_loss(self, Z, hidden_pre):
         return self.cfg.l1_coefficient * Z.abs().sum(1).mean()
+
+    @torch.no_grad()
+    def init_from_data(self, X):
+        """Median-centre the output pre-activations on the training rows (``center_output_bias``).
+
+        ReLU hidden features have a positive mean shared by all inputs, so with random
+        output weights a latent's pre-activation is often negative on *every* row: the
+        latent starts dead and never receives a gradient. Setting
+        ``b_out = -median_b(h_b W_out)`` makes each latent active on half the rows at the
+        start, as the SAE initialisation ``W_enc = W_dec^T`` does.
+        """
+        if not self.cfg.center_output_bias:
+            return
+        H = X
+        for W, b in zip(list(self.weights)[:-1], list(self.biases)[:-1]):
+            H = torch.relu(H @ W + b)
+        self.biases[-1].copy_(-(H @ self.weights[-1]).median(0).values)
 
 
 # ---------------------------------------------------------------------------------------

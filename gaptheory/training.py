@@ -215,6 +215,9 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
         empty = np.zeros(0)
         return TrainHistory(empty, empty, empty, 0, 0, FlopCount(), time.perf_counter() - start, False)
 
+    if not getattr(model, "data_initialised_", False):
+        model.init_from_data(Xt)
+        model.data_initialised_ = True
     optimiser = torch.optim.Adam(parameters, lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n_rows = len(Xt)

@@ -39,7 +39,7 @@ def _models(M=8, N=16):
         SparseAutoencoder(SAEConfig(M=M, N=N, activation="jumprelu"), seed=1),
         MLPEncoder(MLPEncoderConfig(M=M, N=N, hidden=(12, 7)), seed=1),
         SAEWithITO(SAEITOConfig(M=M, N=N), seed=1),
-        SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1), seed=1),
+        SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1, fit_max_iter=50), seed=1),
     ]
 
 
@@ -119,10 +119,10 @@ def test_sparse_coding_on_the_true_dictionary_recovers_codes():
 
 
 def test_sparse_coding_learns_the_dictionary_with_decoder_updates():
-    inst = make_instance(16, 8, 3, 128, seed=0)
-    model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=0.1), seed=0)
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=0.1, fit_max_iter=50), seed=0)
     before = model.W_dec.detach().clone()
-    model.fit(inst.X, train_cfg=TrainConfig(steps=10, lr=0.01, progress=False), device="cpu")
+    model.fit(inst.X, train_cfg=TrainConfig(steps=3, lr=0.01, progress=False), device="cpu")
     assert not torch.equal(before, model.W_dec.detach())
     assert model.history_.flops.total > 0
 
@@ -183,3 +183,15 @@ def test_config_round_trips_through_dict():
 def test_encode_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         SparseAutoencoder(SAEConfig(M=8, N=16)).encode(bad)
+
+
+def test_mlp_output_bias_centring_leaves_no_latent_dead_at_initialisation():
+    inst = make_instance(16, 8, 3, 256, seed=0)
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    mlp = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(256,)), seed=0)
+    mlp.init_from_data(X)
+    active = (mlp.encode(X) > 0).float().mean(0)
+    assert torch.allclose(active, torch.full_like(active, 0.5), atol=1 / 256 + 1e-6)
+    plain = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(256,), center_output_bias=False), seed=0)
+    plain.init_from_data(X)
+    assert torch.equal(plain.biases[-1], MLPEncoder(plain.cfg, seed=0).biases[-1])

@@ -37,7 +37,7 @@ def _forward(X, params):
     return H
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(
     B=st.integers(1, 64),
     hidden=st.lists(st.integers(1, 12), max_size=2),

@@ -105,8 +105,8 @@ def test_run_setting_is_reproducible_on_cpu():
 
 
 def test_per_sample_inference_on_the_true_dictionary_beats_an_untrained_sae():
-    data = DataConfig(N=16, M=8, K=3, n_train=64, n_val=64, n_test=256, seed=2)
-    reference = run_setting(1, "sparse_coding", data, seed=0, device="cpu", hparams={"alpha": 0.01})
+    data = DataConfig(N=16, M=8, K=3, n_train=32, n_val=32, n_test=200, seed=2)
+    reference = run_setting(1, "sparse_coding", data, seed=0, device="cpu", hparams={"alpha": 0.03})
     sae = run_setting(1, "sae", data, steps=1, seed=0, device="cpu")
     assert reference.test_mcc > 0.9 > sae.test_mcc
 

@@ -42,7 +42,6 @@ import numpy as np
 
 from . import __version__
 from ._validation import check_choice, check_int
-from .bounds import gaussian_tail_integral, statistical_dimension, statistical_dimension_threshold
 from .store import STATUS_FAILED, STATUS_OK, ResultStore, task_key
 
 if sys.version_info >= (3, 11):
@@ -72,6 +71,8 @@ FALLBACK_LP_SOLVER = "HIGHS"
 
 def _psi(rho: float, nonnegative: bool) -> float:
     """Normalised statistical dimension delta / N at sparsity rho = K / N (fractional K allowed)."""
+    from .bounds import gaussian_tail_integral, statistical_dimension_threshold  # sympy: import on use
+
     if rho <= 0.0:
         return 0.0
     if rho >= 1.0:
@@ -169,6 +170,7 @@ def run_recovery(config: dict) -> dict:
     re-solved with :data:`FALLBACK_LP_SOLVER` after the default solver could not certify
     its answer.
     """
+    from .bounds import statistical_dimension
     from .flops import fista_flops
     from .instances import make_instance
     from .solvers import basis_pursuit, lasso, omp
@@ -585,8 +587,15 @@ def _mp_context():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # The server imports the task code once; every worker forks from it ready to run.
-    context.set_forkserver_preload(["gaptheory.experiments", "gaptheory.solvers", "gaptheory.instances"])
+    context.set_forkserver_preload(["gaptheory.experiments", "gaptheory.solvers", "gaptheory.instances", "gaptheory.bounds"])
     return context
+
+
+def _single_threaded() -> None:
+    """Worker initialiser: one torch thread per process, so W workers use W cores, not W^2."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _local_results(tasks, workers):
@@ -595,7 +604,8 @@ def _local_results(tasks, workers):
         for task in tasks:
             yield execute_task(task)
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                                                initializer=_single_threaded) as pool:
         futures = {pool.submit(execute_task, task): task for task in tasks}
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -617,6 +627,8 @@ def _dask_results(tasks, *, scheduler, dask_local, dask_processes):
                                dashboard_address=None, **where)
     client = Client(cluster if cluster is not None else scheduler)
     try:
+        if cluster is not None and dask_processes:
+            client.run(_single_threaded)  # our own worker processes only; a shared cluster is left as configured
         futures = {client.submit(execute_task, task, key=f"gaptheory-{task.key}", pure=False): task for task in tasks}
         for future in as_completed(list(futures)):
             yield _result_or_failure(future, futures[future])

@@ -508,14 +508,20 @@ def expand(sweep: Sweep) -> list[Task]:
 # ---------------------------------------------------------------------------------------
 
 
+def _record_base(task: Task) -> dict:
+    """The provenance and config fields every record of ``task`` carries, ok or failed."""
+    return {**{name: value for name, value in task.config.items() if name != "kind"},
+            "key": task.key, "sweep": task.sweep, "kind": task.config["kind"], "version": __version__,
+            "seed": task.config.get("seed"), "device": "cpu", "split": "test", "host": socket.gethostname()}
+
+
 def execute_task(task: Task) -> dict:
     """Run one task and return its record; never raises for errors inside the task.
 
     Runs in a worker process (or a Dask worker); the parent writes the record.
     """
     config = task.config
-    record = {"key": task.key, "sweep": task.sweep, "kind": config["kind"], "version": __version__,
-              "seed": config.get("seed"), "device": "cpu", "split": "test", "host": socket.gethostname()}
+    record = _record_base(task)
     start = time.perf_counter()
     try:
         with _stdout_to_stderr():
@@ -523,11 +529,9 @@ def execute_task(task: Task) -> dict:
         clash = sorted(set(metrics) & (set(config) - {"device", "split"}))
         if clash:
             raise RuntimeError(f"task metrics {clash} clash with config fields; rename them in the task kind.")
-        record.update({name: value for name, value in config.items() if name != "kind"})
         record.update(_json_scalars(metrics))
         record.update(status=STATUS_OK, metrics=",".join(name for name in metrics if name not in ("device", "split")))
     except Exception as err:  # noqa: BLE001 - the failure is data: stored with its traceback
-        record.update({name: value for name, value in config.items() if name != "kind"})
         record.update(status=STATUS_FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record["wall_time_s"] = time.perf_counter() - start
     return record
@@ -643,12 +647,8 @@ def _result_or_failure(future, task: Task) -> dict:
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - e.g. BrokenProcessPool, KilledWorker
-        return {
-            **{name: value for name, value in task.config.items() if name != "kind"},
-            "key": task.key, "sweep": task.sweep, "kind": task.config["kind"], "version": __version__,
-            "seed": task.config.get("seed"), "status": STATUS_FAILED, "error": f"{type(err).__name__}: {err}",
-            "traceback": "".join(traceback.format_exception(err)), "wall_time_s": None,
-        }
+        return {**_record_base(task), "status": STATUS_FAILED, "error": f"{type(err).__name__}: {err}",
+                "traceback": "".join(traceback.format_exception(err)), "wall_time_s": None}
 
 
 def run_sweep(

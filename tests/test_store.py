@@ -96,3 +96,24 @@ def test_store_in_a_missing_folder_is_a_clear_error(tmp_path):
 def test_canonical_json_rejects_nan():
     with pytest.raises(ValueError, match="NaN"):
         canonical_json({"x": float("nan")})
+
+
+puts = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["ok", "failed"]), st.integers(0, 9)),
+                max_size=20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sequence=puts)
+def test_any_sequence_of_puts_leaves_one_row_per_key_keeping_the_first_success(tmp_path_factory, sequence):
+    with ResultStore(tmp_path_factory.mktemp("s") / "r.db") as store:
+        for key, status, value in sequence:
+            store.put({"key": key, "status": status, "value": value})
+        rows = store.records(status=None)
+        assert sorted(r["key"] for r in rows) == sorted({key for key, _, _ in sequence})
+        for row in rows:
+            history = [(status, value) for key, status, value in sequence if key == row["key"]]
+            successes = [value for status, value in history if status == "ok"]
+            if successes:
+                assert (row["status"], row["value"]) == ("ok", successes[0])
+            else:
+                assert (row["status"], row["value"]) == ("failed", history[-1][1])

@@ -303,3 +303,12 @@ def test_lasso_recovery_counts_fista_flops_and_scores_support():
     assert 0.0 <= record["support_rate"] <= 1.0
     omp_record = execute_task(_sweep(M=[6], K=[1]).tasks()[0])
     assert omp_record["inference_flops_per_sample"] is None
+
+
+def test_cli_run_exits_1_and_names_the_failures_when_a_task_fails(tmp_path, capsys):
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('name = "bad"\nkind = "recovery"\n[fixed]\nN = 12\nB = 2\nsolver = "omp"\nM = 3\n'
+                          "[grid]\nK = [1, 5]\n")
+    assert main(["run", str(sweep_file), "--store", str(tmp_path / "r.db"), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "1 ok, 1 failed" in out and "ValueError" in out

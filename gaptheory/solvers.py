@@ -19,6 +19,7 @@ design matrix is :math:`A = D^\top` (M x N) so ``n_samples = M``; hence
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -504,6 +505,14 @@ class _DenseTimer:
         return out
 
 
+@contextlib.contextmanager
+def _quiet_csr():
+    """Silence torch's note that its CSR support is "beta": we only multiply with it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        yield
+
+
 def _dense(timer, fn, flops, kind="dense"):
     """Run the kernel ``fn``, timed when a :class:`_DenseTimer` is given."""
     return fn() if timer is None else timer(fn, flops, kind)
@@ -523,8 +532,7 @@ def _lasso_gap(X, D, z, alpha, nonnegative, timer=None, C=None, G=None, sparse=F
     n_dims = D.shape[1]
     if sparse:
         nnz = int((z != 0).sum())
-        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only multiply with it
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        with _quiet_csr():
             zs = z.to_sparse_csr()
             residual = X - _dense(timer, lambda: zs @ D, 2 * nnz * n_dims, kind="sparse")
             correlation = C - _dense(timer, lambda: zs @ G, 2 * nnz * n_latents, kind="sparse")
@@ -762,8 +770,7 @@ def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype, t
         if path_dtype != torch.float64:
             C, G = C.to(path_dtype), G.to(path_dtype)
         stragglers = int(HOMOTOPY_STRAGGLER_FRACTION * len(pending)) if path_dtype != torch.float64 else 0
-        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only multiply with it
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        with _quiet_csr():
             support, signs, n_events, finished = _homotopy_path(
                 C, G, alpha, nonnegative=nonnegative, max_steps=max_steps, stragglers=stragglers, timer=timer
             )

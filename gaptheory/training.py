@@ -500,7 +500,7 @@ def run_setting(setting, method: str, data: DataConfig | Instance | Splits | Non
     splits = data if isinstance(data, Splits) else make_splits(data)
     N, M = splits.D.shape
     device = resolve_device(device)
-    train_cfg = TrainConfig(steps=steps, seed=seed, progress=False) if train_cfg is None else train_cfg
+    train_cfg = TrainConfig(steps=steps, seed=seed) if train_cfg is None else train_cfg
     model = build_model(method, N, M, splits.k, hparams=hparams, seed=seed)
 
     start = time.perf_counter()

@@ -20,7 +20,6 @@ reported under ``targets`` with ``met`` flags, since they depend on the machine 
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import resource

@@ -12,6 +12,7 @@ import json
 import sys
 
 from . import __version__
+from ._io import stdout_to_stderr
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -365,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     show_progress = sys.stderr.isatty() and not (getattr(args, "json", False) or getattr(args, "no_progress", False))
     try:
-        outcome, text = args.command(args, show_progress=show_progress)
+        with stdout_to_stderr():  # solver banners and child processes must not pollute the result
+            outcome, text = args.command(args, show_progress=show_progress)
     except ValueError as err:
         print(f"gaptheory {args.verb}: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -26,11 +26,9 @@ run retries it.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import itertools
 import math
 import multiprocessing
-import os
 import socket
 import sys
 import time
@@ -41,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
+from ._io import stdout_to_stderr
 from ._validation import check_choice, check_int
 from .store import STATUS_FAILED, STATUS_OK, ResultStore, task_key
 
@@ -524,7 +523,7 @@ def execute_task(task: Task) -> dict:
     record = _record_base(task)
     start = time.perf_counter()
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             metrics = TASK_KINDS[config["kind"]].run(config)
         clash = sorted(set(metrics) & (set(config) - {"device", "split"}))
         if clash:
@@ -535,25 +534,6 @@ def execute_task(task: Task) -> dict:
         record.update(status=STATUS_FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record["wall_time_s"] = time.perf_counter() - start
     return record
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send file descriptor 1 to stderr while a task runs: solver libraries (HiGHS prints a
-    banner from C++) must not write into stdout, which carries only the CLI's result."""
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no usable stdout (e.g. a daemon): nothing to protect
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _json_scalars(metrics: dict) -> dict:

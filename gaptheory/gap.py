@@ -546,7 +546,6 @@ def relu_minimax_gap_codes(D, Z, *, latents=None) -> GapResult:
         )
     latents = _check_latents(latents, n_latents)
     start = time.perf_counter()
-    X = Z @ D
     eps = np.full(n_latents, np.nan)
     lowest = np.full(n_latents, np.inf)
     W_enc, b_enc = np.zeros((n_dims, n_latents)), np.zeros(n_latents)

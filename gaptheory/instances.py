@@ -23,7 +23,6 @@ from ._validation import (
     check_dictionary,
     check_int,
     check_k,
-    check_positive,
 )
 
 #: Largest number of atom subsets an exhaustive search (``spark``, exact ``rip_constant``)

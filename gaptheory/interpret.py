@@ -458,7 +458,6 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     ActivationsComparison
     """
     import json
-    import os
     from pathlib import Path
 
     from .activations import load_activations

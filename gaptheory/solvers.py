@@ -189,9 +189,28 @@ class _ParametrisedProblem:
             self.problem = cp.Problem(cp.Minimize(objective))
         self.kind = kind
 
+    def _solve_row(self, solver: str, row: int):
+        import cvxpy as cp
+
+        try:
+            with warnings.catch_warnings():
+                # cvxpy warns on 'optimal_inaccurate'; the caller turns that status into a
+                # fallback or a ValueError, so the warning would only repeat it.
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                self.problem.solve(solver=solver)
+        except cp.error.SolverError as err:
+            return f"solver error ({err})"
+        return self.problem.status
+
     def solve_rows(self, X: np.ndarray, alpha: float | None, solver: str | None) -> SolveResult:
         import cvxpy as cp
 
+        # Basis pursuit is an LP: when the default interior-point solver cannot certify a
+        # row (it stops at 'optimal_inaccurate' on some degenerate LPs), simplex (HiGHS)
+        # solves the same LP exactly. A solver the caller names is never replaced.
+        fallback = None
+        if solver is None and self.alpha is None and "HIGHS" in cp.installed_solvers():
+            fallback = "HIGHS"
         solver = solver or _default_cvxpy_solver()
         if self.alpha is not None:
             self.alpha.value = alpha
@@ -199,16 +218,13 @@ class _ParametrisedProblem:
         codes = np.zeros((n_samples, self.z.shape[0]))
         objective = np.zeros(n_samples)
         n_iter = np.zeros(n_samples, dtype=np.int64)
+        fallback_rows = []
         for row in range(n_samples):
             self.x.value = X[row]
-            try:
-                self.problem.solve(solver=solver)
-            except cp.error.SolverError as err:
-                raise ValueError(
-                    f"{self.kind}: cvxpy solver {solver} failed on row {row} ({err}). Try another "
-                    "solver (solver='SCS' or 'HIGHS'), or rescale X."
-                ) from None
-            status = self.problem.status
+            status = self._solve_row(solver, row)
+            if status not in (cp.OPTIMAL, cp.INFEASIBLE, cp.UNBOUNDED) and fallback is not None:
+                fallback_rows.append(row)
+                status = self._solve_row(fallback, row)
             if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
                 raise ValueError(
                     f"{self.kind} is infeasible on row {row}: x is not z @ D for any "
@@ -219,20 +235,23 @@ class _ParametrisedProblem:
                 raise ValueError(f"{self.kind} is unbounded on row {row}; check D and X for scaling errors.")
             if status != cp.OPTIMAL:
                 raise ValueError(
-                    f"{self.kind}: cvxpy returned status {status!r} on row {row}, so the answer is "
+                    f"{self.kind}: cvxpy/{solver} ended with {status!r} on row {row}, so the answer is "
                     "not certified. Try another solver (solver='SCS' or 'HIGHS') or rescale X."
                 )
             codes[row] = self.z.value
             objective[row] = self.problem.value
             stats = self.problem.solver_stats
             n_iter[row] = stats.num_iters if stats is not None and stats.num_iters is not None else 0
+        message = f"all {n_samples} rows solved to optimality by cvxpy/{solver}"
+        if fallback_rows:
+            message += f"; rows {fallback_rows} re-solved exactly by cvxpy/{fallback} after {solver} was inaccurate"
         return SolveResult(
             codes=codes,
             status=np.full(n_samples, Status.OPTIMAL, dtype=np.int64),
             objective=objective,
             n_iter=n_iter,
             duality_gap=np.full(n_samples, np.nan),
-            message=f"all {n_samples} rows solved to optimality by cvxpy/{solver}",
+            message=message,
         )
 
 
@@ -252,7 +271,9 @@ def basis_pursuit(X, D, *, nonnegative: bool = False, solver: str | None = None,
     nonnegative : bool
         Add :math:`z \ge 0` (the SAE setting).
     solver : str, optional
-        A cvxpy solver name; default Clarabel.
+        A cvxpy solver name. Default: Clarabel, and any row it cannot certify
+        ('optimal_inaccurate') is re-solved exactly by HiGHS simplex; the
+        ``SolveResult.message`` names those rows.
     return_info : bool
         Return a :class:`SolveResult` instead of the codes.
 

@@ -24,3 +24,28 @@ def test_unknown_check_is_a_usage_error_without_traceback(capsys):
 def test_bad_flag_is_a_usage_error(capsys):
     assert main(["verify", "--frobnicate"]) == EXIT_USAGE
     assert main([]) == EXIT_USAGE
+
+
+def test_stdout_to_stderr_keeps_c_level_writes_out_of_stdout(capfd):
+    import os
+
+    from gaptheory._io import stdout_to_stderr
+
+    with stdout_to_stderr():
+        os.write(1, b"Running HiGHS banner\n")  # what a C++ library does
+    print("result")
+    captured = capfd.readouterr()
+    assert captured.out == "result\n"
+    assert "HiGHS banner" in captured.err
+
+
+def test_verify_json_stdout_is_one_document_even_with_solver_banners():
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "gaptheory", "verify", "--json", "--only", "gap_certified_where_inference_exact"],
+        capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["passed"]

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gaptheory"
 
 #: The layers, bottom to top. A new module must be placed here.
 LAYERS = [
-    "__init__", "_validation", "_device", "instances", "solvers", "bounds", "gap", "metrics", "flops",
+    "__init__", "_validation", "_device", "_io", "instances", "solvers", "bounds", "gap", "metrics", "flops",
     "encoders", "training", "activations", "interpret", "store", "experiments", "report", "bench", "verify",
     "cli", "__main__",
 ]

@@ -317,3 +317,31 @@ def test_exact_finish_solves_rows_of_very_different_support_sizes():
         expected = np.linalg.solve(D[atoms] @ D[atoms].T, D[atoms] @ X[row] - 0.1 * s)
         np.testing.assert_allclose(codes[row, atoms].numpy(), expected, atol=1e-9)
         assert np.count_nonzero(codes[row].numpy()) == len(atoms)
+
+
+def _clarabel_always_inaccurate(monkeypatch):
+    import cvxpy as cp
+
+    from gaptheory import solvers
+
+    original = solvers._ParametrisedProblem._solve_row
+
+    def fake(self, solver, row):
+        return cp.OPTIMAL_INACCURATE if solver == "CLARABEL" else original(self, solver, row)
+
+    monkeypatch.setattr(solvers._ParametrisedProblem, "_solve_row", fake)
+
+
+def test_basis_pursuit_re_solves_uncertified_rows_with_simplex(monkeypatch):
+    _clarabel_always_inaccurate(monkeypatch)
+    inst = _coherent_instance(0, 32)
+    result = basis_pursuit(inst.X, inst.D, nonnegative=True, return_info=True)
+    assert "re-solved exactly by cvxpy/HIGHS" in result.message
+    np.testing.assert_allclose(result.codes, inst.Z, atol=RECOVERY_ATOL)
+
+
+def test_basis_pursuit_never_replaces_a_named_solver(monkeypatch):
+    _clarabel_always_inaccurate(monkeypatch)
+    inst = _coherent_instance(0, 32)
+    with pytest.raises(ValueError, match="not certified.*row 0|row 0.*not certified"):
+        basis_pursuit(inst.X, inst.D, solver="CLARABEL")

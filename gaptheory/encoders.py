@@ -52,7 +52,16 @@ from torch import nn
 
 from ._device import resolve_device
 from ._validation import check_array, check_choice, check_dictionary, check_int, check_positive
-from .flops import FlopCount, dictionary_step_flops, encoder_flops, fista_flops, training_step_flops
+from .flops import (
+    RENORM_FLOPS_PER_ENTRY,
+    SQUARED_ERROR_FLOPS,
+    FlopCount,
+    dictionary_step_flops,
+    encoder_flops,
+    fista_flops,
+    matmul_flops,
+    training_step_flops,
+)
 from .solvers import FISTA_TOL, ConvergenceWarning, lasso
 
 #: SAELens file names.
@@ -64,6 +73,19 @@ MIN_THRESHOLD = 1e-6
 
 #: Rows of W_dec with a norm below this are re-drawn rather than normalised (dead atoms).
 MIN_ATOM_NORM = 1e-12
+
+#: Ridge added to the code Gram matrix of the least-squares dictionary update, relative to
+#: its mean diagonal: keeps the N x N solve well posed when two atoms are used by almost
+#: the same rows, and is far below the data term otherwise.
+DICTIONARY_RIDGE = 1e-6
+
+#: An atom whose accumulated code energy (diagonal of Z^T Z) is at most this is unused
+#: (dead): the least-squares update cannot move it, so it is resampled.
+DEAD_ATOM_ENERGY = 1e-12
+
+#: Dictionary updates of :class:`SparseCoding`: the exact least-squares (MOD) solve on the
+#: codes, or an Adam gradient step of the shared training loop.
+DICTIONARY_UPDATES = ("least_squares", "gradient")
 
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 #: SAELens architecture names of each SAE activation.
@@ -188,6 +210,9 @@ class SparseCodingConfig(EncoderConfig):
     max_iter: int = 5000  # FISTA iteration cap per row at inference
     fit_tol: float = 1e-4  # looser tolerance of the inner solves during dictionary learning
     fit_max_iter: int = 200  # iteration cap of those inner solves
+    dictionary_update: str = "least_squares"  # "least_squares" (MOD on accumulated code statistics) or "gradient" (Adam)
+    init_from_samples: bool = True  # start the atoms at normalised training rows drawn by the model's seed
+    resample_dead: bool = True  # least_squares: re-draw unused atoms at the worst-reconstructed rows
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,6 +220,7 @@ class SparseCodingConfig(EncoderConfig):
             check_positive(getattr(self, name), name)
         check_int(self.max_iter, "max_iter", minimum=1)
         check_int(self.fit_max_iter, "fit_max_iter", minimum=1)
+        check_choice(self.dictionary_update, "dictionary_update", DICTIONARY_UPDATES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,6 +309,11 @@ class Encoder(nn.Module):
 
     def init_from_data(self, X: torch.Tensor) -> None:
         """Hook called by the training loop once, before the first step (default: nothing)."""
+
+    def closed_form_step_(self, X: torch.Tensor) -> torch.Tensor | None:
+        """Hook: update the parameters in closed form on the batch ``X (B, M)`` and return
+        the loss before the update, or ``None`` (default) for the loop's gradient step."""
+        return None
 
     def training_step_flops(self, n_samples: int, *, supervised: bool) -> FlopCount:
         """Analytic FLOPs of one training step on ``n_samples`` rows (see :mod:`gaptheory.flops`)."""
@@ -647,11 +678,35 @@ class SparseCoding(Encoder):
     .. math:: \hat z(x) = \arg\min_{z (\ge 0)} \tfrac12 \|x - b_{dec} - z W_{dec}\|_2^2 + \alpha \|z\|_1,
 
     computed by batched FISTA. Training alternates these solves (tolerance ``fit_tol``,
-    detached from the graph) with Adam steps on ``W_dec`` for the reconstruction loss,
-    followed by row renormalisation; ``b_dec`` stays 0 (the generative model has no
-    offset). With a fixed true dictionary (setting 1) there is nothing to train and this
-    is the per-sample inference reference point. Inference FLOPs follow the iterations
-    FISTA used per row.
+    warm-started from the previous codes of the same rows, detached from the graph) with a
+    dictionary update; ``b_dec`` stays 0 (the generative model has no offset).
+
+    ``dictionary_update="least_squares"`` (default) is the method of optimal directions
+    (Engan, Aase & Husoy 1999) on code statistics accumulated as in online dictionary
+    learning (Mairal et al. 2010, Alg. 1): with :math:`A = \overline{Z^\top Z}` (N, N) and
+    :math:`B = \overline{Z^\top X}` (N, M) averaged over the steps (only the current step
+    when a step sees the same rows as the last, i.e. full-batch training),
+
+    .. math:: W_{dec} \leftarrow \operatorname{rownorm}\big((A_{UU} + \epsilon I)^{-1} B_U\big)
+
+    on the used atoms U (unused atoms have zero rows in A and B), then rows rescaled to unit
+    norm (the cached codes are rescaled inversely, so the warm start reconstructs the same
+    X). Atoms no row has used (``resample_dead``) are re-drawn at the rows with the largest
+    residual, the standard K-SVD/MOD restart. ``"gradient"`` instead takes the shared loop's
+    Adam step on the reconstruction loss (the pre-2026-11 behaviour). Atoms start at
+    normalised training rows (``init_from_samples``). The loss the loop reports and
+    validates is twice the mean LASSO objective, ``mean ||x - x_hat||^2 + 2 alpha mean ||z||_1``.
+
+    With a fixed true dictionary (setting 1) there is nothing to train and this is the
+    per-sample inference reference point. Inference FLOPs follow the iterations FISTA used
+    per row.
+
+    References
+    ----------
+    .. [1] Engan, Aase & Husoy (1999), "Method of optimal directions for frame design", ICASSP.
+    .. [2] Mairal, Bach, Ponce & Sapiro (2010), "Online learning for matrix factorization and
+       sparse coding", JMLR 11.
+    .. [3] Aharon, Elad & Bruckstein (2006), "K-SVD", IEEE Trans. Signal Process. 54 (dead-atom restarts).
 
     Examples
     --------
@@ -667,26 +722,106 @@ class SparseCoding(Encoder):
         super().__init__(cfg, seed=seed)
         self.b_dec.requires_grad_(False)
         self._warm_codes: dict = {}  # batch shape -> (rows, their last codes), for warm starts
+        self._warm_hit = False  # whether the last training solve was warm-started (same rows as before)
+        self._statistics = None  # (A (N, N), B (N, M), steps averaged) of the least-squares update
 
     def encode_with_hidden_pre(self, X):
         """The training path: inner solves at ``fit_tol`` (``encode`` uses ``tol``), warm-started
         from the previous solve when ``X`` holds the same rows (full-batch training)."""
         warm = self._warm_codes.get(tuple(X.shape))
-        init = warm[1] if warm is not None and torch.equal(warm[0], X) else None
+        self._warm_hit = warm is not None and torch.equal(warm[0], X)
         Z, self._last_fit_flops = _per_sample_codes(
-            self, X, init=init, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
-            tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
+            self, X, init=warm[1] if self._warm_hit else None, alpha=self.cfg.alpha,
+            nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
         self._warm_codes[tuple(X.shape)] = (X.detach(), Z)
         return Z, None
+
+    def aux_loss(self, Z, hidden_pre):
+        """``2 alpha mean ||z||_1``: with the loop's squared error, twice the mean LASSO objective."""
+        return 2 * self.cfg.alpha * Z.abs().sum(1).mean()
+
+    @torch.no_grad()
+    def init_from_data(self, X):
+        """Atoms at ``N`` distinct training rows drawn with the model's seed, normalised
+        (``init_from_samples``; rows of ``X`` with zero norm keep their random atom)."""
+        if not self.cfg.init_from_samples or not self.decoder_trainable:
+            return
+        rows = torch.randperm(len(X), generator=self._generator)[: self.cfg.N].to(X.device)
+        samples = X[rows] - self.b_dec
+        keep = samples.norm(dim=1) > MIN_ATOM_NORM
+        self.W_dec[: len(rows)][keep] = _unit_rows(samples[keep]).to(self.W_dec.dtype)
+        self._statistics = None
+
+    @torch.no_grad()
+    def closed_form_step_(self, X):
+        """One alternation: codes of ``X`` by warm-started FISTA, then the least-squares
+        dictionary update (see the class notes); returns the loss at the codes before the update."""
+        if self.cfg.dictionary_update != "least_squares" or not self.decoder_trainable:
+            return None
+        Z, _ = self.encode_with_hidden_pre(X)
+        target = X - self.b_dec
+        loss = ((Z @ self.W_dec - target) ** 2).sum(1).mean() + self.aux_loss(Z, None)
+        Zd, Xd = Z.double(), target.double()
+        A_step, B_step = Zd.T @ Zd / len(X), Zd.T @ Xd / len(X)
+        if self._warm_hit or self._statistics is None:  # full batch: the current codes are all there is
+            A, B, count = A_step, B_step, 1
+        else:  # minibatches: running means over the steps (Mairal et al. 2010)
+            A, B, count = self._statistics
+            count += 1
+            A, B = A + (A_step - A) / count, B + (B_step - B) / count
+        self._statistics = (A, B, count)
+        used = torch.diagonal(A) > DEAD_ATOM_ENERGY
+        D = self.W_dec.detach().double().clone()
+        if used.any():
+            A_used = A[used][:, used]
+            ridge = DICTIONARY_RIDGE * torch.diagonal(A_used).mean()
+            D[used] = torch.linalg.solve(A_used + ridge * torch.eye(len(A_used), dtype=A.dtype, device=A.device),
+                                         B[used])
+        dead = (~used).nonzero().flatten()
+        if self.cfg.resample_dead and len(dead):
+            residual = ((Xd - Zd @ D) ** 2).sum(1)
+            worst = residual.topk(min(len(dead), len(X))).indices
+            D[dead[: len(worst)]] = Xd[worst] - Zd[worst] @ D
+        norms = D.norm(dim=1).clamp_min(MIN_ATOM_NORM)
+        self.W_dec.copy_((D / norms[:, None]).to(self.W_dec.dtype))
+        key = tuple(X.shape)
+        self._warm_codes[key] = (self._warm_codes[key][0], Z * norms.to(Z.dtype))  # same reconstruction
+        return loss
 
     def _encode_counted(self, X):
         return _per_sample_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
                                  tol=self.cfg.tol, max_iter=self.cfg.max_iter)
 
     def training_step_flops(self, n_samples, *, supervised):
-        """The inner FISTA solve of this step (from its iterations) plus the decoder update."""
-        return getattr(self, "_last_fit_flops", FlopCount()) + dictionary_step_flops(
-            n_samples, self.cfg.M, self.cfg.N)
+        """The inner FISTA solve of this step (from its iterations) plus the dictionary update."""
+        update = (dictionary_step_flops(n_samples, self.cfg.M, self.cfg.N)
+                  if self.cfg.dictionary_update == "gradient" else least_squares_update_flops(n_samples, self.cfg.M, self.cfg.N))
+        return getattr(self, "_last_fit_flops", FlopCount()) + update
+
+
+def least_squares_update_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCount:
+    r"""FLOPs of one least-squares (MOD) dictionary update of :class:`SparseCoding` on ``B`` rows.
+
+    Matmuls: the statistics :math:`Z^\top Z` (2BN^2) and :math:`Z^\top X` (2BNM), the
+    Cholesky/LU solve of the N x N system with M right-hand sides (:math:`\tfrac23 N^3 + 2N^2M`),
+    and the residual :math:`Z W_{dec}` for the loss and dead-atom restarts (2BNM).
+    Elementwise: the squared error (``SQUARED_ERROR_FLOPS`` per entry of X), the running
+    means (2 per entry of A and B) and the row renormalisation. Upper bound for the
+    restart (run only when an atom is dead).
+
+    Examples
+    --------
+    >>> least_squares_update_flops(1024, 8, 16).matmul == 2*1024*16*16 + 2*2*1024*16*8 + (2*16**3)//3 + 2*16*16*8
+    True
+    """
+    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    matmul = (matmul_flops(n_latents, n_samples, n_latents) + 2 * matmul_flops(n_latents, n_samples, n_dims)
+              + (2 * n_latents ** 3) // 3 + matmul_flops(n_latents, n_latents, n_dims))
+    elementwise = (SQUARED_ERROR_FLOPS * n_samples * n_dims + 2 * (n_latents ** 2 + n_latents * n_dims)
+                   + RENORM_FLOPS_PER_ENTRY * n_latents * n_dims)
+    return FlopCount(matmul, elementwise)
 
 
 #: Encoder classes by name, as written to ``cfg.json`` under ``gaptheory_encoder``.

@@ -8,7 +8,9 @@ drawn by a private ``torch.Generator``, the loss
 (reconstruction; the architecture supplies only its activation and ``aux_loss``) or,
 given true codes, :math:`\tfrac1B \sum_b \|z_b - \hat z_b\|_2^2` (supervised), the decoder
 rows renormalised after each update, validation-based best-model selection and early
-stopping, and a NaN guard.
+stopping, and a NaN guard. A model may instead update itself in closed form
+(``Encoder.closed_form_step_``; sparse coding's least-squares dictionary update), and the
+loop then only batches, validates, counts FLOPs and stops.
 
 :func:`run_setting` runs one method in one setting on one data split and returns a flat
 :class:`RunResult`:
@@ -235,15 +237,19 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
             if cursor + batch > n_rows:
                 order, cursor = torch.randperm(n_rows, generator=generator).to(Xt.device), 0
             index, cursor = order[cursor:cursor + batch], cursor + batch
-        loss = _loss(model, Xt[index], None if Zt is None else Zt[index])
+        loss = model.closed_form_step_(Xt[index]) if Zt is None else None
+        closed_form = loss is not None
+        if not closed_form:
+            loss = _loss(model, Xt[index], None if Zt is None else Zt[index])
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"training loss of {type(model).__name__} is {loss.item()} at step {step} with lr={cfg.lr:g}; "
                 "lower lr (e.g. by 10x) or check X for extreme values."
             )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        if not closed_form:
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
         model.normalize_decoder_()
         flops = flops + model.training_step_flops(batch, supervised=Zt is not None)
         if step % cfg.eval_every and step != cfg.steps:

@@ -19,7 +19,9 @@ from gaptheory.encoders import (
     SparseCoding,
     SparseCodingConfig,
 )
+from gaptheory.encoders import least_squares_update_flops
 from gaptheory.flops import encoder_flops
+from gaptheory.metrics import dictionary_recovery
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso
 from gaptheory.training import TrainConfig
@@ -125,6 +127,95 @@ def test_sparse_coding_learns_the_dictionary_with_decoder_updates():
     model.fit(inst.X, train_cfg=TrainConfig(steps=3, lr=0.01, progress=False), device="cpu")
     assert not torch.equal(before, model.W_dec.detach())
     assert model.history_.flops.total > 0
+
+
+def _sparse_coding(alpha=0.1, **options):
+    return SparseCoding(SparseCodingConfig(M=8, N=16, alpha=alpha, fit_max_iter=50, **options), seed=0)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_least_squares_update_never_raises_the_reconstruction_error_of_the_codes(seed):
+    # MOD minimises ||X - Z D||^2 over D for fixed Z; the row renormalisation rescales the
+    # cached codes inversely, so the same codes reconstruct X at least as well afterwards.
+    inst = make_instance(16, 8, 3, 96, seed=seed)
+    model = _sparse_coding(resample_dead=False)
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    Z = model.encode_with_hidden_pre(X)[0]
+    model.encode_with_hidden_pre = lambda rows: (Z, None)  # hold the codes fixed: test the update alone
+    before = ((Z @ model.W_dec - X) ** 2).sum(1).mean()
+    loss = model.closed_form_step_(X)
+    Z_after = model._warm_codes[tuple(X.shape)][1]
+    after = ((Z_after @ model.W_dec - X) ** 2).sum(1).mean()
+    assert after <= before * (1 + 1e-4)
+    assert torch.isclose(loss, before + 2 * 0.1 * Z.abs().sum(1).mean())
+    assert torch.allclose(model.W_dec.norm(dim=1), torch.ones(16), atol=NORM_ATOL)
+
+
+def test_least_squares_update_resamples_an_atom_no_row_uses():
+    inst = make_instance(16, 8, 3, 64, seed=1)
+    model = _sparse_coding()
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    with torch.no_grad():  # nonnegative codes never use an atom pointing against every row
+        model.W_dec[0] = -X.mean(0) / X.mean(0).norm()
+    assert (model.encode_with_hidden_pre(X)[0][:, 0] == 0).all()
+    model._warm_codes.clear()
+    model.closed_form_step_(X)
+    atom = model.W_dec[0].detach()
+    assert torch.isclose(atom.norm(), torch.tensor(1.0), atol=NORM_ATOL)
+    assert (X @ atom).max() > 0  # moved to a direction some row has
+    assert torch.equal(_sparse_coding(resample_dead=False).closed_form_step_(X) * 0, torch.tensor(0.0))
+
+
+def test_sparse_coding_initialises_atoms_at_normalised_training_rows():
+    inst = make_instance(16, 8, 3, 40, seed=2)
+    model = _sparse_coding()
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    model.init_from_data(X)
+    rows = X / X.norm(dim=1, keepdim=True)
+    similarity = model.W_dec.detach() @ rows.T  # (16, 40)
+    assert torch.allclose(similarity.max(1).values, torch.ones(16), atol=NORM_ATOL)
+    assert len(set(similarity.argmax(1).tolist())) == 16  # distinct rows
+    untouched = _sparse_coding(init_from_samples=False)
+    before = untouched.W_dec.detach().clone()
+    untouched.init_from_data(X)
+    assert torch.equal(before, untouched.W_dec.detach())
+
+
+def test_least_squares_dictionary_learning_beats_adam_from_random_atoms_at_equal_steps():
+    # The default (MOD from data samples) against the earlier algorithm (Adam, random atoms).
+    inst = make_instance(16, 8, 3, 256, seed=0)
+    cfg = TrainConfig(steps=40, lr=0.01, eval_every=40, progress=False)
+    scores = {}
+    for options in ({}, {"dictionary_update": "gradient", "init_from_samples": False}):
+        model = _sparse_coding(**options).fit(inst.X, train_cfg=cfg, device="cpu")
+        assert model.history_.train_loss.size and np.isfinite(model.history_.train_loss).all()
+        scores[bool(options)] = dictionary_recovery(inst.D, model.decoder_float64(), n_chance=1).score
+    assert scores[False] > scores[True]
+
+
+def test_least_squares_update_accumulates_statistics_over_minibatches():
+    inst = make_instance(16, 8, 3, 96, seed=3)
+    model = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, batch_size=32, progress=False),
+                                 device="cpu")
+    A, B, count = model._statistics
+    assert count == 6 and A.shape == (16, 16) and B.shape == (16, 8)
+    full = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, progress=False), device="cpu")
+    assert full._statistics[2] == 1  # full batch: only the current codes count
+
+
+def test_least_squares_update_flops_count_the_update_and_the_fista_iterations():
+    inst = make_instance(16, 8, 3, 64, seed=0)
+    model = _sparse_coding()
+    model.closed_form_step_(torch.as_tensor(inst.X, dtype=torch.float32))
+    step = model.training_step_flops(64, supervised=False)
+    assert step.total > least_squares_update_flops(64, 8, 16).total > 0
+    assert least_squares_update_flops(128, 8, 16).matmul > least_squares_update_flops(64, 8, 16).matmul
+
+
+def test_sparse_coding_config_rejects_an_unknown_dictionary_update():
+    with pytest.raises(ValueError, match="dictionary_update"):
+        SparseCodingConfig(M=8, N=16, dictionary_update="ksvd")
 
 
 @settings(max_examples=6, deadline=None)

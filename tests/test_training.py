@@ -144,3 +144,25 @@ def test_paper_size_known_dictionary_gap():
     sae = run_setting(1, "sae", data, steps=2000, seed=0, device="cpu")
     assert reference.test_mcc >= 0.95 and reference.test_mcc - sae.test_mcc >= 0.2
     assert math.isfinite(sae.train_flops)
+
+
+class _ClosedFormSAE(SparseAutoencoder):
+    """An SAE whose unsupervised step sets W_enc in closed form (to the decoder's transpose)."""
+
+    def closed_form_step_(self, X):
+        with torch.no_grad():
+            self.W_enc.copy_(2 * self.W_dec.T)
+        return torch.tensor(float(len(X)))
+
+
+def test_train_takes_a_models_closed_form_step_instead_of_the_gradient_step():
+    inst = make_instance(16, 8, 3, 48, seed=0)
+    model = _ClosedFormSAE(SAEConfig(M=8, N=16), seed=0)
+    W_dec = model.W_dec.detach().clone()
+    history = train(model, inst.X, TrainConfig(steps=5, eval_every=5, batch_size=16, progress=False), device="cpu")
+    assert torch.allclose(model.W_dec.detach(), W_dec, atol=1e-6)  # Adam never stepped (renormalised only)
+    assert torch.allclose(model.W_enc.detach(), 2 * W_dec.T, atol=1e-5)
+    assert history.train_loss.tolist() == [16.0] and history.steps_run == 5
+    supervised = _ClosedFormSAE(SAEConfig(M=8, N=16), seed=0)  # with codes the hook is skipped
+    train(supervised, inst.X, TrainConfig(steps=5, progress=False), codes=inst.Z, device="cpu")
+    assert not torch.equal(supervised.W_enc.detach(), 2 * supervised.W_dec.detach().T)

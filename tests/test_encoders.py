@@ -199,7 +199,10 @@ def test_least_squares_update_accumulates_statistics_over_minibatches():
     model = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, batch_size=32, progress=False),
                                  device="cpu")
     A, B, count = model._statistics
-    assert count == 6 and A.shape == (16, 16) and B.shape == (16, 8)
+    assert count == 2 and A.shape == (16, 16) and B.shape == (16, 8)  # window: 4 rows per atom = 2 batches
+    longer = _sparse_coding(statistics_window=100).fit(
+        inst.X, train_cfg=TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
+    assert longer._statistics[2] == 6 and not torch.equal(longer.W_dec, model.W_dec)
     full = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, progress=False), device="cpu")
     assert full._statistics[2] == 1  # full batch: only the current codes count
 
@@ -216,6 +219,8 @@ def test_least_squares_update_flops_count_the_update_and_the_fista_iterations():
 def test_sparse_coding_config_rejects_an_unknown_dictionary_update():
     with pytest.raises(ValueError, match="dictionary_update"):
         SparseCodingConfig(M=8, N=16, dictionary_update="ksvd")
+    with pytest.raises(ValueError, match="statistics_window"):
+        SparseCodingConfig(M=8, N=16, statistics_window=0)
 
 
 @settings(max_examples=6, deadline=None)

@@ -59,8 +59,6 @@ SUPPORT_RTOL = 1e-3
 
 SOLVERS = ("basis_pursuit", "lasso", "omp")
 
-#: cvxpy solver tried for basis pursuit when the default one cannot certify its answer.
-FALLBACK_LP_SOLVER = "HIGHS"
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +164,7 @@ def run_recovery(config: dict) -> dict:
     statistical-dimension prediction: ``statdim`` (:func:`gaptheory.bounds.statistical_dimension` at
     this K), ``predicted_success`` (M > statdim) and ``transition_K_over_M`` (the
     predicted threshold K/M at this M/N). ``lp_fallback`` says that basis pursuit was
-    re-solved with :data:`FALLBACK_LP_SOLVER` after the default solver could not certify
+    re-solved by HiGHS simplex (inside :func:`gaptheory.solvers.basis_pursuit`) after Clarabel could not certify
     its answer.
     """
     from .bounds import statistical_dimension
@@ -180,14 +178,9 @@ def run_recovery(config: dict) -> dict:
                          magnitudes=(config["magnitude_lo"], config["magnitude_hi"]))
     fallback = False
     if config["solver"] == "basis_pursuit":
-        try:
-            result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, return_info=True)
-        except ValueError:
-            # Clarabel (interior point) sometimes stops at 'optimal_inaccurate' on these
-            # LPs; HiGHS solves the same LP by simplex and certifies it. Recorded below.
-            result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, solver=FALLBACK_LP_SOLVER,
-                                   return_info=True)
-            fallback = True
+        # Rows Clarabel cannot certify are re-solved by HiGHS inside basis_pursuit; recorded below.
+        result = basis_pursuit(inst.X, inst.D, nonnegative=nonnegative, return_info=True)
+        fallback = bool(result.fallback_rows)
     elif config["solver"] == "lasso":
         result = lasso(inst.X, inst.D, config["alpha"], nonnegative=nonnegative, return_info=True)
     else:

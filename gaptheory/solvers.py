@@ -130,6 +130,9 @@ class SolveResult:
         where the solver provides none.
     message : str
         Outcome in words and, if something went wrong, what to change.
+    fallback_rows : tuple of int
+        Rows that the first solver could not certify and a fallback solved (cvxpy basis
+        pursuit: re-solved by HiGHS simplex); empty when none.
     """
 
     codes: np.ndarray
@@ -138,6 +141,7 @@ class SolveResult:
     n_iter: np.ndarray
     duality_gap: np.ndarray
     message: str
+    fallback_rows: tuple = ()
 
     @property
     def converged(self) -> np.ndarray:
@@ -252,6 +256,7 @@ class _ParametrisedProblem:
             n_iter=n_iter,
             duality_gap=np.full(n_samples, np.nan),
             message=message,
+            fallback_rows=tuple(fallback_rows),
         )
 
 

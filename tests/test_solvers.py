@@ -337,6 +337,7 @@ def test_basis_pursuit_re_solves_uncertified_rows_with_simplex(monkeypatch):
     inst = _coherent_instance(0, 32)
     result = basis_pursuit(inst.X, inst.D, nonnegative=True, return_info=True)
     assert "re-solved exactly by cvxpy/HIGHS" in result.message
+    assert result.fallback_rows == tuple(range(inst.n_samples))
     np.testing.assert_allclose(result.codes, inst.Z, atol=RECOVERY_ATOL)
 
 

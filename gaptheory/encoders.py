@@ -91,6 +91,12 @@ DEAD_ATOM_ENERGY = 1e-12
 #: and all steps gave validation MCC 0.733, 0.726, 0.670, 0.588, 0.536, 0.515, 0.492.
 STATISTICS_ROWS_PER_ATOM = 4
 
+#: Ridge of the least-squares fit of the MLP's output layer (``fit_output_to_decoder``),
+#: relative to the mean diagonal of the hidden-feature Gram matrix: the hidden layer can be
+#: wider than the number of training rows (1024 units, 1024 rows), so the plain normal
+#: equations are singular; this keeps the fit unique and its weights of moderate size.
+MLP_OUTPUT_RIDGE = 1e-3
+
 #: Dictionary updates of :class:`SparseCoding`: the exact least-squares (MOD) solve on the
 #: codes, or an Adam gradient step of the shared training loop.
 DICTIONARY_UPDATES = ("least_squares", "gradient")
@@ -196,6 +202,7 @@ class MLPEncoderConfig(EncoderConfig):
     hidden: tuple[int, ...] = (256,)  # hidden widths; the paper used (32,), (256,), (1024,)
     l1_coefficient: float = 0.03  # weight of mean_b ||z_b||_1 in the reconstruction loss
     center_output_bias: bool = True  # before training, set the output bias so every latent is active on half the rows
+    fit_output_to_decoder: bool = False  # before training, fit the output layer by ridge least squares to X W_dec^T (the SAE's start)
 
     def __post_init__(self):
         super().__post_init__()
@@ -621,7 +628,10 @@ class MLPEncoder(Encoder):
     with widths ``(M, *hidden, N)``; weights ``weights[l]`` of shape (w_l, w_{l+1}) and
     ``biases[l]``, initialised like ``torch.nn.Linear`` (uniform in
     :math:`\pm 1/\sqrt{w_l}`) from the model's own generator; before training the output
-    bias is median-centred on the data (:meth:`init_from_data`) so no latent starts dead.
+    bias is median-centred on the data (:meth:`init_from_data`) so no latent starts dead;
+    with ``fit_output_to_decoder`` the output layer is first fitted to the SAE's start
+    ``X W_dec^T``, so each latent starts on its own atom (without it, latents the L1 term
+    silences early stay dead: docs/results.md, issue 4).
     The loss is that of the ReLU
     SAE (reconstruction plus ``l1_coefficient * mean ||z||_1``), or the squared code error
     when trained on known codes.
@@ -660,7 +670,9 @@ class MLPEncoder(Encoder):
 
     @torch.no_grad()
     def init_from_data(self, X):
-        """Median-centre the output pre-activations on the training rows (``center_output_bias``).
+        """Initialise the output layer on the training rows: optionally fit it to the SAE's
+        start (``fit_output_to_decoder``, :meth:`_fit_output_layer`), then median-centre its
+        pre-activations (``center_output_bias``).
 
         ReLU hidden features have a positive mean shared by all inputs, so with random
         output weights a latent's pre-activation is often negative on *every* row: the
@@ -668,12 +680,63 @@ class MLPEncoder(Encoder):
         ``b_out = -median_b(h_b W_out)`` makes each latent active on half the rows at the
         start, as the SAE initialisation ``W_enc = W_dec^T`` does.
         """
-        if not self.cfg.center_output_bias:
-            return
         H = X
         for W, b in zip(list(self.weights)[:-1], list(self.biases)[:-1]):
             H = torch.relu(H @ W + b)
-        self.biases[-1].copy_(-(H @ self.weights[-1]).median(0).values)
+        self.init_flops_ = mlp_output_init_flops(len(X), self._widths(), fit=self.cfg.fit_output_to_decoder,
+                                                 center=self.cfg.center_output_bias)
+        if self.cfg.fit_output_to_decoder:
+            self._fit_output_layer(H, (X - self.b_dec) @ self.W_dec.T)
+        if self.cfg.center_output_bias:
+            self.biases[-1].copy_(-(H @ self.weights[-1]).median(0).values)
+
+    @torch.no_grad()
+    def _fit_output_layer(self, H, target):
+        r"""Ridge least squares ``[H, 1] [W_out; b_out] ~ target`` (``fit_output_to_decoder``).
+
+        With ``target = X W_dec^T`` each latent starts as the SAE initialisation
+        ``W_enc = W_dec^T`` sees it (its atom's projection), read from the random hidden
+        features: latent i starts correlated with its own atom instead of a random
+        direction, so the MLP starts where the SAE starts and L1 does not silence latents
+        with no signal. In setting 1 (decoder fixed to the true D) that is the matched-filter
+        code. Solve: :math:`(A^\top A + \lambda \bar d I)^{-1} A^\top T` with
+        :math:`A = [H, 1]`, :math:`\lambda` = ``MLP_OUTPUT_RIDGE``.
+        """
+        A = torch.cat([H, H.new_ones(len(H), 1)], 1).double()
+        gram = A.T @ A
+        ridge = MLP_OUTPUT_RIDGE * torch.diagonal(gram).mean()
+        solution = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype, device=gram.device),
+                                      A.T @ target.double())
+        self.weights[-1].copy_(solution[:-1].to(self.weights[-1].dtype))
+        self.biases[-1].copy_(solution[-1].to(self.biases[-1].dtype))
+
+
+def mlp_output_init_flops(n_samples: int, widths, *, fit: bool, center: bool) -> FlopCount:
+    r"""FLOPs of :meth:`MLPEncoder.init_from_data` on ``B`` rows (counted as training FLOPs).
+
+    With widths ``(M, h_1, ..., h, N)``: the hidden features (the stack up to ``h``); with
+    ``fit``, the target :math:`X W_{dec}^\top` (2BMN), the Gram matrix of :math:`A = [H, 1]`
+    (2B(h+1)^2), :math:`A^\top T` (2B(h+1)N) and the solve (:math:`\tfrac23 (h+1)^3 + 2(h+1)^2 N`);
+    with ``center``, the output pre-activations (2BhN) and one subtraction per entry (the
+    median's comparisons are not counted).
+
+    Examples
+    --------
+    >>> mlp_output_init_flops(4, (8, 16), fit=False, center=False).total
+    0
+    """
+    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    widths = tuple(widths)
+    if not (fit or center) or len(widths) < 3:
+        return FlopCount()
+    B, M, h, N = n_samples, widths[0], widths[-2], widths[-1]
+    total = encoder_flops(B, widths[:-1])
+    if fit:
+        total = total + FlopCount(matmul_flops(B, M, N) + matmul_flops(h + 1, B, h + 1) + matmul_flops(h + 1, B, N)
+                                  + (2 * (h + 1) ** 3) // 3 + matmul_flops(h + 1, h + 1, N), 0)
+    if center:
+        total = total + FlopCount(matmul_flops(B, h, N), B * N)
+    return total
 
 
 # ---------------------------------------------------------------------------------------

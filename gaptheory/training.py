@@ -217,9 +217,11 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
         empty = np.zeros(0)
         return TrainHistory(empty, empty, empty, 0, 0, FlopCount(), time.perf_counter() - start, False)
 
+    init_flops = FlopCount()
     if not getattr(model, "data_initialised_", False):
         model.init_from_data(Xt)
         model.data_initialised_ = True
+        init_flops = getattr(model, "init_flops_", FlopCount())  # a data-dependent initialisation's own cost
     optimiser = torch.optim.Adam(parameters, lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n_rows = len(Xt)
@@ -227,7 +229,7 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
     show = sys.stderr.isatty() if cfg.progress is None else bool(cfg.progress)
     record_steps, train_curve, val_curve = [], [], []
     best = (math.inf, 0, None)  # (validation loss, step, state)
-    flops, bad_evals, stopped_early, order, cursor = FlopCount(), 0, False, None, n_rows
+    flops, bad_evals, stopped_early, order, cursor = init_flops, 0, False, None, n_rows
     step = 0
     for step in tqdm(range(1, cfg.steps + 1), disable=not show, file=sys.stderr, desc=type(model).__name__,
                      leave=False):

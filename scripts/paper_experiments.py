@@ -5,9 +5,10 @@ over several seeds (each seed draws a new dictionary and codes, and seeds the mo
 run every method in the three settings with :func:`gaptheory.training.run_setting` and
 print a markdown table of test MCC against training and inference FLOPs, then the
 issue-4 claims with pass/fail. Hyperparameters are fixed in ``PLAN`` below except the
-ReLU SAE's L1 coefficient and sparse coding's alpha in setting 3, each chosen per seed by
-validation MCC from ``SAE_L1_GRID`` / ``SC_ALPHA_GRID``; the test split is read once per
-run, never for selection.
+ReLU SAE's L1 coefficient (and in setting 1 its learning rate), the setting-1 MLPs' L1
+coefficient and learning rate, and sparse coding's alpha in setting 3, each chosen per seed
+by validation MCC from ``SAE_L1_GRID`` x ``LR_GRID`` / ``MLP_L1_GRID`` x ``LR_GRID`` /
+``SC_ALPHA_GRID``; the test split is read once per run, never for selection.
 
 Usage::
 
@@ -15,6 +16,7 @@ Usage::
     nice -n 10 python scripts/paper_experiments.py --quick    # 1 seed, short training
     python scripts/paper_experiments.py --seeds 0 1 2 3 4 --out runs.jsonl
     python scripts/paper_experiments.py --settings 3 --seeds 1 --out s1.jsonl   # one seed of setting 3
+    for s in 0 1 2; do OMP_NUM_THREADS=1 python scripts/paper_experiments.py --settings 1 --seeds $s --out s$s.jsonl & done; wait
     python scripts/paper_experiments.py --from-records s0.jsonl s1.jsonl s2.jsonl  # table only
 """
 
@@ -41,20 +43,31 @@ SC_ALPHA_GRID = (0.025, 0.05, 0.1, 0.2)
 LONG_FACTOR = 16
 #: Shared training budget of the amortised encoders (Adam, minibatches of 256).
 AMORTISED = dict(lr=3e-3, batch_size=256, eval_every=250)
+#: Setting 1 (known D): the ReLU SAE and the MLPs get the same care: Adam learning rate
+#: and sparsity weight chosen on validation from these grids, up to TUNED_FACTOR times the
+#: amortised steps, stopped after PATIENCE evaluations (every 250 steps) without a lower
+#: validation loss, the validation-best parameters kept.
+LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+MLP_L1_GRID = (0.03, 0.1, 0.3)
+TUNED_FACTOR, PATIENCE = 2, 4
+#: Setting-1 MLPs start where the SAE starts: output layer fitted to X W_dec^T, then
+#: median-centred (``MLPEncoderConfig.fit_output_to_decoder``; without it latents die).
+MLP_INIT = {"fit_output_to_decoder": True}
 #: Sparse coding learns its dictionary full-batch: each step is warm-started FISTA then the
 #: least-squares (MOD) dictionary update (lr is unused by that update).
 DICTIONARY_LEARNING = dict(lr=1e-2, batch_size=None, eval_every=50)
 
-#: (setting, method, hparams, training kind); None hparams expand over the method's grid.
+#: (setting, method, hparams, training kind); None hparams expand over the method's grid,
+#: "tuned" over TUNED_GRIDS (with the learning rate: key "lr" goes to the TrainConfig).
 PLAN = [
     (1, "sparse_coding", {"alpha": 0.01}, None),
-    (1, "sae", None, "amortised"),
+    (1, "sae", "tuned", "amortised_tuned"),
     (1, "sae_topk", {}, "amortised"),
     (1, "sae_jumprelu", {}, "amortised"),
     (1, "sae_ito", {"l1_coefficient": 0.1, "ito_alpha": 0.01}, "amortised"),
-    (1, "mlp_32", {"l1_coefficient": 0.1}, "amortised"),
-    (1, "mlp_256", {"l1_coefficient": 0.1}, "amortised"),
-    (1, "mlp_1024", {"l1_coefficient": 0.1}, "amortised"),
+    (1, "mlp_32", "tuned", "amortised_tuned"),
+    (1, "mlp_256", "tuned", "amortised_tuned"),
+    (1, "mlp_1024", "tuned", "amortised_tuned"),
     (2, "sae", {}, "amortised"),
     (2, "mlp_256", {}, "amortised"),
     (3, "sae", None, "amortised"),
@@ -65,14 +78,21 @@ PLAN = [
 ]
 GRIDS = {"sae": [{"l1_coefficient": c} for c in SAE_L1_GRID],
          "sparse_coding": [{"alpha": a} for a in SC_ALPHA_GRID]}
+TUNED_GRIDS = {"sae": [{"l1_coefficient": c, "lr": lr} for c in SAE_L1_GRID for lr in LR_GRID],
+               "mlp": [{**MLP_INIT, "l1_coefficient": c, "lr": lr} for c in MLP_L1_GRID for lr in LR_GRID]}
 SETTING_NAMES = {1: "known_dictionary", 2: "known_codes", 3: "unknown"}
 
 
-def _train_cfg(kind, steps, seed):
+def _train_cfg(kind, steps, seed, lr=None):
     if kind is None:
         return None
-    options = DICTIONARY_LEARNING if kind == "dictionary" else AMORTISED
-    n_steps = steps["amortised"] * LONG_FACTOR if kind == "amortised_long" else steps[kind]
+    options = dict(DICTIONARY_LEARNING if kind == "dictionary" else AMORTISED)
+    if lr is not None:
+        options["lr"] = lr
+    factor = {"amortised_long": LONG_FACTOR, "amortised_tuned": TUNED_FACTOR}.get(kind)
+    n_steps = steps["amortised"] * factor if factor else steps[kind]
+    if kind == "amortised_tuned":
+        options["patience"] = PATIENCE
     return TrainConfig(steps=n_steps, seed=seed, progress=False, **options)
 
 
@@ -86,14 +106,19 @@ def run(seeds, steps, out, settings=(1, 2, 3)):
                 continue
             if hparams == "selected":  # the hparams validation chose for this method at the normal budget
                 hparams = chosen[(setting, method)]
-            grid = GRIDS[method] if hparams is None else [hparams]
+            if hparams == "tuned":
+                grid = TUNED_GRIDS["mlp" if method.startswith("mlp") else method]
+            else:
+                grid = GRIDS[method] if hparams is None else [hparams]
             candidates = []
             for options in grid:
                 start = time.perf_counter()
+                options = dict(options)
+                lr = options.pop("lr", None)
                 result = run_setting(setting, method, splits, seed=seed, device="cpu", hparams=options,
-                                     train_cfg=_train_cfg(kind, steps, seed))
+                                     train_cfg=_train_cfg(kind, steps, seed, lr))
                 candidates.append(result)
-                print(f"seed {seed} setting {setting} {method:13s} {json.dumps(options):28s} "
+                print(f"seed {seed} setting {setting} {method:13s} {json.dumps(options):28s} lr {result.lr:g} "
                       f"val MCC {result.val_mcc:.3f}  ({time.perf_counter() - start:.1f}s)", file=sys.stderr)
             best = max(candidates, key=lambda r: r.val_mcc)  # selection on validation only
             chosen.setdefault((setting, method), json.loads(best.hparams))
@@ -132,7 +157,7 @@ def summarise(records):
         if rows[0]["dict_recovery"] is not None:
             dictionary = (f"{_fmt([r['dict_recovery'] for r in rows])} "
                           f"({_fmt([r['dict_recovery_chance'] for r in rows])})")
-        chosen = [r["hparams"] for r in rows]
+        chosen = [r["hparams"] + (f" lr {r['lr']:g}" if r["steps_run"] else "") for r in rows]
         hparams = chosen[0] if len(set(chosen)) == 1 else "; ".join(chosen)
         lines.append(
             f"| {setting} | {method} | {hparams} | {_fmt(mcc)} | {_fmt([r['val_mcc'] for r in rows])} "

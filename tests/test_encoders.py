@@ -291,3 +291,24 @@ def test_mlp_output_bias_centring_leaves_no_latent_dead_at_initialisation():
     plain = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(256,), center_output_bias=False), seed=0)
     plain.init_from_data(X)
     assert torch.equal(plain.biases[-1], MLPEncoder(plain.cfg, seed=0).biases[-1])
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_mlp_output_fit_starts_every_latent_on_its_atom_projection(width):
+    inst = make_instance(16, 8, 3, 256, seed=1)
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    target = X @ torch.as_tensor(inst.D, dtype=torch.float32).T  # the SAE start W_enc = D^T, (B, N)
+
+    def correlations(fit):
+        cfg = MLPEncoderConfig(M=8, N=16, hidden=(width,), fit_output_to_decoder=fit)
+        mlp = MLPEncoder(cfg, seed=0).fix_decoder(inst.D)
+        mlp.init_from_data(X)
+        with torch.no_grad():
+            Z, pre = mlp.encode_with_hidden_pre(X)
+        both = torch.stack([pre.T, target.T], 1)  # (N, 2, B)
+        return torch.stack([torch.corrcoef(pair)[0, 1] for pair in both]), (Z > 0).float().mean(0)
+
+    fitted, active = correlations(True)
+    random_start, _ = correlations(False)
+    assert fitted.min() > 0.9 > random_start.abs().max()
+    assert torch.allclose(active, torch.full_like(active, 0.5), atol=1 / 256 + 1e-6)  # still median-centred

@@ -166,3 +166,18 @@ def test_train_takes_a_models_closed_form_step_instead_of_the_gradient_step():
     supervised = _ClosedFormSAE(SAEConfig(M=8, N=16), seed=0)  # with codes the hook is skipped
     train(supervised, inst.X, TrainConfig(steps=5, progress=False), codes=inst.Z, device="cpu")
     assert not torch.equal(supervised.W_enc.detach(), 2 * supervised.W_dec.detach().T)
+
+
+@pytest.mark.parametrize("fit", [False, True])
+def test_train_counts_the_mlp_data_initialisation_once(fit):
+    from gaptheory.encoders import mlp_output_init_flops
+
+    inst = make_instance(8, 5, 2, 16, seed=0)
+    cfg = MLPEncoderConfig(M=5, N=8, hidden=(12,), fit_output_to_decoder=fit)
+    mlp = MLPEncoder(cfg, seed=0).fix_decoder(inst.D)
+    history = train(mlp, inst.X, TrainConfig(steps=3, batch_size=4, progress=False), device="cpu")
+    init = mlp_output_init_flops(16, (5, 12, 8), fit=fit, center=True)
+    assert init.matmul > 0
+    assert history.flops == init + mlp.training_step_flops(4, supervised=False) * 3
+    again = train(mlp, inst.X, TrainConfig(steps=3, batch_size=4, progress=False), device="cpu")  # already initialised
+    assert again.flops == mlp.training_step_flops(4, supervised=False) * 3

@@ -210,23 +210,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.from_records:
         records = [json.loads(line) for path in args.from_records for line in open(path) if line.strip()]
-        table, means = summarise(records)
-        print(f"{len(records)} records from {', '.join(args.from_records)}\n")
-        print(table)
-        print()
-        print(claims(means))
+        _print_report(f"{len(records)} records from {', '.join(args.from_records)}", records)
         return 0
     torch.set_num_threads(args.threads)  # a script may set global state; the library never does
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     steps = {"amortised": 300, "dictionary": 60} if args.quick else {"amortised": 1500, "dictionary": 800}
     start = time.perf_counter()
     records = run(seeds, steps, args.out, settings=tuple(args.settings))
+    _print_report(f"seeds {seeds}, steps {steps}, total {time.perf_counter() - start:.0f}s on cpu", records)
+    return 0
+
+
+def _print_report(header: str, records: list[dict]) -> None:
+    """Print the header, the MCC/FLOPs table and the issue's claims checked against it."""
     table, means = summarise(records)
-    print(f"seeds {seeds}, steps {steps}, total {time.perf_counter() - start:.0f}s on cpu\n")
+    print(f"{header}\n")
     print(table)
     print()
     print(claims(means))
-    return 0
 
 
 if __name__ == "__main__":

@@ -57,13 +57,14 @@ from .flops import (
     RENORM_FLOPS_PER_ENTRY,
     SQUARED_ERROR_FLOPS,
     FlopCount,
+    best_subset_flops,
     dictionary_step_flops,
     encoder_flops,
     fista_flops,
     matmul_flops,
     training_step_flops,
 )
-from .solvers import FISTA_TOL, ConvergenceWarning, lasso
+from .solvers import FISTA_TOL, ConvergenceWarning, best_subset, lasso
 
 #: SAELens file names.
 WEIGHTS_FILENAME, CONFIG_FILENAME = "sae_weights.safetensors", "cfg.json"
@@ -100,6 +101,10 @@ MLP_OUTPUT_RIDGE = 1e-3
 #: Dictionary updates of :class:`SparseCoding`: the exact least-squares (MOD) solve on the
 #: codes, or an Adam gradient step of the shared training loop.
 DICTIONARY_UPDATES = ("least_squares", "gradient")
+
+#: Per-sample inference of :class:`SparseCoding`: the LASSO by FISTA, or exact K-sparse
+#: least squares by enumeration (:func:`gaptheory.solvers.best_subset`, small N only).
+SPARSE_INFERENCE = ("lasso", "best_subset")
 
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 #: SAELens architecture names of each SAE activation.
@@ -216,9 +221,11 @@ class MLPEncoderConfig(EncoderConfig):
 
 @dataclass(frozen=True)
 class SparseCodingConfig(EncoderConfig):
-    """Per-sample LASSO inference on a dictionary learned by alternating minimisation."""
+    """Per-sample inference (LASSO or exact K-sparse) on a dictionary learned by alternating minimisation."""
 
     _architecture: ClassVar[str] = "sparse_coding"
+    inference: str = "lasso"  # "lasso" (FISTA on the penalised problem) or "best_subset" (exact, ||z||_0 <= k)
+    k: int | None = None  # K of best_subset inference (required there; unused by the LASSO)
     alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
     nonnegative: bool = True  # constrain codes z >= 0 (the generative model's codes are)
     tol: float = FISTA_TOL  # FISTA relative duality-gap tolerance at inference
@@ -237,6 +244,13 @@ class SparseCodingConfig(EncoderConfig):
         check_int(self.max_iter, "max_iter", minimum=1)
         check_int(self.fit_max_iter, "fit_max_iter", minimum=1)
         check_choice(self.dictionary_update, "dictionary_update", DICTIONARY_UPDATES)
+        check_choice(self.inference, "inference", SPARSE_INFERENCE)
+        if self.inference == "best_subset":
+            if self.k is None:
+                raise ValueError("inference='best_subset' needs k, the number of nonzeros per code; set k=K.")
+            check_int(self.k, "k", minimum=1)
+            if self.k > min(self.N, self.M):
+                raise ValueError(f"k={self.k} must be <= min(N, M)={min(self.N, self.M)} for best_subset inference.")
         if self.statistics_window is not None:
             check_int(self.statistics_window, "statistics_window", minimum=1)
 
@@ -327,6 +341,11 @@ class Encoder(nn.Module):
 
     def init_from_data(self, X: torch.Tensor) -> None:
         """Hook called by the training loop once, before the first step (default: nothing)."""
+
+    def init_from_data_flops(self, n_samples: int) -> FlopCount:
+        """FLOPs of :meth:`init_from_data` on ``n_samples`` rows (default: none); the training
+        loop adds them to the training FLOPs, and FLOP-budgeted comparisons subtract them first."""
+        return FlopCount()
 
     def closed_form_step_(self, X: torch.Tensor) -> torch.Tensor | None:
         """Hook: update the parameters in closed form on the batch ``X (B, M)`` and return
@@ -602,17 +621,35 @@ class SAEWithITO(SparseAutoencoder):
 def _per_sample_codes(model: Encoder, X: torch.Tensor, *, init, alpha, nonnegative, tol, max_iter,
                       quiet: bool = False) -> tuple[torch.Tensor, FlopCount]:
     """FISTA on the model's decoder for every row of ``X``; codes as a tensor and their FLOPs."""
-    D = model.decoder_float64()
-    target = (X - model.b_dec).detach().double().cpu().numpy()
     start = None if init is None else init.detach().double().cpu().numpy()
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.simplefilter("ignore", ConvergenceWarning)
-        result = lasso(target, D, alpha, nonnegative=nonnegative, method="fista", tol=tol, max_iter=max_iter,
-                       init=start, device=model.W_dec.device, return_info=True)
+
+    def solve(target, D):
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            result = lasso(target, D, alpha, nonnegative=nonnegative, method="fista", tol=tol, max_iter=max_iter,
+                           init=start, device=model.W_dec.device, return_info=True)
+        return result, fista_flops(result.n_iter, model.cfg.M, model.cfg.N)
+
+    return _solve_on_decoder(model, X, solve)
+
+
+def _best_subset_codes(model: Encoder, X: torch.Tensor, *, k: int, nonnegative: bool) -> tuple[torch.Tensor, FlopCount]:
+    """Exact K-sparse least squares on the model's decoder for every row of ``X``, and its FLOPs."""
+    def solve(target, D):
+        result = best_subset(target, D, k, nonnegative=nonnegative, device=model.W_dec.device, return_info=True)
+        return result, best_subset_flops(len(target), model.cfg.M, model.cfg.N, k)
+
+    return _solve_on_decoder(model, X, solve)
+
+
+def _solve_on_decoder(model: Encoder, X: torch.Tensor, solve) -> tuple[torch.Tensor, FlopCount]:
+    """Run a float64 per-sample solver ``solve(X - b_dec, W_dec) -> (SolveResult, FlopCount)``
+    and return its codes in the model's dtype and device (the result is kept as ``last_solve_``)."""
+    target = (X - model.b_dec).detach().double().cpu().numpy()
+    result, flops = solve(target, model.decoder_float64())
     model.last_solve_ = result
-    Z = torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device)
-    return Z, fista_flops(result.n_iter, model.cfg.M, model.cfg.N)
+    return torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device), flops
 
 
 # ---------------------------------------------------------------------------------------
@@ -683,12 +720,15 @@ class MLPEncoder(Encoder):
         H = X
         for W, b in zip(list(self.weights)[:-1], list(self.biases)[:-1]):
             H = torch.relu(H @ W + b)
-        self.init_flops_ = mlp_output_init_flops(len(X), self._widths(), fit=self.cfg.fit_output_to_decoder,
-                                                 center=self.cfg.center_output_bias)
         if self.cfg.fit_output_to_decoder:
             self._fit_output_layer(H, (X - self.b_dec) @ self.W_dec.T)
         if self.cfg.center_output_bias:
             self.biases[-1].copy_(-(H @ self.weights[-1]).median(0).values)
+
+    def init_from_data_flops(self, n_samples):
+        """:func:`mlp_output_init_flops` of this MLP's widths and initialisation options."""
+        return mlp_output_init_flops(n_samples, self._widths(), fit=self.cfg.fit_output_to_decoder,
+                                     center=self.cfg.center_output_bias)
 
     @torch.no_grad()
     def _fit_output_layer(self, H, target):
@@ -751,7 +791,12 @@ class SparseCoding(Encoder):
 
     .. math:: \hat z(x) = \arg\min_{z (\ge 0)} \tfrac12 \|x - b_{dec} - z W_{dec}\|_2^2 + \alpha \|z\|_1,
 
-    computed by batched FISTA. Training alternates these solves (tolerance ``fit_tol``,
+    computed by batched FISTA, or (``inference="best_subset"``) exact K-sparse least squares,
+
+    .. math:: \hat z(x) = \arg\min_{z (\ge 0),\ \|z\|_0 \le K} \|x - b_{dec} - z W_{dec}\|_2^2,
+
+    by enumerating supports (:func:`gaptheory.solvers.best_subset`; small N only; with it,
+    dictionary learning is MOD with exact L0 coding). Training alternates these solves (tolerance ``fit_tol``,
     warm-started from the previous codes of the same rows, detached from the graph) with a
     dictionary update; ``b_dec`` stays 0 (the generative model has no offset).
 
@@ -806,14 +851,20 @@ class SparseCoding(Encoder):
         from the previous solve when ``X`` holds the same rows (full-batch training)."""
         warm = self._warm_codes.get(tuple(X.shape))
         self._warm_hit = warm is not None and torch.equal(warm[0], X)
-        Z, self._last_fit_flops = _per_sample_codes(
-            self, X, init=warm[1] if self._warm_hit else None, alpha=self.cfg.alpha,
-            nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
+        if self.cfg.inference == "best_subset":  # exhaustive: nothing to warm-start
+            Z, self._last_fit_flops = _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
+        else:
+            Z, self._last_fit_flops = _per_sample_codes(
+                self, X, init=warm[1] if self._warm_hit else None, alpha=self.cfg.alpha,
+                nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
         self._warm_codes[tuple(X.shape)] = (X.detach(), Z)
         return Z, None
 
     def aux_loss(self, Z, hidden_pre):
-        """``2 alpha mean ||z||_1``: with the loop's squared error, twice the mean LASSO objective."""
+        """LASSO inference: ``2 alpha mean ||z||_1``, so that with the loop's squared error the
+        loss is twice the mean LASSO objective; best_subset: 0 (sparsity is a constraint)."""
+        if self.cfg.inference == "best_subset":
+            return Z.new_zeros(())
         return 2 * self.cfg.alpha * Z.abs().sum(1).mean()
 
     @torch.no_grad()
@@ -866,6 +917,8 @@ class SparseCoding(Encoder):
         return loss
 
     def _encode_counted(self, X):
+        if self.cfg.inference == "best_subset":
+            return _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
         return _per_sample_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
                                  tol=self.cfg.tol, max_iter=self.cfg.max_iter)
 

@@ -271,3 +271,36 @@ def dictionary_step_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCo
         ADAM_FLOPS_PER_PARAMETER + RENORM_FLOPS_PER_ENTRY
     ) * n_latents * n_dims
     return FlopCount(2 * decode, elementwise)
+
+
+#: best_subset per support, once per call: the eigenvalue check and the inverse of its
+#: s x s Gram block, about this many times s^3 FLOPs (LU inverse 2s^3, symmetric eigenvalues ~s^3).
+SUPPORT_SETUP_FLOPS_PER_CUBE = 3
+
+
+def best_subset_flops(n_samples: int, n_dims: int, n_latents: int, k: int) -> FlopCount:
+    r"""FLOPs of :func:`gaptheory.solvers.best_subset` on ``B`` rows (exhaustive K-sparse least squares).
+
+    Once: the Gram matrix :math:`D D^\top` (2N^2M, matmul) and, per support S of size s,
+    the check and inverse of :math:`G_S` (``SUPPORT_SETUP_FLOPS_PER_CUBE * s^3``,
+    elementwise bucket). Per row: the correlations :math:`x D^\top` (2NM) and the final
+    :math:`z D` (2NM); per row and support the codes :math:`G_S^{-1} b_S` (2s^2, matmul), then
+    :math:`c_S \cdot b_S` and the residual (2s + 1), the sign test (s) and the comparison (1);
+    the squared error of the objective (3M). The count is the same for every row: the
+    search is exhaustive, so :math:`\sum_{s \le K} \binom{N}{s}` supports per row.
+
+    Examples
+    --------
+    >>> best_subset_flops(1, 8, 16, 3).matmul == 2*16*16*8 + 2*(2*16*8) + 2*(16*1 + 120*4 + 560*9)
+    True
+    """
+    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    k = check_int(k, "k", minimum=1)
+    counts = {s: math.comb(n_latents, s) for s in range(1, k + 1)}
+    per_row_matmul = 2 * matmul_flops(1, n_dims, n_latents) + sum(c * matmul_flops(1, s, s) for s, c in counts.items())
+    per_row_elementwise = sum(c * (3 * s + 2) for s, c in counts.items()) + SQUARED_ERROR_FLOPS * n_dims
+    setup = sum(c * SUPPORT_SETUP_FLOPS_PER_CUBE * s ** 3 for s, c in counts.items())
+    return FlopCount(matmul_flops(n_latents, n_dims, n_latents) + n_samples * per_row_matmul,
+                     setup + n_samples * per_row_elementwise)

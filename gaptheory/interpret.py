@@ -413,7 +413,8 @@ class ActivationsComparison:
 
 
 def _budgeted_steps(model, budget: int, batch: int, X, lr, seed, device) -> int:
-    """Steps of ``model`` that fit in ``budget`` FLOPs (a short pilot for data-dependent costs)."""
+    """Steps of ``model`` that fit in ``budget`` FLOPs once its data initialisation is paid
+    (a short pilot for data-dependent costs)."""
     import copy
 
     from .encoders import SparseCoding
@@ -426,7 +427,11 @@ def _budgeted_steps(model, budget: int, batch: int, X, lr, seed, device) -> int:
         per_step = history.flops.total / _PILOT_STEPS
     else:
         per_step = model.training_step_flops(batch, supervised=False).total
-    return max(1, int(budget // per_step))
+    left = budget - model.init_from_data_flops(len(X)).total
+    if left < per_step:
+        raise ValueError(f"{type(model).__name__} spends {budget - left:.3g} FLOPs initialising on {len(X)} rows, "
+                         f"leaving less than one step of the {budget:.3g}-FLOP budget; raise steps or train on fewer rows.")
+    return int(left // per_step)
 
 
 def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: ComparisonConfig | None = None,

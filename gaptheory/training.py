@@ -68,7 +68,8 @@ SETTING_ALIASES = {1: "known_dictionary", 2: "known_codes", 3: "unknown"}
 
 #: Methods and the settings they apply to. ``mlp_<h>`` means an MLP with one hidden layer
 #: of width h (e.g. ``mlp_256``); ``sparse_coding`` in setting 1 is per-sample inference on
-#: the true dictionary (no training).
+#: the true dictionary (no training); ``best_subset`` is sparse coding with exact K-sparse
+#: inference (:func:`gaptheory.solvers.best_subset`) instead of the LASSO.
 METHODS = {
     "sae": SETTINGS,
     "sae_topk": SETTINGS,
@@ -76,6 +77,7 @@ METHODS = {
     "mlp": SETTINGS,
     "sae_ito": ("known_dictionary", "unknown"),
     "sparse_coding": ("known_dictionary", "unknown"),
+    "best_subset": ("known_dictionary", "unknown"),
 }
 
 
@@ -221,7 +223,7 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
     if not getattr(model, "data_initialised_", False):
         model.init_from_data(Xt)
         model.data_initialised_ = True
-        init_flops = getattr(model, "init_flops_", FlopCount())  # a data-dependent initialisation's own cost
+        init_flops = model.init_from_data_flops(len(Xt))  # a data-dependent initialisation's own cost
     optimiser = torch.optim.Adam(parameters, lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n_rows = len(Xt)
@@ -434,7 +436,7 @@ def _parse_method(method: str) -> tuple[str, dict]:
 def build_model(method: str, N: int, M: int, K: int, *, hparams: dict | None = None, seed: int = 0) -> Encoder:
     """The encoder of a method name with config overrides ``hparams``.
 
-    ``sae_topk`` defaults to ``k = K``. Unknown ``hparams`` keys raise ``ValueError``.
+    ``sae_topk`` and ``best_subset`` default to ``k = K``. Unknown ``hparams`` keys raise ``ValueError``.
 
     Examples
     --------
@@ -450,6 +452,7 @@ def build_model(method: str, N: int, M: int, K: int, *, hparams: dict | None = N
         "sae_ito": (SAEWithITO, SAEITOConfig, {}),
         "mlp": (MLPEncoder, MLPEncoderConfig, {}),
         "sparse_coding": (SparseCoding, SparseCodingConfig, {}),
+        "best_subset": (SparseCoding, SparseCodingConfig, {"inference": "best_subset", "k": K}),
     }
     model_class, config_class, defaults = table[base]
     names = {f.name for f in dataclasses.fields(config_class)} - {"M", "N"}
@@ -470,7 +473,7 @@ def run_setting(setting, method: str, data: DataConfig | Instance | Splits | Non
     setting : {"known_dictionary", "known_codes", "unknown"} or {1, 2, 3}
     method : str
         ``sae`` (ReLU), ``sae_topk``, ``sae_jumprelu``, ``mlp`` / ``mlp_<width>``,
-        ``sae_ito`` or ``sparse_coding`` (see ``METHODS`` for the settings of each).
+        ``sae_ito``, ``sparse_coding`` or ``best_subset`` (see ``METHODS`` for the settings of each).
     data : DataConfig, Instance or Splits, optional
         The task; default ``DataConfig()`` (the paper's size) with ``seed=seed``.
     steps : int

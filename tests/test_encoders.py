@@ -20,7 +20,7 @@ from gaptheory.encoders import (
     SparseCodingConfig,
 )
 from gaptheory.encoders import least_squares_update_flops
-from gaptheory.flops import encoder_flops
+from gaptheory.flops import best_subset_flops, encoder_flops
 from gaptheory.metrics import dictionary_recovery
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso
@@ -42,6 +42,7 @@ def _models(M=8, N=16):
         MLPEncoder(MLPEncoderConfig(M=M, N=N, hidden=(12, 7)), seed=1),
         SAEWithITO(SAEITOConfig(M=M, N=N), seed=1),
         SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1, fit_max_iter=50), seed=1),
+        SparseCoding(SparseCodingConfig(M=M, N=N, inference="best_subset", k=3), seed=1),
     ]
 
 
@@ -118,6 +119,24 @@ def test_sparse_coding_on_the_true_dictionary_recovers_codes():
     model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=1e-3), seed=0).fix_decoder(inst.D)
     Z = model.encode(inst.X)
     assert np.abs(Z - inst.Z).max() < 0.01
+
+
+def test_best_subset_sparse_coding_on_the_true_dictionary_is_exact_and_counts_its_flops():
+    inst = make_instance(16, 8, 3, 50, seed=4)  # K = 3 < spark/2 = 4.5: every code is the unique sparsest fit
+    model = SparseCoding(SparseCodingConfig(M=8, N=16, inference="best_subset", k=3), seed=0).fix_decoder(inst.D)
+    Z, flops = model.encode_with_flops(inst.X)
+    np.testing.assert_allclose(Z, inst.Z, atol=1e-5)  # float32 model weights
+    assert flops == best_subset_flops(50, 8, 16, 3)
+    assert float(model.aux_loss(torch.as_tensor(Z), None)) == 0.0  # sparsity is a constraint, not a penalty
+
+
+def test_sparse_coding_config_needs_k_for_best_subset_inference():
+    with pytest.raises(ValueError, match="needs k"):
+        SparseCodingConfig(M=8, N=16, inference="best_subset")
+    with pytest.raises(ValueError, match=r"k=9 must be <= min\(N, M\)=8"):
+        SparseCodingConfig(M=8, N=16, inference="best_subset", k=9)
+    with pytest.raises(ValueError, match="inference"):
+        SparseCodingConfig(M=8, N=16, inference="omp")
 
 
 def test_sparse_coding_learns_the_dictionary_with_decoder_updates():
@@ -224,7 +243,7 @@ def test_sparse_coding_config_rejects_an_unknown_dictionary_update():
 
 
 @settings(max_examples=6, deadline=None)
-@given(index=st.integers(0, 5), seed=st.integers(0, 1000))
+@given(index=st.integers(0, len(_models()) - 1), seed=st.integers(0, 1000))
 def test_save_load_round_trip_preserves_weights_config_and_codes(tmp_path_factory, index, seed):
     model = _models()[index]
     with torch.no_grad():

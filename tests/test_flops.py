@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from gaptheory.flops import (
+    best_subset_flops,
     FlopCount,
     dictionary_step_flops,
     encoder_flops,
@@ -14,7 +15,7 @@ from gaptheory.flops import (
     training_step_flops,
 )
 from gaptheory.instances import make_instance
-from gaptheory.solvers import lasso
+from gaptheory.solvers import best_subset, lasso
 
 
 def _counted(function) -> int:
@@ -89,6 +90,19 @@ def test_fista_flops_match_torch_flop_counter_on_the_actual_solver():
     analytic = fista_flops(result.n_iter, 8, 16)
     # The solver batches rows, so the counter sees the same products as the per-row sum.
     assert analytic.matmul == counter.get_total_flops()
+
+
+def test_best_subset_flops_match_torch_flop_counter_on_the_actual_solver():
+    inst = make_instance(10, 6, 3, 30, seed=1)
+    with FlopCounterMode(display=False) as counter:
+        best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu")
+    # For size-1 supports torch lowers the einsum to an elementwise multiply, which the
+    # counter does not see: 2 s^2 = 2 FLOPs per row and atom.
+    assert best_subset_flops(30, 6, 10, 3).matmul == counter.get_total_flops() + 2 * 30 * 10
+
+
+def test_best_subset_flops_grow_with_the_number_of_supports():
+    assert best_subset_flops(1, 8, 16, 3).total < best_subset_flops(1, 8, 32, 3).total < best_subset_flops(1, 8, 32, 4).total
 
 
 def test_fista_flops_grow_with_the_iterations_actually_used():

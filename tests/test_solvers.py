@@ -9,7 +9,16 @@ from gaptheory.instances import Instance, coherence_recovery_sparsity, make_inst
 import torch
 
 from gaptheory import solvers
-from gaptheory.solvers import ConvergenceWarning, SolveResult, Status, basis_pursuit, lasso, omp
+from gaptheory.solvers import (
+    ConvergenceWarning,
+    SolveResult,
+    Status,
+    basis_pursuit,
+    best_subset,
+    count_supports,
+    lasso,
+    omp,
+)
 
 #: FISTA and cvxpy objectives agree to this relative accuracy (issue 3).
 OBJECTIVE_RTOL = 1e-6
@@ -346,3 +355,98 @@ def test_basis_pursuit_never_replaces_a_named_solver(monkeypatch):
     inst = _coherent_instance(0, 32)
     with pytest.raises(ValueError, match="not certified.*row 0|row 0.*not certified"):
         basis_pursuit(inst.X, inst.D, solver="CLARABEL")
+
+
+# ---------------------------------------------------------------------------------------
+# best_subset: exact K-sparse least squares
+# ---------------------------------------------------------------------------------------
+
+
+def _brute_force_best_subset(x, D, k, nonnegative):
+    """The L0 optimum the slow way: (nonnegative) least squares on every support of size K."""
+    import itertools
+
+    from scipy.optimize import nnls
+
+    best = 0.5 * float(x @ x)
+    for support in itertools.combinations(range(len(D)), k):
+        A = D[list(support)].T
+        coef = nnls(A, x)[0] if nonnegative else np.linalg.lstsq(A, x, rcond=None)[0]
+        best = min(best, 0.5 * float(np.sum((x - coef @ D[list(support)]) ** 2)))
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(2, 7), data=st.data(), seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans())
+def test_best_subset_attains_the_brute_force_l0_optimum(N, data, seed, nonnegative):
+    M = data.draw(st.integers(1, N))
+    k = data.draw(st.integers(1, M))
+    D = random_dictionary(N, M, seed=seed)
+    X = np.random.default_rng(seed).normal(size=(4, M))  # generic data: no exact sparse fit
+    result = best_subset(X, D, k, nonnegative=nonnegative, return_info=True, device="cpu")
+    assert result.success and (result.n_iter <= k).all()
+    assert ((result.codes != 0).sum(1) <= k).all()
+    if nonnegative:
+        assert (result.codes >= 0).all()
+    np.testing.assert_allclose(result.objective, 0.5 * ((X - result.codes @ D) ** 2).sum(1), rtol=1e-12)
+    expected = [_brute_force_best_subset(x, D, k, nonnegative) for x in X]
+    np.testing.assert_allclose(result.objective, expected, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans())
+def test_best_subset_recovers_every_code_below_half_the_spark_where_omp_and_bp_may_not(seed, nonnegative):
+    # Gaussian D (16, 8) has spark M + 1 = 9, so K = 4 < 9/2 makes every 4-sparse code the
+    # unique sparsest representation (Donoho & Elad 2003); coherence guarantees K <= 1 only.
+    inst = make_instance(16, 8, 4, 64, seed=seed, nonnegative=nonnegative)
+    result = best_subset(inst.X, inst.D, 4, nonnegative=nonnegative, return_info=True, device="cpu")
+    np.testing.assert_allclose(result.codes, inst.Z, atol=1e-9)
+    assert (result.n_iter == 4).all()
+
+
+def test_best_subset_is_never_worse_than_omp():
+    inst = make_instance(12, 6, 3, 50, seed=5, nonnegative=False)
+    noisy = inst.X + 0.3 * np.random.default_rng(0).normal(size=inst.X.shape)
+    exact = best_subset(noisy, inst.D, 3, return_info=True, device="cpu")
+    greedy = omp(noisy, inst.D, 3, return_info=True, device="cpu")
+    assert (exact.objective <= greedy.objective + 1e-12).all()
+    assert (exact.objective < greedy.objective - 1e-6).any()  # and strictly better somewhere
+
+
+def test_best_subset_prefers_the_smaller_support_and_returns_zero_outside_the_cone():
+    D = np.eye(3)
+    result = best_subset(np.array([[0.0, 2.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), D, 3,
+                         nonnegative=True, return_info=True)
+    np.testing.assert_allclose(result.codes, [[0, 2, 0], [0, 0, 0], [0, 0, 0]])
+    assert result.n_iter.tolist() == [1, 0, 0]
+    np.testing.assert_allclose(result.objective, [0.0, 0.5, 0.0])
+
+
+def test_best_subset_skips_linearly_dependent_supports():
+    D = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # atoms 0 and 1 coincide
+    codes = best_subset(np.array([[3.0, 4.0]]), D, 2)
+    np.testing.assert_allclose(codes, [[3.0, 0.0, 4.0]])
+
+
+def test_count_supports_sums_binomials():
+    assert count_supports(16, 3) == 16 + 120 + 560
+    assert count_supports(5, 5) == 2**5 - 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 4}, "k <= 3"),
+        ({"k": 3, "max_supports": 10}, "would enumerate 41 supports"),
+        ({"k": 0}, "1 <= K <= N"),
+    ],
+)
+def test_best_subset_refuses_impossible_or_too_large_searches(kwargs, match):
+    D = random_dictionary(6, 3, seed=0)
+    with pytest.raises(ValueError, match=match):
+        best_subset(np.ones((1, 3)), D, **kwargs)
+
+
+def test_best_subset_rejects_nan_input():
+    with pytest.raises(ValueError, match="NaN/inf"):
+        best_subset(np.array([[np.nan, 0.0, 0.0]]), np.eye(3), 1)

@@ -93,7 +93,7 @@ def test_run_setting_returns_flat_json_scalars_for_every_method_and_setting(sett
     assert record["metrics_split"] == "test" and record["selection_split"] == "val"
     assert 0 <= record["test_mcc"] <= 1 and record["inference_flops"] > 0
     assert (record["dict_recovery"] is None) == (setting != "unknown")
-    if method == "sparse_coding" and setting == "known_dictionary":
+    if method in ("sparse_coding", "best_subset") and setting == "known_dictionary":
         assert record["train_flops"] == 0 and record["steps_run"] == 0
 
 
@@ -128,6 +128,15 @@ def test_run_setting_rejects_unknown_settings_methods_and_options(kwargs, match)
 def test_build_model_parses_mlp_widths_and_topk_default():
     assert build_model("mlp_4_6", 8, 5, 2).cfg.hidden == (4, 6)
     assert build_model("sae_topk", 8, 5, 2).cfg.k == 2
+    exact = build_model("best_subset", 8, 5, 2).cfg
+    assert (exact.architecture, exact.inference, exact.k) == ("sparse_coding", "best_subset", 2)
+
+
+def test_exact_per_sample_inference_recovers_every_code_on_the_true_dictionary():
+    data = DataConfig(N=16, M=8, K=3, n_train=32, n_val=32, n_test=100, seed=3)
+    result = run_setting(1, "best_subset", data, seed=0, device="cpu")
+    assert result.test_mcc > 0.9999 and result.test_f1 == 1.0
+    assert result.train_flops == 0 and result.inference_flops_per_sample > 0
 
 
 @pytest.mark.parametrize("bad", [{"steps": -1}, {"lr": 0.0}, {"batch_size": 0}, {"patience": 0}])

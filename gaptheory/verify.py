@@ -16,6 +16,25 @@ from typing import Callable
 
 import numpy as np
 
+from .bounds import (
+    RIP_THRESHOLD,
+    check_gaussian_tail_integral,
+    check_stationarity,
+    check_welch_equality_general,
+    check_welch_equality_simplex,
+    statistical_dimension,
+    t2_proof_lp,
+)
+from .gap import (
+    atom_l1_cost,
+    code_set_error,
+    enumerate_codes,
+    gap_lower_bound,
+    relu_minimax_gap,
+    relu_minimax_gap_codes,
+    verify_certificate,
+    worst_case_error,
+)
 from .instances import (
     Instance,
     coherence_recovery_sparsity,
@@ -27,7 +46,7 @@ from .instances import (
     spark,
     welch_bound,
 )
-from .solvers import basis_pursuit, lasso, omp
+from .solvers import basis_pursuit, best_subset, lasso, omp
 
 #: LASSO objectives of FISTA and cvxpy must agree to this relative accuracy.
 OBJECTIVE_RTOL = 1e-6
@@ -262,29 +281,27 @@ def _check_omp(seed: int, full: bool):
     return count, wrong, "<=", 0
 
 
+@check("best_subset_recovers_below_half_spark",
+       "max |best_subset(x) - z| when K < spark(D)/2 (exact spark; unique sparsest code, Donoho-Elad)")
+def _check_best_subset(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    worst, count = 0.0, 0
+    shapes = [(10, 5), (12, 6), (16, 8)] + ([(20, 8), (18, 9)] if full else [])
+    for n_latents, n_dims in shapes:
+        for nonnegative in (False, True):
+            D = random_dictionary(n_latents, n_dims, seed=rng)
+            k = math.ceil(spark(D) / 2) - 1  # the largest K with K < spark/2: beyond any coherence guarantee
+            Z = sparse_codes(40, n_latents, k, seed=rng, nonnegative=nonnegative)
+            codes = best_subset(Z @ D, D, k, nonnegative=nonnegative, device="cpu")
+            worst = max(worst, float(np.abs(codes - Z).max()))
+            count += 1
+    return count, worst, "<=", RECOVERY_ATOL
+
+
 # --------------------------------------------------------------------------------------
 # Theory checks (gaptheory.gap, gaptheory.bounds; proofs/T1..T4): the amortisation gap.
 # --------------------------------------------------------------------------------------
 
-from .bounds import (  # noqa: E402  (section imports keep this section self-contained)
-    RIP_THRESHOLD,
-    check_gaussian_tail_integral,
-    check_stationarity,
-    check_welch_equality_general,
-    check_welch_equality_simplex,
-    statistical_dimension,
-    t2_proof_lp,
-)
-from .gap import (  # noqa: E402
-    atom_l1_cost,
-    code_set_error,
-    enumerate_codes,
-    gap_lower_bound,
-    relu_minimax_gap,
-    relu_minimax_gap_codes,
-    verify_certificate,
-    worst_case_error,
-)
 
 #: Two LP optima (HiGHS feasibility tolerance 1e-9, |u| up to ~10) agree to this.
 LP_ATOL = 1e-7

@@ -14,8 +14,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from gaptheory import bench
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso

@@ -10,7 +10,6 @@ from gaptheory.instances import make_instance
 from gaptheory.training import (
     METHODS,
     DataConfig,
-    RunResult,
     TrainConfig,
     TrainingDivergedError,
     build_model,

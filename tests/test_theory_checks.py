@@ -17,7 +17,9 @@ def test_theory_checks_are_registered_in_the_default_run():
 
 
 def test_cheap_theory_checks_pass():
-    rows = run_checks(only=["t3_certificates_verify", "t3_zero_for_independent_atoms"])
+    rows = run_checks(only=["t3_certificates_verify", "t3_zero_for_independent_atoms",
+                            "best_subset_recovers_below_half_spark"])
+    assert len(rows) == 3
     assert all(row.passed for row in rows), [(row.name, row.detail) for row in rows]
 
 

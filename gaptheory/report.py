@@ -286,7 +286,8 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
             pts = [(r[field], r["test_mcc"]) for r in usable if str(r.get("method")) == method]
             if pts:
                 handles[method] = ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colours[method],
-                                             marker=markers[method], s=28, alpha=0.8, label=method, edgecolors="none")
+                                             marker=markers[method], s=28, alpha=0.8, label=method,
+                                             edgecolors=None if markers[method] in "x+" else "none")  # x is all edge
         front = pareto_front([(r[field], r["test_mcc"]) for r in usable])
         fronts[field] = len(front)
         if front:

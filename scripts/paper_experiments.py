@@ -18,6 +18,7 @@ Usage::
     python scripts/paper_experiments.py --settings 3 --seeds 1 --out s1.jsonl   # one seed of setting 3
     for s in 0 1 2; do OMP_NUM_THREADS=1 python scripts/paper_experiments.py --settings 1 --seeds $s --out s$s.jsonl & done; wait
     python scripts/paper_experiments.py --from-records s0.jsonl s1.jsonl s2.jsonl  # table only
+    python scripts/paper_experiments.py --from-records runs.jsonl --figures docs/figures  # and figures
 """
 
 from __future__ import annotations
@@ -251,10 +252,13 @@ def main(argv=None):
                         help="settings to run (default all three)")
     parser.add_argument("--from-records", nargs="+", default=None, metavar="JSONL",
                         help="run nothing: print the table and claims of records written by --out")
+    parser.add_argument("--figures", default=None, metavar="DIR",
+                        help="also write DIR/issue4_compute_<setting>.png: MCC vs inference and training FLOPs")
     args = parser.parse_args(argv)
     if args.from_records:
         records = [json.loads(line) for path in args.from_records for line in open(path) if line.strip()]
         _print_report(f"{len(records)} records from {', '.join(args.from_records)}", records)
+        _plot(records, args.figures)
         return 0
     torch.set_num_threads(args.threads)  # a script may set global state; the library never does
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -262,7 +266,31 @@ def main(argv=None):
     start = time.perf_counter()
     records = run(seeds, steps, args.out, settings=tuple(args.settings))
     _print_report(f"seeds {seeds}, steps {steps}, total {time.perf_counter() - start:.0f}s on cpu", records)
+    _plot(records, args.figures)
     return 0
+
+
+def _plot(records: list[dict], folder) -> None:
+    """One compute figure per setting (``gaptheory.report.plot_compute``); a method run at a
+    longer budget is its own series."""
+    if folder is None:
+        return
+    from pathlib import Path
+
+    from gaptheory.report import plot_compute
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    shortest = {}
+    for r in records:
+        key = (r["setting"], r["method"])
+        shortest[key] = min(shortest.get(key, r["steps"]), r["steps"])
+    for setting in sorted({r["setting"] for r in records}):
+        rows = [{**r, "kind": "training",
+                 "method": r["method"] if r["steps"] == shortest[(setting, r["method"])] else f"{r['method']} ({r['steps']} steps)"}
+                for r in records if r["setting"] == setting]
+        out = Path(folder) / f"issue4_compute_{setting}.png"
+        plot_compute(rows, out, title=f"{setting}: test MCC vs FLOPs (N = 16, M = 8, K = 3; one point per seed)")
+        print(f"wrote {out}", file=sys.stderr)
 
 
 def _print_report(header: str, records: list[dict]) -> None:

@@ -107,8 +107,9 @@ BEST_SUBSET_TIE_RTOL = 1e-10
 #: unit-norm): its span is that of a smaller support, which the search covers already.
 BEST_SUBSET_DEPENDENT_RTOL = 1e-10
 
-#: best_subset works on blocks of at most this many (row, support) pairs at a time.
-BEST_SUBSET_BLOCK = 1 << 22
+#: best_subset works on blocks of at most this many (row, support) pairs at a time (a few
+#: float64 tensors of this many times K entries: ~25 MB each at K = 3).
+BEST_SUBSET_BLOCK = 1 << 20
 
 LASSO_METHODS = ("auto", "homotopy", "fista", "cvxpy")
 

@@ -449,3 +449,10 @@ def test_best_subset_refuses_impossible_or_too_large_searches(kwargs, match):
 def test_best_subset_rejects_nan_input():
     with pytest.raises(ValueError, match="NaN/inf"):
         best_subset(np.array([[np.nan, 0.0, 0.0]]), np.eye(3), 1)
+
+
+def test_best_subset_blocks_give_the_same_answer(monkeypatch):
+    inst = make_instance(12, 6, 3, 30, seed=2)
+    whole = best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu")
+    monkeypatch.setattr(solvers, "BEST_SUBSET_BLOCK", 200)  # many row and support blocks
+    np.testing.assert_array_equal(best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu"), whole)

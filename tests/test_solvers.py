@@ -454,5 +454,5 @@ def test_best_subset_rejects_nan_input():
 def test_best_subset_blocks_give_the_same_answer(monkeypatch):
     inst = make_instance(12, 6, 3, 30, seed=2)
     whole = best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu")
-    monkeypatch.setattr(solvers, "BEST_SUBSET_BLOCK", 200)  # many row and support blocks
+    monkeypatch.setattr(solvers, "BEST_SUBSET_BLOCK", 20)  # one support per block, rows in blocks of 20
     np.testing.assert_array_equal(best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu"), whole)

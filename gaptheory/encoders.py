@@ -851,14 +851,17 @@ class SparseCoding(Encoder):
         from the previous solve when ``X`` holds the same rows (full-batch training)."""
         warm = self._warm_codes.get(tuple(X.shape))
         self._warm_hit = warm is not None and torch.equal(warm[0], X)
-        if self.cfg.inference == "best_subset":  # exhaustive: nothing to warm-start
-            Z, self._last_fit_flops = _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
-        else:
-            Z, self._last_fit_flops = _per_sample_codes(
-                self, X, init=warm[1] if self._warm_hit else None, alpha=self.cfg.alpha,
-                nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol, max_iter=self.cfg.fit_max_iter, quiet=True)
+        Z, self._last_fit_flops = self._infer(X, init=warm[1] if self._warm_hit else None, tol=self.cfg.fit_tol,
+                                              max_iter=self.cfg.fit_max_iter, quiet=True)
         self._warm_codes[tuple(X.shape)] = (X.detach(), Z)
         return Z, None
+
+    def _infer(self, X, *, init, tol, max_iter, quiet):
+        """Codes of ``X`` on the current dictionary by the configured per-sample inference."""
+        if self.cfg.inference == "best_subset":  # exhaustive: no warm start, no tolerance
+            return _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
+        return _per_sample_codes(self, X, init=init, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
+                                 tol=tol, max_iter=max_iter, quiet=quiet)
 
     def aux_loss(self, Z, hidden_pre):
         """LASSO inference: ``2 alpha mean ||z||_1``, so that with the loop's squared error the
@@ -917,10 +920,7 @@ class SparseCoding(Encoder):
         return loss
 
     def _encode_counted(self, X):
-        if self.cfg.inference == "best_subset":
-            return _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
-        return _per_sample_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
-                                 tol=self.cfg.tol, max_iter=self.cfg.max_iter)
+        return self._infer(X, init=None, tol=self.cfg.tol, max_iter=self.cfg.max_iter, quiet=False)
 
     def training_step_flops(self, n_samples, *, supervised):
         """The inner FISTA solve of this step (from its iterations) plus the dictionary update."""

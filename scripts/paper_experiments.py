@@ -172,15 +172,19 @@ def _fmt(values, digits=3):
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def summarise(records):
-    budgets = {}
+def _labels(records):
+    """Each record's method label: a method also run at a longer budget is labelled with its steps there."""
+    shortest = {}
     for r in records:
-        budgets.setdefault((r["setting"], r["method"]), set()).add(r["steps"])
+        key = (r["setting"], r["method"])
+        shortest[key] = min(shortest.get(key, r["steps"]), r["steps"])
+    return [r["method"] if r["steps"] == shortest[(r["setting"], r["method"])] else f"{r['method']} ({r['steps']} steps)"
+            for r in records]
+
+
+def summarise(records):
     groups = {}
-    for r in records:  # a method also run at a longer budget is labelled with its steps there
-        label = r["method"]
-        if r["steps"] != min(budgets[(r["setting"], r["method"])]):
-            label = f"{label} ({r['steps']} steps)"
+    for r, label in zip(records, _labels(records)):
         groups.setdefault((r["setting"], label), []).append(r)
     lines = [
         "| setting | method | hparams (per seed where they differ) | test MCC | val MCC | support F1 | dead | dict recovery (chance) "
@@ -280,14 +284,9 @@ def _plot(records: list[dict], folder) -> None:
     from gaptheory.report import plot_compute
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    shortest = {}
-    for r in records:
-        key = (r["setting"], r["method"])
-        shortest[key] = min(shortest.get(key, r["steps"]), r["steps"])
+    labelled = [{**r, "kind": "training", "method": label} for r, label in zip(records, _labels(records))]
     for setting in sorted({r["setting"] for r in records}):
-        rows = [{**r, "kind": "training",
-                 "method": r["method"] if r["steps"] == shortest[(setting, r["method"])] else f"{r['method']} ({r['steps']} steps)"}
-                for r in records if r["setting"] == setting]
+        rows = [r for r in labelled if r["setting"] == setting]
         out = Path(folder) / f"issue4_compute_{setting}.png"
         plot_compute(rows, out, title=f"{setting}: test MCC vs FLOPs (N = 16, M = 8, K = 3; one point per seed)")
         print(f"wrote {out}", file=sys.stderr)

@@ -72,6 +72,7 @@ class BenchConfig:
     gap_n_dims: int = 128  # M of the minimax gap LP timing
     gap_k: int = 4  # K of the minimax gap LP timing
     gap_scaling_n: tuple[int, ...] = (64, 128)  # further N (M = N / 2) for the growth exponent
+    gap_jobs: int = -1  # worker processes of the parallel gap timing (-1: one per CPU; 1 skips it)
     scaling_b: tuple[int, ...] = (256, 1024, 4096)  # B values of the scaling table (N, M fixed)
     scaling_n: tuple[int, ...] = (128, 256, 512)  # N values of the scaling table (M = N / 2)
     seed: int = 0  # master seed of every instance
@@ -427,8 +428,17 @@ def bench_gap(cfg: BenchConfig) -> dict:
     if len(points) >= 2:
         logs = np.log([[p["n_latents"], p["seconds"]] for p in points])
         exponent = float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
-    return {"available": True, "seconds": main["seconds"], "success": main["success"], "points": points,
-            "exponent_in_n": exponent}
+    out = {"available": True, "seconds": main["seconds"], "success": main["success"], "points": points,
+           "exponent_in_n": exponent}
+    jobs = (os.cpu_count() or 1) if cfg.gap_jobs == -1 else cfg.gap_jobs
+    if jobs > 1:  # the same call at the main size, latents split over processes, right after the serial one
+        D = random_dictionary(cfg.gap_n_latents, cfg.gap_n_dims, seed=cfg.seed)
+        start = time.perf_counter()
+        parallel = relu_minimax_gap(D, min(cfg.gap_k, cfg.gap_n_latents), n_jobs=jobs)
+        seconds = time.perf_counter() - start
+        out["parallel"] = {"n_latents": cfg.gap_n_latents, "jobs": jobs, "seconds": seconds, "speedup": main["seconds"] / seconds,
+                           "same_eps": bool(parallel.worst == main["worst_eps"]), "success": bool(parallel.success)}
+    return out
 
 
 # ----- scaling over B and N -------------------------------------------------------------
@@ -601,6 +611,10 @@ def render(outcome: dict) -> str:
     if gap.get("available"):
         pts = ", ".join(f"N={p['n_latents']}: {p['seconds']:.2f}s" for p in gap["points"])
         parts.append(f"relu_minimax_gap (all latents): {pts}; time ~ N^{gap['exponent_in_n']:.2f}")
+        if "parallel" in gap:
+            par = gap["parallel"]
+            parts.append(f"relu_minimax_gap at N={par['n_latents']}, n_jobs={par['jobs']}: {par['seconds']:.2f}s "
+                         f"({par['speedup']:.2f}x the serial call; same eps*: {par['same_eps']})")
     parts += ["", _table(["target", "value", "bound", "met"],
                          [[t["target"], f"{t['value']:.3g}", f"{t['relation']} {t['bound']:g}", t["met"]]
                           for t in outcome["targets"]])]

@@ -293,6 +293,8 @@ def _add_gap(subparsers) -> None:
     parser.add_argument("--kind", default="gaussian", help="dictionary kind (gaussian, rademacher, dct, identity_dct)")
     parser.add_argument("--magnitudes", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"),
                         help="range of a nonzero code entry (default 1 1: binary codes)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the per-latent LPs (-1: one per CPU; default 1)")
     parser.set_defaults(command=_run_gap)
 
 
@@ -303,7 +305,7 @@ def _run_gap(args, *, show_progress: bool) -> tuple[dict, str]:
     from .instances import random_dictionary
 
     D = random_dictionary(args.N, args.M, args.kind, seed=args.seed)
-    report = certify_gap(D, args.K, magnitudes=tuple(args.magnitudes))
+    report = certify_gap(D, args.K, magnitudes=tuple(args.magnitudes), n_jobs=args.jobs)
     result = report.result
     latents = [
         {"latent": i, "eps": float(result.eps[i]), "t2_bound": float(report.t2_bound[i]),

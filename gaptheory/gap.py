@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -353,6 +354,31 @@ def _solve_latent(D: np.ndarray, i: int, rows: list[_Row], hi: float):
     return max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims], certificate
 
 
+def _check_jobs(n_jobs) -> int:
+    """Worker count: a positive int, or -1 for one per CPU."""
+    if n_jobs == -1:
+        return os.cpu_count() or 1
+    return check_int(n_jobs, "n_jobs", minimum=1)
+
+
+def _solve_latents(D: np.ndarray, latents, rows: list[_Row], hi: float, n_jobs: int) -> list:
+    """``_solve_latent`` for every latent, in order; in ``n_jobs`` processes when > 1."""
+    latents = list(latents)
+    n_jobs = min(n_jobs, len(latents))
+    if n_jobs <= 1:
+        return _solve_block(D, latents, rows, hi)
+    from concurrent.futures import ProcessPoolExecutor
+
+    blocks = [block.tolist() for block in np.array_split(latents, n_jobs)]
+    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        futures = [pool.submit(_solve_block, D, block, rows, hi) for block in blocks]
+        return [outcome for future in futures for outcome in future.result()]
+
+
+def _solve_block(D: np.ndarray, latents: list[int], rows: list[_Row], hi: float) -> list:
+    return [_solve_latent(D, i, rows, hi) for i in latents]
+
+
 def _solve_compact_cvxpy(D, i, k, lo, hi, solver):
     """The T3 program written like the maths, with ``cp.sum_largest``; used as a cross-check."""
     import cvxpy as cp
@@ -388,6 +414,7 @@ def relu_minimax_gap(
     latents=None,
     method: str = "highs",
     solver: str | None = None,
+    n_jobs: int = 1,
 ) -> GapResult:
     r"""Best worst-case ReLU encoder for codes with at most K nonzeros, one LP per latent (T3).
 
@@ -424,6 +451,10 @@ def relu_minimax_gap(
         written with ``cp.sum_largest`` (slow to compile; a cross-check, no certificates).
     solver : str, optional
         cvxpy solver for ``method="cvxpy"`` (default Clarabel).
+    n_jobs : int
+        Worker processes for ``method="highs"``: the latents' LPs are independent, so they
+        are split into ``n_jobs`` contiguous blocks solved in parallel (-1: one per CPU).
+        The result does not depend on ``n_jobs``.
 
     Returns
     -------
@@ -469,8 +500,7 @@ def relu_minimax_gap(
         for i in latents:
             eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
     else:
-        for i in latents:
-            outcome = _solve_latent(D, i, rows, hi)
+        for i, outcome in zip(latents, _solve_latents(D, latents, rows, hi, _check_jobs(n_jobs))):
             if outcome is None:
                 status[i] = Status.NUMERICAL
                 continue
@@ -900,7 +930,7 @@ class GapReport:
         )
 
 
-def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0)) -> GapReport:
+def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapReport:
     r"""Solve the T3 LP for every latent and bracket each :math:`\varepsilon^*_i` independently.
 
     Runs :func:`relu_minimax_gap`, re-derives a lower bound from each certificate
@@ -912,6 +942,8 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0)) -> GapReport:
     D : array_like of shape (N, M), unit-norm rows, N >= 2
     k : int
     magnitudes : (float, float)
+    n_jobs : int
+        Worker processes of :func:`relu_minimax_gap` (-1: one per CPU).
 
     Returns
     -------
@@ -926,7 +958,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0)) -> GapReport:
     D = check_dictionary(D)
     k = check_k(k, D.shape[0])
     lo, hi = _check_magnitudes(magnitudes)
-    result = relu_minimax_gap(D, k, magnitudes=(lo, hi))
+    result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs)
     certified = np.full(D.shape[0], -np.inf)
     valid = np.zeros(D.shape[0], dtype=bool)
     for certificate in result.certificates:

@@ -217,3 +217,20 @@ def test_certify_gap_brackets_eps_and_skips_t2_when_it_does_not_apply():
     box = certify_gap(D, 2, magnitudes=(2.0, 3.0))
     assert np.isnan(box.t2_bound).all() and box.certificate_valid.all()
     assert (box.encoder_error <= box.result.eps + LP_ATOL).all()
+
+
+def test_relu_minimax_gap_in_parallel_equals_the_serial_solve():
+    D = random_dictionary(12, 6, seed=3)
+    serial = relu_minimax_gap(D, 3)
+    parallel = relu_minimax_gap(D, 3, n_jobs=2)
+    np.testing.assert_array_equal(parallel.eps, serial.eps)
+    np.testing.assert_array_equal(parallel.encoder.W_enc, serial.encoder.W_enc)
+    assert [c.latent for c in parallel.certificates] == [c.latent for c in serial.certificates]
+    subset = relu_minimax_gap(D, 3, latents=[5, 1, 7], n_jobs=3)  # order of the request is kept
+    np.testing.assert_array_equal(subset.eps[[5, 1, 7]], serial.eps[[5, 1, 7]])
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2, 1.5])
+def test_relu_minimax_gap_rejects_bad_worker_counts(n_jobs):
+    with pytest.raises((ValueError, TypeError), match="n_jobs"):
+        relu_minimax_gap(random_dictionary(6, 3, seed=0), 2, n_jobs=n_jobs)

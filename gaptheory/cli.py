@@ -218,6 +218,14 @@ def _add_activations(subparsers) -> None:
         compare.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                              help=f"{help_text} (default {getattr(defaults, name)})")
     compare.add_argument("--methods", nargs="+", default=list(defaults.methods), help="subset of the methods")
+    compare.add_argument("--l1-grid", type=float, nargs="+", default=[],
+                         help="sparsity sweep: l1 values of the ReLU SAE, MLP and SAE + ITO (a grid turns the sweep on)")
+    compare.add_argument("--k-grid", type=int, nargs="+", default=[], help="sparsity sweep: k values of the TopK SAE")
+    compare.add_argument("--alpha-grid", type=float, nargs="+", default=[],
+                         help="sparsity sweep: alpha values of sparse coding")
+    compare.add_argument("--target-l0", type=float, default=defaults.target_l0,
+                         help="sparsity sweep: per method keep the grid point whose validation L0 is closest "
+                              f"(default {defaults.target_l0:g})")
     compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     compare.set_defaults(command=_run_activations_compare)
 
@@ -242,7 +250,9 @@ def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
 
     config = ComparisonConfig(expansion=args.expansion, k=args.k, l1_coefficient=args.l1_coefficient,
                               steps=args.steps, batch_size=args.batch_size, n_val=args.n_val, n_score_train=args.n_score_train,
-                              n_score_test=args.n_score_test, methods=tuple(args.methods))
+                              n_score_test=args.n_score_test, methods=tuple(args.methods),
+                              l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid), alpha_grid=tuple(args.alpha_grid),
+                              target_l0=args.target_l0)
     report = compare_encoders_on_activations(args.train, args.test, args.out, config=config, seed=args.seed,
                                              device=args.device, progress=show_progress)
     outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,

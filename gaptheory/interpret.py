@@ -17,13 +17,13 @@ For a trained encoder's codes on real activations (one row per token, :mod:`gapt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse
 import scipy.stats
 
-from ._validation import as_generator, check_array, check_int
+from ._validation import as_generator, check_array, check_int, check_k
 
 #: A latent "fires" on a token when its code exceeds this. ReLU/TopK/soft-thresholded codes
 #: are exactly 0 when off; a tiny positive floor keeps float round-off (~1e-7 in float32
@@ -298,6 +298,11 @@ def holm(p_values) -> np.ndarray:
 #: Methods compared on real activations (names of ``gaptheory.training.build_model``).
 COMPARISON_METHODS = ("sae", "sae_topk", "mlp", "sae_ito", "sparse_coding")
 
+#: The sparsity knob each method's sweep varies (``ComparisonConfig.grid``); SAE + ITO reuses the
+#: ReLU SAE trained at each l1 and refines its codes with alpha = l1 / 2.
+SPARSITY_KNOBS = {"sae": "l1_coefficient", "sae_topk": "k", "mlp": "l1_coefficient", "sae_ito": "l1_coefficient",
+                  "sparse_coding": "alpha"}
+
 #: Steps of the throwaway pilot run that measures a sparse-coding step's FLOPs (its inner
 #: FISTA cost depends on the data, so the budget cannot be matched analytically).
 _PILOT_STEPS = 2
@@ -322,6 +327,10 @@ class ComparisonConfig:
     n_score_test: int = 3000       # held-out tokens encoded for every reported metric
     n_examples: int = 3            # example latents per method in the report
     methods: tuple = COMPARISON_METHODS
+    l1_grid: tuple = ()            # sweep: l1 values of the ReLU SAE, MLP and SAE + ITO (empty: l1_coefficient)
+    k_grid: tuple = ()             # sweep: k values of the TopK SAE (empty: k)
+    alpha_grid: tuple = ()         # sweep: alpha values of sparse coding (empty: l1_coefficient / 2)
+    target_l0: float = 32.0        # sweep: each method keeps the grid point whose validation L0 is closest
 
     def __post_init__(self):
         for name in ("expansion", "k", "mlp_hidden", "steps", "batch_size", "fista_max_iter", "fit_max_iter",
@@ -337,23 +346,63 @@ class ComparisonConfig:
         if unknown or not self.methods:
             raise ValueError(f"methods={list(self.methods)} must be a non-empty subset of "
                              f"{list(COMPARISON_METHODS)}; drop {unknown}.")
+        for name in ("l1_grid", "k_grid", "alpha_grid"):
+            object.__setattr__(self, name, _check_grid(getattr(self, name), name, integer=name == "k_grid"))
+        if not (isinstance(self.target_l0, (int, float)) and np.isfinite(self.target_l0) and self.target_l0 > 0):
+            raise ValueError(f"target_l0={self.target_l0!r} must be a finite number > 0, in active latents per "
+                             "token; e.g. target_l0=32.")
 
-    def hparams(self, method: str) -> dict:
-        """Config overrides of ``method``: the ITO/sparse-coding alpha is l1_coefficient / 2,
-        so the per-sample objective 0.5||x - zD||^2 + alpha||z||_1 is the SAE loss halved."""
-        alpha = self.l1_coefficient / 2
+    @property
+    def sweep(self) -> bool:
+        """Whether any sparsity grid is given: then every method is swept and matched on validation L0."""
+        return bool(self.l1_grid or self.k_grid or self.alpha_grid)
+
+    def grid(self, method: str) -> tuple:
+        """Values of ``method``'s sparsity knob (:data:`SPARSITY_KNOBS`) the sweep tries, in grid order."""
+        if method == "sae_topk":
+            return self.k_grid or (self.k,)
+        if method == "sparse_coding":
+            return self.alpha_grid or (self.l1_coefficient / 2,)
+        return self.l1_grid or (self.l1_coefficient,)
+
+    def hparams(self, method: str, value=None) -> dict:
+        """Config overrides of ``method``, its sparsity knob set to ``value`` (default: the single setting).
+
+        The ITO alpha is the SAE's l1 / 2 (and sparse coding's default alpha is l1_coefficient / 2),
+        so the per-sample objective 0.5||x - zD||^2 + alpha||z||_1 is the SAE loss halved.
+        """
+        l1 = self.l1_coefficient if value is None or method in ("sae_topk", "sparse_coding") else value
+        alpha = self.l1_coefficient / 2 if value is None or method != "sparse_coding" else value
         return {
-            "sae": {"l1_coefficient": self.l1_coefficient},
-            "sae_topk": {},
-            "mlp": {"l1_coefficient": self.l1_coefficient, "hidden": (self.mlp_hidden,)},
-            "sae_ito": {"l1_coefficient": self.l1_coefficient, "ito_alpha": alpha, "ito_tol": self.fista_tol,
+            "sae": {"l1_coefficient": l1},
+            "sae_topk": {} if value is None else {"k": int(value)},
+            "mlp": {"l1_coefficient": l1, "hidden": (self.mlp_hidden,)},
+            "sae_ito": {"l1_coefficient": l1, "ito_alpha": l1 / 2, "ito_tol": self.fista_tol,
                         "ito_max_iter": self.fista_max_iter},
             "sparse_coding": {"alpha": alpha, "tol": self.fista_tol, "max_iter": self.fista_max_iter,
                               "fit_max_iter": self.fit_max_iter},
         }[method]
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "methods": list(self.methods)}
+        return {**self.__dict__, "methods": list(self.methods),
+                **{name: list(getattr(self, name)) for name in ("l1_grid", "k_grid", "alpha_grid")}}
+
+
+def _check_grid(values, name: str, *, integer: bool) -> tuple:
+    """A sparsity grid as a tuple: distinct positive numbers (ints for ``k_grid``); empty means no sweep."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name}={values!r} must be a sequence of numbers, e.g. {name}=(0.03, 0.1, 0.3).")
+    values = tuple(values)
+    for v in values:
+        if integer:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}={list(values)} must hold integers >= 1; {v!r} is not one. "
+                                 "Pass TopK sizes such as (16, 32, 64).")
+        elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}={list(values)} must hold finite numbers > 0; {v!r} is not one.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}={list(values)} repeats a value; each grid point trains a model, so list each once.")
+    return tuple(int(v) for v in values) if integer else tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -371,9 +420,61 @@ class MethodResult:
     chance_f1: float             # median F1 of the shuffled-codes baseline
     train_seconds: float
     examples: list               # example latents: index, F1, associated tokens, top contexts
+    setting: dict = field(default_factory=dict)  # the sparsity knob and its value, e.g. {"k": 32}
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point of the sparsity sweep, measured on the validation rows only."""
+
+    method: str
+    knob: str                    # SPARSITY_KNOBS[method]
+    value: float                 # the knob's value at this point
+    steps: int                   # training steps within the budget
+    train_flops: int
+    val_explained_variance: float
+    val_l0: float                # mean active latents per validation row
+    val_dead_latents: int        # latents never active on the validation rows
+    selected: bool               # closest validation L0 to the target among the method's points
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def select_closest_l0(val_l0, target_l0: float) -> int:
+    r"""Index of the grid point whose validation L0 is closest to ``target_l0``.
+
+    .. math:: \hat j = \arg\min_j |L_0^{val}(j) - L_0^{target}|
+
+    ties go to the first point in grid order. Only validation numbers enter, so the held-out
+    split stays untouched until the chosen models are scored (Gao et al. 2024 compare methods
+    at matched L0 in the same way).
+
+    Parameters
+    ----------
+    val_l0 : array_like of shape (G,)
+        Validation L0 of each of a method's G grid points.
+    target_l0 : float
+        The common L0 target, > 0.
+
+    References
+    ----------
+    .. [1] Gao et al. (2024), "Scaling and evaluating sparse autoencoders", arXiv 2406.04093, Sec. 2.
+
+    Examples
+    --------
+    >>> select_closest_l0([80.0, 41.0, 20.0], 32)
+    1
+    """
+    val_l0 = check_array(val_l0, "val_l0", ndim=1)
+    if val_l0.size == 0 or not np.isfinite(val_l0).all():
+        raise ValueError(f"val_l0={val_l0.tolist()} must be a non-empty list of finite L0 values, one per grid point.")
+    if not (isinstance(target_l0, (int, float)) and np.isfinite(target_l0) and target_l0 > 0):
+        raise ValueError(f"target_l0={target_l0!r} must be a finite number > 0.")
+    return int(np.argmin(np.abs(val_l0 - target_l0)))
 
 
 @dataclass(frozen=True)
@@ -388,21 +489,31 @@ class ActivationsComparison:
     comparisons: list            # per method vs the ReLU SAE: Comparison dicts with Holm-adjusted p
     saelens_exports: dict        # method -> {"path", "round_trip_max_abs_diff"}
     report_path: str
+    sweep: list = field(default_factory=list)  # SweepPoint per method and grid point (empty without a sweep)
 
     def to_dict(self) -> dict:
         return {"config": self.config, "metadata": self.metadata, "scale": self.scale,
                 "budget_flops": self.budget_flops, "methods": [m.to_dict() for m in self.methods],
                 "comparisons": self.comparisons, "saelens_exports": self.saelens_exports,
-                "report_path": self.report_path}
+                "report_path": self.report_path, "sweep": [p.to_dict() for p in self.sweep]}
 
     def render_text(self) -> str:
         """A fixed-width table of the methods."""
         lines = [f"{self.metadata.get('model')} {self.metadata.get('hook_name')}: training budget "
-                 f"{self.budget_flops:.3g} FLOPs per method",
-                 f"{'method':<14}{'steps':>7}{'train FLOPs':>13}{'inf FLOPs/tok':>15}{'EV':>8}{'L0':>8}"
+                 f"{self.budget_flops:.3g} FLOPs per method"]
+        if self.sweep:
+            lines += [f"sparsity sweep on {self.config['n_val']} validation rows, target L0 {self.config['target_l0']:g} "
+                      "(* = kept)",
+                      f"{'method':<14}{'knob':>16}{'value':>10}{'steps':>7}{'val EV':>8}{'val L0':>8}{'dead':>6}"]
+            for p in self.sweep:
+                lines.append(f"{p.method:<14}{p.knob:>16}{p.value:>10.4g}{p.steps:>7}{p.val_explained_variance:>8.3f}"
+                             f"{p.val_l0:>8.1f}{p.val_dead_latents:>6}{' *' if p.selected else ''}")
+            lines.append("held-out tokens, the kept models:")
+        lines += [f"{'method':<14}{'setting':>18}{'steps':>7}{'train FLOPs':>13}{'inf FLOPs/tok':>15}{'EV':>8}{'L0':>8}"
                  f"{'dead':>6}{'median F1':>11}{'chance F1':>11}"]
         for m in self.methods:
-            lines.append(f"{m.method:<14}{m.steps:>7}{m.train_flops:>13.3g}{m.inference_flops_per_token:>15.3g}"
+            setting = ", ".join(f"{key}={value:g}" for key, value in m.setting.items())
+            lines.append(f"{m.method:<14}{setting:>18}{m.steps:>7}{m.train_flops:>13.3g}{m.inference_flops_per_token:>15.3g}"
                          f"{m.explained_variance:>8.3f}{m.mean_l0:>8.1f}{m.dead_latents:>6}"
                          f"{m.detection['median_f1']:>11.3f}{m.chance_f1:>11.3f}")
         for c in self.comparisons:
@@ -447,6 +558,15 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     adjusted), exports each SAE in the SAELens layout and checks it loads back identically, and
     writes ``results.json`` and ``report.md`` into ``out_dir``.
 
+    With a sparsity grid (``config.l1_grid``, ``k_grid`` or ``alpha_grid``; see
+    :meth:`ComparisonConfig.grid`) every method is first trained at each value of its sparsity
+    knob (:data:`SPARSITY_KNOBS`), each run under the same budget, and measured on the
+    validation rows only (EV, L0, dead latents; :class:`SweepPoint`). Per method the point whose
+    validation L0 is closest to ``config.target_l0`` is kept (:func:`select_closest_l0`), and
+    only the kept, sparsity-matched models are scored on the held-out tokens, as Gao et al.
+    (2024) compare SAEs at matched L0. Without a grid each method trains once at the single
+    shared setting.
+
     Parameters
     ----------
     train_path, test_path : str or Path
@@ -461,6 +581,17 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     Returns
     -------
     ActivationsComparison
+        ``sweep`` lists every grid point (empty without a grid).
+
+    Raises
+    ------
+    ValueError
+        If the files differ in width, model or hook, the training file is too short for
+        ``n_val`` plus one batch, or a ``k_grid`` value exceeds N = expansion x M.
+
+    References
+    ----------
+    .. [1] Gao et al. (2024), "Scaling and evaluating sparse autoencoders", arXiv 2406.04093.
     """
     import json
     from pathlib import Path
@@ -495,18 +626,30 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     X_test, ids_test = test_acts.X[:n_test].astype(np.float64) / scale, test_acts.token_ids[:n_test]
     vocab = {**_vocab_of(train_acts.metadata), **_vocab_of(test_acts.metadata)}
 
+    if config.sweep:
+        check_k(max(config.grid("sae_topk")), N, "the largest k_grid value")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = build_model("sae", N, M, config.k, hparams=config.hparams("sae"), seed=seed)
     budget = reference.training_step_flops(config.batch_size, supervised=False).total * config.steps
 
-    results, f1s, exports = [], {}, {}
-    for method in config.methods:
-        model = build_model(method, N, M, config.k, hparams=config.hparams(method), seed=seed)
+    def fit(method, value=None):
+        model = build_model(method, N, M, config.k, hparams=config.hparams(method, value), seed=seed)
         steps = _budgeted_steps(model, budget, config.batch_size, X_fit, config.lr, seed, device)
         history = train(model, X_fit, TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr,
                                                   eval_every=max(1, steps // 10), seed=seed, progress=progress),
                         X_val=X_val, device=device)
+        return model, history
+
+    if config.sweep:
+        chosen, sweep = _sparsity_sweep(config, fit, X_val, N, M, seed)
+    else:
+        sweep = []
+        chosen = {method: (*fit(method), config.hparams(method)) for method in config.methods}
+
+    results, f1s, exports = [], {}, {}
+    for method in config.methods:
+        model, history, hparams = chosen[method]
         Z_test, flops = model.encode_with_flops(X_test)
         Z_score = model.encode(X_score)
         scores = detection_scores(Z_score, ids_score, Z_test, ids_test)
@@ -514,13 +657,15 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
         f1s[method] = scores.f1
         examples = _example_latents(scores, Z_test, ids_test, test_acts.window_ids[:n_test], vocab,
                                     config.n_examples)
+        knob = SPARSITY_KNOBS[method]
+        setting = {knob: hparams[knob] if knob in hparams else model.cfg.k}
         results.append(MethodResult(
             method=method, steps=history.steps_run, train_flops=int(history.flops.total),
             inference_flops_per_token=flops.total / n_test,
             explained_variance=explained_variance(X_test, model.decode(Z_test)), mean_l0=mean_l0(Z_test),
             dead_latents=dead_latents(np.vstack([Z_score, Z_test])), detection=scores.summary(),
             chance_f1=float(np.median(chance.f1)) if chance.f1.size else float("nan"),
-            train_seconds=history.seconds, examples=examples))
+            train_seconds=history.seconds, examples=examples, setting=setting))
         if isinstance(model, SparseAutoencoder):  # ReLU, TopK and the SAE under ITO
             exports[method] = _export_and_reload(model, out_dir / "saes" / method, X_test[:256], Encoder)
 
@@ -533,10 +678,53 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
 
     report_path = out_dir / "report.md"
     comparison = ActivationsComparison(config.to_dict(), dict(train_acts.metadata), scale, int(budget), results,
-                                       comparisons, exports, str(report_path))
+                                       comparisons, exports, str(report_path), sweep)
     _write_atomic(out_dir / "results.json", json.dumps(comparison.to_dict(), indent=2, sort_keys=True, default=float))
     _write_atomic(report_path, render_markdown(comparison))
     return comparison
+
+
+def _sparsity_sweep(config: ComparisonConfig, fit, X_val, N: int, M: int, seed: int):
+    """Train every method at each point of its grid; keep, per method, the point closest to the target L0.
+
+    Only ``X_val`` (the last ``n_val`` training rows, never trained on) is encoded here. SAE + ITO
+    reuses the ReLU SAE trained at the same l1 (training is that of the SAE) and refines its codes
+    with alpha = l1 / 2. Returns ``({method: (model, history, hparams)}, [SweepPoint, ...])``.
+    """
+    import logging
+
+    from .metrics import dead_latents, explained_variance, mean_l0
+    from .training import build_model
+
+    log = logging.getLogger(__name__)
+    saes, chosen, sweep = {}, {}, []
+    for method in config.methods:
+        candidates, points = [], []
+        for value in config.grid(method):
+            hparams = config.hparams(method, value)
+            if method in ("sae", "sae_ito"):
+                if value not in saes:
+                    saes[value] = fit("sae", value)
+                sae, history = saes[value]
+                model = sae
+                if method == "sae_ito":
+                    model = build_model("sae_ito", N, M, config.k, hparams=hparams, seed=seed)
+                    model.load_state_dict(sae.state_dict())
+            else:
+                model, history = fit(method, value)
+            Z_val = model.encode(X_val)
+            points.append(SweepPoint(method, SPARSITY_KNOBS[method], value, history.steps_run,
+                                     int(history.flops.total), explained_variance(X_val, model.decode(Z_val)),
+                                     mean_l0(Z_val), dead_latents(Z_val), False))
+            candidates.append((model, history, hparams))
+            log.info("sweep %s %s=%g: val EV %.3f, val L0 %.1f, %d dead, %.0f s", method, points[-1].knob, value,
+                     points[-1].val_explained_variance, points[-1].val_l0, points[-1].val_dead_latents,
+                     history.seconds)
+        best = select_closest_l0([p.val_l0 for p in points], config.target_l0)
+        points[best] = SweepPoint(**{**points[best].to_dict(), "selected": True})
+        chosen[method] = candidates[best]
+        sweep += points
+    return chosen, sweep
 
 
 def _vocab_of(metadata: dict) -> dict:
@@ -587,13 +775,28 @@ def render_markdown(comparison: ActivationsComparison) -> str:
         f"E||x||^2 = 1. N = {cfg['expansion']} x M; every method gets the FLOP budget of {cfg['steps']} "
         f"ReLU-SAE steps ({comparison.budget_flops:.3g} FLOPs) at batch {cfg['batch_size']}, lr {cfg['lr']}.",
         "",
-        "| method | steps | train FLOPs | inference FLOPs/token | EV | L0 | dead | median F1 | mean F1 | "
+    ]
+    if comparison.sweep:
+        lines += [f"## Sparsity sweep (validation: the last {cfg['n_val']} training rows)", "",
+                  f"Each method trained at every grid point under the same budget; the point whose validation L0 "
+                  f"is closest to {cfg['target_l0']:g} is kept (**bold**) and only the kept models are scored on "
+                  "held-out tokens below.", "",
+                  "| method | knob | value | steps | val EV | val L0 | val dead |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for p in comparison.sweep:
+            mark = "**" if p.selected else ""
+            lines.append(f"| {p.method} | {p.knob} | {mark}{p.value:g}{mark} | {p.steps} | "
+                         f"{p.val_explained_variance:.3f} | {p.val_l0:.1f} | {p.val_dead_latents} |")
+        lines += ["", "## Held-out tokens (the kept models)", ""]
+    lines += [
+        "| method | setting | steps | train FLOPs | inference FLOPs/token | EV | L0 | dead | median F1 | mean F1 | "
         "chance F1 | scored latents |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in comparison.methods:
         d = m.detection
-        lines.append(f"| {m.method} | {m.steps} | {m.train_flops:.3g} | {m.inference_flops_per_token:.3g} | "
+        setting = ", ".join(f"{key} {value:g}" for key, value in m.setting.items())
+        lines.append(f"| {m.method} | {setting} | {m.steps} | {m.train_flops:.3g} | {m.inference_flops_per_token:.3g} | "
                      f"{m.explained_variance:.3f} | {m.mean_l0:.1f} | {m.dead_latents} | {d['median_f1']:.3f} | "
                      f"{d['mean_f1']:.3f} | {m.chance_f1:.3f} | {d['n_scored']} |")
     lines += ["", "Detection F1: a latent's firing on held-out tokens as a predictor of the tokens it was "

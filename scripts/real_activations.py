@@ -12,11 +12,16 @@ Markdown report and ``results.json`` land in ``--out``. Every step is also a CLI
     gaptheory activations extract --split train --tokens 40000 --layer 3 --out runs/real/train.safetensors
     gaptheory activations extract --split test --tokens 12000 --layer 3 --out runs/real/test.safetensors
     gaptheory activations compare --train runs/real/train.safetensors --test runs/real/test.safetensors --out runs/real
+
+Sparsity-matched comparison: give grids (``--l1-grid``, ``--k-grid``, ``--alpha-grid``); every method is
+trained at each point of its grid, and the point whose validation L0 is closest to ``--target-l0`` is
+scored on the held-out tokens, e.g. ``--l1-grid 0.03 0.1 0.3 --k-grid 16 32 64 --alpha-grid 0.05 0.1 0.2``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -36,6 +41,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=ComparisonConfig.steps)
     parser.add_argument("--l1-coefficient", type=float, default=ComparisonConfig.l1_coefficient)
     parser.add_argument("--k", type=int, default=ComparisonConfig.k)
+    parser.add_argument("--l1-grid", type=float, nargs="+", default=(),
+                        help="sparsity sweep: l1 values of the ReLU SAE, MLP and SAE + ITO")
+    parser.add_argument("--k-grid", type=int, nargs="+", default=(), help="sparsity sweep: k values of the TopK SAE")
+    parser.add_argument("--alpha-grid", type=float, nargs="+", default=(),
+                        help="sparsity sweep: alpha values of sparse coding")
+    parser.add_argument("--target-l0", type=float, default=ComparisonConfig.target_l0,
+                        help="sparsity sweep: keep per method the point with validation L0 closest to this")
+    parser.add_argument("--methods", nargs="+", default=list(ComparisonConfig.methods))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
@@ -51,7 +64,9 @@ def main(argv=None) -> int:
             print(f"extracted {result.n_tokens} {split} tokens of {result.hook_name} in "
                   f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     config = ComparisonConfig(expansion=args.expansion, steps=args.steps, l1_coefficient=args.l1_coefficient,
-                              k=args.k)
+                              k=args.k, l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid),
+                              alpha_grid=tuple(args.alpha_grid), target_l0=args.target_l0, methods=tuple(args.methods))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     start = time.perf_counter()
     comparison = compare_encoders_on_activations(paths["train"], paths["test"], out, config=config, seed=args.seed,
                                                  device=args.device, progress=sys.stderr.isatty())

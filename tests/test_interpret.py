@@ -197,3 +197,123 @@ def test_cli_activations_compare_prints_one_json_document(tiny_activations, tmp_
     outcome = json.loads(captured.out)
     assert [m["method"] for m in outcome["methods"]] == ["sae", "sae_topk"]
     assert outcome["comparisons"][0]["name_a"] == "sae_topk"
+
+
+# ----- the sparsity-matched comparison: sweep on validation, score the matched models ------
+
+TINY_SWEEP = dict(TINY_COMPARISON, l1_grid=(0.01, 0.3), k_grid=(2, 6), alpha_grid=(0.005, 0.15), target_l0=4.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tiny_activations, tmp_path_factory):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    return compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"],
+                                           tmp_path_factory.mktemp("sweep"), config=ComparisonConfig(**TINY_SWEEP),
+                                           seed=0, device="cpu")
+
+
+def test_sparsity_sweep_measures_every_grid_point_of_every_method_on_validation(tiny_sweep):
+    grids = {"sae": TINY_SWEEP["l1_grid"], "sae_topk": TINY_SWEEP["k_grid"], "mlp": TINY_SWEEP["l1_grid"],
+             "sae_ito": TINY_SWEEP["l1_grid"], "sparse_coding": TINY_SWEEP["alpha_grid"]}
+    assert [(p.method, p.value) for p in tiny_sweep.sweep] == [(m, v) for m, grid in grids.items() for v in grid]
+    for p in tiny_sweep.sweep:
+        assert p.val_l0 >= 0 and p.val_explained_variance <= 1 and 0 <= p.val_dead_latents <= 32
+        assert p.train_flops <= tiny_sweep.budget_flops * 1.5  # the same budget at every grid point
+    steps = lambda method: [(p.value, p.steps, p.train_flops) for p in tiny_sweep.sweep if p.method == method]  # noqa: E731
+    assert steps("sae_ito") == steps("sae")  # ITO reuses the ReLU SAE trained at the same l1
+
+
+def test_sparsity_sweep_keeps_per_method_the_point_closest_to_the_target_l0(tiny_sweep):
+    for method in ("sae", "sae_topk", "mlp", "sae_ito", "sparse_coding"):
+        points = [p for p in tiny_sweep.sweep if p.method == method]
+        distance = [abs(p.val_l0 - TINY_SWEEP["target_l0"]) for p in points]
+        assert [p.selected for p in points] == [d == min(distance) and d not in distance[:i]
+                                                for i, d in enumerate(distance)]
+        kept = next(p for p in points if p.selected)
+        result = next(m for m in tiny_sweep.methods if m.method == method)
+        assert result.setting == {kept.knob: kept.value} and result.steps == kept.steps
+
+
+def test_sparsity_sweep_keeps_the_sparsest_point_for_a_tiny_target_and_the_densest_for_a_huge_one(
+        tiny_activations, tmp_path):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    kept = {}
+    for target in (0.01, 1000.0):
+        config = ComparisonConfig(**{**TINY_SWEEP, "methods": ("sae_topk",), "k_grid": (1, 3, 6), "target_l0": target})
+        result = compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"], tmp_path,
+                                                 config=config, seed=0, device="cpu")
+        kept[target] = result.methods[0].setting["k"]
+        assert result.methods[0].setting["k"] == next(p.value for p in result.sweep if p.selected)
+    assert kept == {0.01: 1, 1000.0: 6}
+
+
+def test_sparsity_sweep_selection_does_not_depend_on_the_test_split(tiny_activations, tmp_path):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    config = ComparisonConfig(**{**TINY_SWEEP, "methods": ("sae", "sae_topk")})
+    runs = [compare_encoders_on_activations(tiny_activations["train"], test, tmp_path / str(i), config=config,
+                                            seed=0, device="cpu")
+            for i, test in enumerate((tiny_activations["test"], tiny_activations["train"]))]
+    assert [p.to_dict() for p in runs[0].sweep] == [p.to_dict() for p in runs[1].sweep]
+    assert runs[0].methods[0].explained_variance != runs[1].methods[0].explained_variance  # the test split differs
+
+
+def test_single_setting_comparison_has_no_sweep_and_records_its_setting(tiny_activations, tmp_path):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    config = ComparisonConfig(**{**TINY_COMPARISON, "methods": ("sae", "sae_topk")})
+    assert not config.sweep
+    result = compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"], tmp_path,
+                                             config=config, seed=0, device="cpu")
+    assert result.sweep == [] and [m.setting for m in result.methods] == [{"l1_coefficient": 0.1}, {"k": 4}]
+
+
+@pytest.mark.parametrize("grid, message", [
+    (dict(l1_grid=(0.1, -0.2)), r"l1_grid=.*finite numbers > 0"),
+    (dict(alpha_grid=(float("nan"),)), r"alpha_grid=.*finite numbers > 0"),
+    (dict(k_grid=(8, 2.5)), r"k_grid=.*integers >= 1"),
+    (dict(k_grid=(0,)), r"k_grid=.*integers >= 1"),
+    (dict(l1_grid=(0.1, 0.1)), r"repeats a value"),
+    (dict(l1_grid="0.1"), r"sequence of numbers"),
+    (dict(l1_grid=(0.1,), target_l0=0), r"target_l0=0 must be a finite number > 0"),
+])
+def test_comparison_config_rejects_bad_sparsity_grids(grid, message):
+    from gaptheory.interpret import ComparisonConfig
+
+    with pytest.raises(ValueError, match=message):
+        ComparisonConfig(**grid)
+
+
+def test_sparsity_sweep_rejects_a_k_larger_than_the_latents(tiny_activations, tmp_path):
+    from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+
+    config = ComparisonConfig(**{**TINY_COMPARISON, "methods": ("sae_topk",), "k_grid": (4, 33)})
+    with pytest.raises(ValueError, match=r"1 <= K <= N=32"):
+        compare_encoders_on_activations(tiny_activations["train"], tiny_activations["test"], tmp_path,
+                                        config=config, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("val_l0, target, expected", [([80, 41, 20], 32, 1), ([10, 30, 34], 32, 1),
+                                                      ([5, 7], 1000, 1), ([20, 44], 32, 0)])
+def test_select_closest_l0_picks_the_nearest_point_and_the_first_on_ties(val_l0, target, expected):
+    from gaptheory.interpret import select_closest_l0
+
+    assert select_closest_l0(val_l0, target) == expected
+
+
+def test_cli_activations_compare_runs_the_sweep_when_a_grid_is_given(tiny_activations, tmp_path, capsys):
+    import json
+
+    from gaptheory.cli import main
+
+    code = main(["activations", "compare", "--train", tiny_activations["train"], "--test", tiny_activations["test"],
+                 "--out", str(tmp_path), "--expansion", "2", "--steps", "10", "--batch-size", "32", "--n-val", "40",
+                 "--n-score-train", "200", "--n-score-test", "100", "--methods", "sae_topk", "--k-grid", "1", "6",
+                 "--target-l0", "1000", "--json", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    outcome = json.loads(captured.out)
+    assert [(p["value"], p["selected"]) for p in outcome["sweep"]] == [(1, False), (6, True)]
+    assert outcome["methods"][0]["setting"] == {"k": 6} and outcome["config"]["k_grid"] == [1, 6]

@@ -310,7 +310,12 @@ _PILOT_STEPS = 2
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """Options of :func:`compare_encoders_on_activations` (one set for every method)."""
+    """Options of :func:`compare_encoders_on_activations` (one set for every method).
+
+    Without grids every method trains once at ``l1_coefficient`` / ``k`` (alpha = l1 / 2). Any
+    non-empty grid turns the sparsity sweep on (:attr:`sweep`): each method then trains at every
+    value of :meth:`grid` and keeps the one whose validation L0 is closest to ``target_l0``.
+    """
 
     expansion: int = 2             # N / M
     k: int = 32                    # active latents of the TopK SAE

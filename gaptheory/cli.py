@@ -226,6 +226,10 @@ def _add_activations(subparsers) -> None:
     compare.add_argument("--target-l0", type=float, default=defaults.target_l0,
                          help="sparsity sweep: per method keep the grid point whose validation L0 is closest "
                               f"(default {defaults.target_l0:g})")
+    compare.add_argument("--mlp-fit-output", action="store_true",
+                         help="MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)")
+    compare.add_argument("--mlp-init-rows", type=int, default=None,
+                         help="MLP: training rows its data initialisation uses (default all; paid from the budget)")
     compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     compare.set_defaults(command=_run_activations_compare)
 
@@ -252,7 +256,8 @@ def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
                               steps=args.steps, batch_size=args.batch_size, n_val=args.n_val, n_score_train=args.n_score_train,
                               n_score_test=args.n_score_test, methods=tuple(args.methods),
                               l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid), alpha_grid=tuple(args.alpha_grid),
-                              target_l0=args.target_l0)
+                              target_l0=args.target_l0, mlp_fit_output=args.mlp_fit_output,
+                              mlp_init_rows=args.mlp_init_rows)
     report = compare_encoders_on_activations(args.train, args.test, args.out, config=config, seed=args.seed,
                                              device=args.device, progress=show_progress)
     outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,

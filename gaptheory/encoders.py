@@ -208,9 +208,12 @@ class MLPEncoderConfig(EncoderConfig):
     l1_coefficient: float = 0.03  # weight of mean_b ||z_b||_1 in the reconstruction loss
     center_output_bias: bool = True  # before training, set the output bias so every latent is active on half the rows
     fit_output_to_decoder: bool = False  # before training, fit the output layer by ridge least squares to X W_dec^T (the SAE's start)
+    init_rows: int | None = None  # rows the data initialisation uses (a random subset drawn with the model's seed); None: all
 
     def __post_init__(self):
         super().__post_init__()
+        if self.init_rows is not None:
+            check_int(self.init_rows, "init_rows", minimum=1)
         if isinstance(self.hidden, (int, np.integer)) or not all(
             isinstance(h, (int, np.integer)) and h >= 1 for h in self.hidden
         ):
@@ -715,8 +718,12 @@ class MLPEncoder(Encoder):
         output weights a latent's pre-activation is often negative on *every* row: the
         latent starts dead and never receives a gradient. Setting
         ``b_out = -median_b(h_b W_out)`` makes each latent active on half the rows at the
-        start, as the SAE initialisation ``W_enc = W_dec^T`` does.
+        start, as the SAE initialisation ``W_enc = W_dec^T`` does. With ``init_rows`` both
+        use a random subset of that many rows (their cost grows with the rows; a FLOP budget
+        pays for them).
         """
+        if self.cfg.init_rows is not None and len(X) > self.cfg.init_rows:
+            X = X[torch.randperm(len(X), generator=self._generator)[: self.cfg.init_rows].to(X.device)]
         H = X
         for W, b in zip(list(self.weights)[:-1], list(self.biases)[:-1]):
             H = torch.relu(H @ W + b)
@@ -727,6 +734,8 @@ class MLPEncoder(Encoder):
 
     def init_from_data_flops(self, n_samples):
         """:func:`mlp_output_init_flops` of this MLP's widths and initialisation options."""
+        if self.cfg.init_rows is not None:
+            n_samples = min(n_samples, self.cfg.init_rows)
         return mlp_output_init_flops(n_samples, self._widths(), fit=self.cfg.fit_output_to_decoder,
                                      center=self.cfg.center_output_bias)
 

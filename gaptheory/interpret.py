@@ -321,6 +321,8 @@ class ComparisonConfig:
     k: int = 32                    # active latents of the TopK SAE
     l1_coefficient: float = 0.1    # ReLU SAE and MLP: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
     mlp_hidden: int = 1024         # hidden width of the MLP encoder (the paper's largest)
+    mlp_fit_output: bool = False   # MLP: start the output layer at the SAE's start (MLPEncoderConfig.fit_output_to_decoder)
+    mlp_init_rows: int | None = None  # MLP: training rows its data initialisation uses (None: all; it is paid from the budget)
     steps: int = 400               # ReLU SAE steps; their FLOPs are every method's training budget
     batch_size: int = 256          # rows per training step, every method
     lr: float = 1e-3               # Adam learning rate, every method
@@ -342,6 +344,8 @@ class ComparisonConfig:
                      "n_val", "n_score_train", "n_score_test"):
             check_int(getattr(self, name), name, minimum=1)
         check_int(self.n_examples, "n_examples", minimum=0)
+        if self.mlp_init_rows is not None:
+            check_int(self.mlp_init_rows, "mlp_init_rows", minimum=1)
         for name in ("l1_coefficient", "lr", "fista_tol"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -381,7 +385,8 @@ class ComparisonConfig:
         return {
             "sae": {"l1_coefficient": l1},
             "sae_topk": {} if value is None else {"k": int(value)},
-            "mlp": {"l1_coefficient": l1, "hidden": (self.mlp_hidden,)},
+            "mlp": {"l1_coefficient": l1, "hidden": (self.mlp_hidden,), "fit_output_to_decoder": self.mlp_fit_output,
+                    "init_rows": self.mlp_init_rows},
             "sae_ito": {"l1_coefficient": l1, "ito_alpha": l1 / 2, "ito_tol": self.fista_tol,
                         "ito_max_iter": self.fista_max_iter},
             "sparse_coding": {"alpha": alpha, "tol": self.fista_tol, "max_iter": self.fista_max_iter,

@@ -317,3 +317,13 @@ def test_cli_activations_compare_runs_the_sweep_when_a_grid_is_given(tiny_activa
     outcome = json.loads(captured.out)
     assert [(p["value"], p["selected"]) for p in outcome["sweep"]] == [(1, False), (6, True)]
     assert outcome["methods"][0]["setting"] == {"k": 6} and outcome["config"]["k_grid"] == [1, 6]
+
+
+def test_comparison_config_passes_the_mlp_initialisation_options_on():
+    from gaptheory.interpret import ComparisonConfig
+
+    options = ComparisonConfig(mlp_fit_output=True, mlp_init_rows=4096).hparams("mlp")
+    assert options["fit_output_to_decoder"] is True and options["init_rows"] == 4096
+    assert ComparisonConfig().hparams("mlp")["init_rows"] is None
+    with pytest.raises(ValueError, match="mlp_init_rows"):
+        ComparisonConfig(mlp_init_rows=0)

@@ -189,3 +189,25 @@ def test_train_counts_the_mlp_data_initialisation_once(fit):
     assert history.flops == init + mlp.training_step_flops(4, supervised=False) * 3
     again = train(mlp, inst.X, TrainConfig(steps=3, batch_size=4, progress=False), device="cpu")  # already initialised
     assert again.flops == mlp.training_step_flops(4, supervised=False) * 3
+
+
+def test_mlp_data_initialisation_on_a_row_subset_costs_and_uses_only_those_rows():
+    from gaptheory.encoders import mlp_output_init_flops
+
+    inst = make_instance(8, 5, 2, 64, seed=0)
+    cfg = MLPEncoderConfig(M=5, N=8, hidden=(12,), fit_output_to_decoder=True, init_rows=16)
+    mlp = MLPEncoder(cfg, seed=0).fix_decoder(inst.D)
+    assert mlp.init_from_data_flops(64) == mlp_output_init_flops(16, (5, 12, 8), fit=True, center=True)
+    history = train(mlp, inst.X, TrainConfig(steps=2, batch_size=8, progress=False), device="cpu")
+    assert history.flops == mlp.init_from_data_flops(64) + mlp.training_step_flops(8, supervised=False) * 2
+    # the output bias is centred on the drawn subset of rows, not on all of them
+    centred = MLPEncoder(MLPEncoderConfig(M=5, N=8, hidden=(12,), init_rows=16), seed=0)
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    rows = torch.randperm(64, generator=torch.Generator().set_state(centred._generator.get_state()))[:16]
+    hidden = torch.relu(X[rows] @ centred.weights[0] + centred.biases[0])
+    expected = -(hidden @ centred.weights[1]).median(0).values
+    with torch.no_grad():
+        centred.init_from_data(X)
+    torch.testing.assert_close(centred.biases[1].detach(), expected.detach())
+    with pytest.raises(ValueError, match="init_rows"):
+        MLPEncoderConfig(M=5, N=8, init_rows=0)

@@ -17,6 +17,7 @@ For a trained encoder's codes on real activations (one row per token, :mod:`gapt
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -731,7 +732,7 @@ def _sparsity_sweep(config: ComparisonConfig, fit, X_val, N: int, M: int, seed: 
                      points[-1].val_explained_variance, points[-1].val_l0, points[-1].val_dead_latents,
                      history.seconds)
         best = select_closest_l0([p.val_l0 for p in points], config.target_l0)
-        points[best] = SweepPoint(**{**points[best].to_dict(), "selected": True})
+        points[best] = dataclasses.replace(points[best], selected=True)
         chosen[method] = candidates[best]
         sweep += points
     return chosen, sweep

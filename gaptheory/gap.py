@@ -39,7 +39,7 @@ import scipy.sparse
 from ._validation import check_array, check_choice, check_codes, check_dictionary, check_int, check_k
 from .bounds import t2_bound
 from .instances import _check_magnitudes
-from .solvers import Status
+from .solvers import SolverFailedError, Status, basis_pursuit_lp
 
 #: The encoder returned by the LP may exceed the LP value by at most this when evaluated
 #: exactly on the code set; HiGHS's simplex meets its 1e-7 primal feasibility tolerance
@@ -829,7 +829,7 @@ def atom_l1_cost(D) -> np.ndarray:
 
     .. math:: \beta_i = \min \{\|c\|_1 : c D_{-i} = d_i\} \quad (+\infty \text{ if impossible})
 
-    Solved as ``min 1'(c+ + c-)`` s.t. ``(c+ - c-) D_{-i} = d_i``, ``c+-  >= 0`` with HiGHS.
+    Solved by :func:`gaptheory.solvers.lp.basis_pursuit_lp` (HiGHS).
 
     Parameters
     ----------
@@ -852,16 +852,10 @@ def atom_l1_cost(D) -> np.ndarray:
         raise ValueError("atom_l1_cost needs N >= 2 atoms (atom i written with the others); got N=1.")
     beta = np.empty(n_latents)
     for i in range(n_latents):
-        others = np.delete(D, i, axis=0).T  # (M, N - 1)
-        res = scipy.optimize.linprog(
-            np.ones(2 * (n_latents - 1)), A_eq=np.hstack([others, -others]), b_eq=D[i], bounds=(0, None), method="highs"
-        )
-        if res.status == 2:
-            beta[i] = math.inf
-        elif res.status == 0:
-            beta[i] = res.fun
-        else:
-            raise ValueError(f"basis pursuit for atom {i} ended with HiGHS status {res.status}: {res.message}")
+        result = basis_pursuit_lp(D[i][None, :], np.delete(D, i, axis=0))
+        if result.status[0] not in (Status.OPTIMAL, Status.INFEASIBLE):
+            raise SolverFailedError(f"basis pursuit for atom {i} failed: {result.message}")
+        beta[i] = result.objective[0]
     return beta
 
 

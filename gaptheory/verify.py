@@ -46,7 +46,7 @@ from .instances import (
     spark,
     welch_bound,
 )
-from .solvers import basis_pursuit, best_subset, lasso, omp
+from .solvers import basis_pursuit, basis_pursuit_lp, best_subset, lasso, omp
 
 #: LASSO objectives of FISTA and cvxpy must agree to this relative accuracy.
 OBJECTIVE_RTOL = 1e-6
@@ -479,15 +479,9 @@ def _check_symbolic(seed: int, full: bool):
 
 
 def _bp_highs(A: np.ndarray, x: np.ndarray, nonnegative: bool) -> np.ndarray | None:
-    """Basis pursuit ``min |z|_1 s.t. A z = x`` (A of shape (M, N)) as an LP for HiGHS."""
-    import scipy.optimize
-
-    n_latents = A.shape[1]
-    if nonnegative:
-        res = scipy.optimize.linprog(np.ones(n_latents), A_eq=A, b_eq=x, bounds=(0, None), method="highs")
-        return res.x if res.status == 0 else None
-    res = scipy.optimize.linprog(np.ones(2 * n_latents), A_eq=np.hstack([A, -A]), b_eq=x, bounds=(0, None), method="highs")
-    return res.x[:n_latents] - res.x[n_latents:] if res.status == 0 else None
+    """Basis pursuit ``min |z|_1 s.t. A z = x`` (A of shape (M, N)) by HiGHS; None unless optimal."""
+    result = basis_pursuit_lp(x[None, :], A.T, nonnegative=nonnegative, unit_norm=False)
+    return result.codes[0] if result.success else None
 
 
 def empirical_transition(n_latents: int, k: int, *, nonnegative: bool, trials: int, step: int, seed) -> tuple:

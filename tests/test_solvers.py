@@ -7,7 +7,10 @@ from hypothesis import strategies as st
 from gaptheory.instances import Instance, coherence_recovery_sparsity, make_instance, random_dictionary, sparse_codes
 import torch
 
-from gaptheory import solvers
+from gaptheory.solvers import fista, homotopy, lp
+import importlib
+
+best_subset_module = importlib.import_module("gaptheory.solvers.best_subset")
 from gaptheory.solvers import (
     ConvergenceWarning,
     SolveResult,
@@ -230,10 +233,10 @@ def test_exact_finish_on_the_optimal_support_reproduces_cvxpy(nonnegative):
     signs = np.take_along_axis(np.sign(guess), order, 1)
     G = torch.tensor(inst.D @ inst.D.T)
     C = torch.tensor(inst.X @ inst.D.T)
-    codes, singular = solvers._exact_finish(C, G, torch.tensor(order), torch.tensor(signs), alpha)
+    codes, singular = homotopy._exact_finish(C, G, torch.tensor(order), torch.tensor(signs), alpha)
     assert not singular.any()
     np.testing.assert_allclose(codes.numpy(), exact, atol=1e-5)  # cvxpy's codes are good to ~3e-6 here
-    _, gap = solvers._lasso_gap(torch.tensor(inst.X), torch.tensor(inst.D), codes, alpha, nonnegative)
+    _, gap = fista._lasso_gap(torch.tensor(inst.X), torch.tensor(inst.D), codes, alpha, nonnegative)
     assert (gap.numpy() <= 1e-9).all()
 
 
@@ -246,10 +249,10 @@ def test_exact_finish_with_a_wrong_sign_fails_the_certificate():
     signs = np.sign(exact[row, support])
     signs[0] = -signs[0]  # one atom with the wrong sign: not the optimum
     C = torch.tensor(inst.X[row:row + 1] @ inst.D.T)
-    codes, _ = solvers._exact_finish(C, torch.tensor(inst.D @ inst.D.T), torch.tensor(support[None]),
+    codes, _ = homotopy._exact_finish(C, torch.tensor(inst.D @ inst.D.T), torch.tensor(support[None]),
                                      torch.tensor(signs[None]), alpha)
-    primal, gap = solvers._lasso_gap(torch.tensor(inst.X[row:row + 1]), torch.tensor(inst.D), codes, alpha, False)
-    assert gap.item() > solvers.FISTA_TOL * primal.item()
+    primal, gap = fista._lasso_gap(torch.tensor(inst.X[row:row + 1]), torch.tensor(inst.D), codes, alpha, False)
+    assert gap.item() > fista.FISTA_TOL * primal.item()
 
 
 def test_homotopy_solution_is_zero_when_alpha_exceeds_every_correlation():
@@ -262,8 +265,8 @@ def test_homotopy_solution_is_zero_when_alpha_exceeds_every_correlation():
 
 def test_homotopy_rows_cut_short_are_rescued_by_fista_and_still_certified(monkeypatch):
     inst = _homotopy_instance(4)
-    monkeypatch.setattr(solvers, "HOMOTOPY_MAX_EVENTS_PER_DIM", 0)
-    monkeypatch.setattr(solvers, "HOMOTOPY_MIN_EVENTS", 1)  # the path stops after one event
+    monkeypatch.setattr(homotopy, "HOMOTOPY_MAX_EVENTS_PER_DIM", 0)
+    monkeypatch.setattr(homotopy, "HOMOTOPY_MIN_EVENTS", 1)  # the path stops after one event
     result = lasso(inst.X, inst.D, 0.02, method="homotopy", return_info=True)
     assert "10 by FISTA" in result.message and result.success
     exact = lasso(inst.X, inst.D, 0.02, method="cvxpy", return_info=True)
@@ -272,7 +275,7 @@ def test_homotopy_rows_cut_short_are_rescued_by_fista_and_still_certified(monkey
 
 def test_float32_stragglers_are_redone_in_float64(monkeypatch):
     inst = _homotopy_instance(5, nonnegative=True)
-    monkeypatch.setattr(solvers, "HOMOTOPY_STRAGGLER_FRACTION", 1.0)  # float32 pass hands every row over
+    monkeypatch.setattr(homotopy, "HOMOTOPY_STRAGGLER_FRACTION", 1.0)  # float32 pass hands every row over
     result = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", dtype="float32", return_info=True)
     assert "0 by FISTA" in result.message and result.success
     reference = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", return_info=True)
@@ -316,7 +319,7 @@ def test_exact_finish_solves_rows_of_very_different_support_sizes():
         atoms = rng.choice(64, size, replace=False)
         slots = rng.choice(45, size, replace=False)  # live slots scattered among padding
         support[row, slots], signs[row, slots] = atoms, rng.choice([-1.0, 1.0], size)
-    codes, singular = solvers._exact_finish(torch.tensor(X @ D.T), torch.tensor(D @ D.T), torch.tensor(support),
+    codes, singular = homotopy._exact_finish(torch.tensor(X @ D.T), torch.tensor(D @ D.T), torch.tensor(support),
                                             torch.tensor(signs), 0.1)
     assert not singular.any()
     for row in range(3):
@@ -330,14 +333,12 @@ def test_exact_finish_solves_rows_of_very_different_support_sizes():
 def _clarabel_always_inaccurate(monkeypatch):
     import cvxpy as cp
 
-    from gaptheory import solvers
-
-    original = solvers._ParametrisedProblem._solve_row
+    original = lp.CvxpyProblem._solve_row
 
     def fake(self, solver, row):
         return cp.OPTIMAL_INACCURATE if solver == "CLARABEL" else original(self, solver, row)
 
-    monkeypatch.setattr(solvers._ParametrisedProblem, "_solve_row", fake)
+    monkeypatch.setattr(lp.CvxpyProblem, "_solve_row", fake)
 
 
 def test_basis_pursuit_re_solves_uncertified_rows_with_simplex(monkeypatch):
@@ -454,5 +455,5 @@ def test_best_subset_rejects_nan_input():
 def test_best_subset_blocks_give_the_same_answer(monkeypatch):
     inst = make_instance(12, 6, 3, 30, seed=2)
     whole = best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu")
-    monkeypatch.setattr(solvers, "BEST_SUBSET_BLOCK", 20)  # one support per block, rows in blocks of 20
+    monkeypatch.setattr(best_subset_module, "BEST_SUBSET_BLOCK", 20)  # one support per block, rows in blocks of 20
     np.testing.assert_array_equal(best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu"), whole)

@@ -66,6 +66,8 @@ from .flops import (
 )
 from .solvers import FISTA_TOL, ConvergenceWarning, best_subset, lasso
 
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
 #: SAELens file names.
 WEIGHTS_FILENAME, CONFIG_FILENAME = "sae_weights.safetensors", "cfg.json"
 
@@ -109,6 +111,8 @@ SPARSE_INFERENCE = ("lasso", "best_subset")
 ACTIVATIONS = ("relu", "topk", "jumprelu")
 #: SAELens architecture names of each SAE activation.
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+#: The SAELens config format ``save`` writes (read as current by SAELens >= 6).
+SAELENS_FORMAT_VERSION = "6.0.0"
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,6 +191,10 @@ class SAEConfig(EncoderConfig):
 @dataclass(frozen=True)
 class SAEITOConfig(SAEConfig):
     """An SAE whose codes are refined per sample by nonnegative LASSO (FISTA) at inference."""
+
+    @property
+    def architecture(self) -> str:
+        return "sae_ito"  # not a SAELens architecture: SAELens would skip the refinement
 
     ito_alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
     ito_tol: float = FISTA_TOL  # relative duality-gap tolerance of FISTA
@@ -368,16 +376,27 @@ class Encoder(nn.Module):
         return "relu"
 
     # -- public API ------------------------------------------------------------------------
-    def _as_input(self, X) -> tuple[torch.Tensor, bool]:
-        """``X`` as a float tensor on the model's device; whether the caller passed NumPy."""
-        if isinstance(X, torch.Tensor):
-            if X.ndim != 2 or X.shape[1] != self.cfg.M:
-                raise ValueError(f"X must have shape (B, M={self.cfg.M}); got {tuple(X.shape)}.")
-            return X.to(self.W_dec.device, self.W_dec.dtype), False
-        X = check_array(X, "X")
-        if X.shape[1] != self.cfg.M:
-            raise ValueError(f"X must have shape (B, M={self.cfg.M}); got {X.shape}. Pass one row as X[None, :].")
-        return torch.as_tensor(X, dtype=self.W_dec.dtype, device=self.W_dec.device), True
+    def _as_input(self, X, name: str = "X", columns: int | None = None) -> tuple[torch.Tensor, bool]:
+        """``X`` as a float tensor on the model's device, validated like an array (finite, real,
+        2-D, representable in the model's dtype); whether the caller passed NumPy."""
+        columns = self.cfg.M if columns is None else columns
+        letter = "M" if name == "X" else "N"
+        numpy_in = not isinstance(X, torch.Tensor)
+        if numpy_in:
+            X = torch.as_tensor(check_array(X, name))
+        elif X.is_complex() or not (X.is_floating_point() or X.dtype in _INTEGER_DTYPES):
+            raise TypeError(f"{name} must be a real float tensor; got dtype {X.dtype}. Pass X.real or cast it.")
+        if X.ndim != 2 or X.shape[1] != columns:
+            raise ValueError(f"{name} must have shape (B, {letter}={columns}); got {tuple(X.shape)}. "
+                             f"Pass one row as {name}[None, :].")
+        if X.numel() and not bool(torch.isfinite(X).all()):
+            raise ValueError(f"{name} contains NaN or inf; remove those rows first.")
+        limit = torch.finfo(self.W_dec.dtype).max ** 0.5  # X @ W stays finite for |X|, |W| below sqrt(max)
+        if X.numel() and float(X.detach().abs().max()) > limit:
+            raise ValueError(f"{name} has entries up to {float(X.detach().abs().max()):.3g}, beyond what this "
+                             f"{str(self.W_dec.dtype).removeprefix('torch.')} model computes safely (|{name}| <= "
+                             f"{limit:.3g}); rescale {name} (e.g. divide by its RMS norm) or use model.double().")
+        return X.to(self.W_dec.device, self.W_dec.dtype), numpy_in
 
     def encode(self, X):
         """Codes of ``X``: ``(B, M) -> (B, N)``.
@@ -397,6 +416,9 @@ class Encoder(nn.Module):
         Xt, numpy_in = self._as_input(X)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not numpy_in):
             Z, flops = self._encode_counted(Xt)
+        if not bool(torch.isfinite(Z).all()):
+            raise ValueError(f"codes overflowed {str(self.W_dec.dtype).removeprefix('torch.')} for X with entries up "
+                             f"to {float(Xt.detach().abs().max()):.3g}; rescale X or use model.double().")
         return (Z.detach().double().cpu().numpy() if numpy_in else Z), flops
 
     def _encode_counted(self, X: torch.Tensor) -> tuple[torch.Tensor, FlopCount]:
@@ -405,14 +427,15 @@ class Encoder(nn.Module):
 
     def decode(self, Z):
         """Reconstruction ``Z @ W_dec + b_dec``: ``(B, N) -> (B, M)``; NumPy in, NumPy out."""
-        if isinstance(Z, torch.Tensor):
-            return Z @ self.W_dec + self.b_dec
-        Z = check_array(Z, "Z")
-        if Z.shape[1] != self.cfg.N:
-            raise ValueError(f"Z must have shape (B, N={self.cfg.N}); got {Z.shape}.")
+        Zt, numpy_in = self._as_input(Z, "Z", self.cfg.N)
+        if not numpy_in:
+            return self.decode_tensor(Zt)
         with torch.no_grad():
-            Zt = torch.as_tensor(Z, dtype=self.W_dec.dtype, device=self.W_dec.device)
-            return (Zt @ self.W_dec + self.b_dec).double().cpu().numpy()
+            return self.decode_tensor(Zt).double().cpu().numpy()
+
+    def decode_tensor(self, Z: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` of a trusted tensor, without validation (the training loop's path)."""
+        return Z @ self.W_dec + self.b_dec
 
     def fit(self, X, *, codes=None, train_cfg=None, X_val=None, codes_val=None, device=None) -> "Encoder":
         """Train with the shared loop :func:`gaptheory.training.train`; returns ``self``.
@@ -439,51 +462,170 @@ class Encoder(nn.Module):
         return self
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write ``sae_weights.safetensors`` and ``cfg.json`` (SAELens layout) into ``path``.
+    def _saelens_state(self, input_scale: float) -> dict:
+        """State dict for ``save`` with the input scale folded in (SAEs and MLPs override)."""
+        if input_scale != 1.0:
+            raise ValueError(f"input_scale={input_scale} cannot be folded into a {type(self).__name__} "
+                             "(its per-sample solve depends on the data's scale); save with input_scale=1.0.")
+        return {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
 
-        ``cfg.json`` holds ``d_in = M``, ``d_sae = N``, ``architecture``, every config
-        field, ``decoder_trainable`` and ``gaptheory_encoder`` (the class to rebuild).
+    def save(self, path, *, input_scale: float = 1.0, hook_name: str | None = None,
+             model_name: str | None = None) -> Path:
+        r"""Write ``sae_weights.safetensors`` and ``cfg.json`` in SAELens 6's format into ``path``.
+
+        ``cfg.json`` holds SAELens's fields (``architecture``, ``d_in = M``, ``d_sae = N``,
+        ``dtype``, ``apply_b_dec_to_input = False``, ``normalize_activations = "none"``, ``k``
+        for TopK, and ``metadata`` with ``hook_name``, ``model_name``, ``sae_lens_version``)
+        plus a ``gaptheory`` entry (the class, its config, seed, decoder state) that SAELens
+        ignores. A model trained on ``X / input_scale`` is saved as one on raw ``X``:
+        :math:`W_{enc} / s`, :math:`W_{dec} s`, :math:`b_{dec} s`, so SAELens (or
+        :meth:`load`) on raw activations gives the same codes and ``s`` times the reconstruction.
+
+        Parameters
+        ----------
+        path : str or Path
+            Folder (created if missing).
+        input_scale : float
+            ``s > 0``, the divisor applied to the activations during training.
+        hook_name, model_name : str, optional
+            Where the activations came from (SAELens metadata).
         """
         from safetensors.torch import save_file
 
+        input_scale = float(check_positive(input_scale, "input_scale"))
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        save_file(tensors, str(path / WEIGHTS_FILENAME))
-        cfg = {**self.cfg.to_dict(), "d_in": self.cfg.M, "d_sae": self.cfg.N,
-               "gaptheory_encoder": type(self).__name__, "decoder_trainable": self.decoder_trainable,
-               "seed": self.seed, "dtype": str(self.W_dec.dtype).removeprefix("torch.")}
+        save_file(self._saelens_state(input_scale), str(path / WEIGHTS_FILENAME))
+        metadata = {"sae_lens_version": SAELENS_FORMAT_VERSION, "model_name": model_name, "hook_name": hook_name,
+                    "input_scale_folded": input_scale}
+        cfg = {"architecture": self.cfg.architecture, "d_in": self.cfg.M, "d_sae": self.cfg.N,
+               "dtype": str(self.W_dec.dtype).removeprefix("torch."), "device": "cpu",
+               "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
+               "metadata": metadata,
+               "gaptheory": {"encoder": type(self).__name__, "config": self.cfg.to_dict(), "seed": self.seed,
+                             "decoder_trainable": self.decoder_trainable}}
+        if self.cfg.architecture == "topk":
+            cfg.update(k=self.cfg.k, rescale_acts_by_decoder_norm=False)
         (path / CONFIG_FILENAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
         return path
 
     @classmethod
     def load(cls, path, *, device=None) -> "Encoder":
-        """Rebuild an encoder written by :meth:`save`.
+        """Rebuild an encoder from a folder written by :meth:`save` or by SAELens 6.
 
-        Called on :class:`Encoder` it picks the class named in ``cfg.json``; called on a
-        subclass it insists on that class.
+        SAELens folders (``standard``, ``topk``, ``jumprelu``) become a
+        :class:`SparseAutoencoder` with equal codes: where SAELens subtracts ``b_dec`` before
+        encoding, ``b_enc - b_dec W_enc`` is folded into ``b_enc``; a TopK SAE that rescales
+        by decoder norms gets ``W_enc n``, ``b_enc n``, ``W_dec / n``. The weights file's header
+        is checked against ``cfg.json`` before anything is allocated.
+
+        Raises
+        ------
+        ValueError
+            Missing, corrupt or truncated files; shapes that disagree with ``cfg.json``;
+            NaN/inf weights; what gaptheory cannot represent (activation normalisation,
+            reshaping, other architectures).
         """
-        from safetensors.torch import load_file
-
         path = Path(path)
-        if not (path / CONFIG_FILENAME).exists() or not (path / WEIGHTS_FILENAME).exists():
-            raise ValueError(f"{path} must contain {CONFIG_FILENAME} and {WEIGHTS_FILENAME}; save with Encoder.save.")
-        raw = json.loads((path / CONFIG_FILENAME).read_text())
-        name = raw.get("gaptheory_encoder")
-        target = ENCODERS.get(name)
-        if target is None or not issubclass(target, cls):
-            raise ValueError(f"{path / CONFIG_FILENAME} names encoder {name!r}, not a {cls.__name__}; "
-                             f"load it with Encoder.load.")
-        known = {f.name for f in dataclasses.fields(target.config_class)} | {"architecture"}
-        cfg = target.config_class.from_dict({k: v for k, v in raw.items() if k in known})
-        model = target(cfg, seed=raw.get("seed", 0))
-        if not raw.get("decoder_trainable", True):
+        cfg_file, weights_file = path / CONFIG_FILENAME, path / WEIGHTS_FILENAME
+        if not cfg_file.is_file() or not weights_file.is_file():
+            raise ValueError(f"{path} must contain {CONFIG_FILENAME} and {WEIGHTS_FILENAME} (a folder written by "
+                             "Encoder.save or SAELens's save_model).")
+        try:
+            raw = json.loads(cfg_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{cfg_file} is not valid JSON ({err}); re-save the model.") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{cfg_file} must hold a JSON object; got {type(raw).__name__}.")
+        own = raw.get("gaptheory")
+        if isinstance(own, dict):
+            target = ENCODERS.get(own.get("encoder"))
+            if target is None:
+                raise ValueError(f"{cfg_file} names encoder {own.get('encoder')!r}; known: {sorted(ENCODERS)}.")
+            cfg = target.config_class.from_dict(own.get("config", {}))
+            seed, trainable = own.get("seed", 0), own.get("decoder_trainable", True)
+        else:
+            target, cfg = SparseAutoencoder, _config_from_saelens(raw, cfg_file)
+            seed, trainable = 0, True
+        if not issubclass(target, cls):
+            raise ValueError(f"{cfg_file} holds a {target.__name__}, not a {cls.__name__}; load it with Encoder.load.")
+        tensors = _read_weights(weights_file, _expected_shapes(target, cfg))
+        if own is None:
+            tensors = _state_from_saelens(raw, tensors)
+        model = target(cfg, seed=seed)
+        if not trainable:
             model.W_dec.requires_grad_(False)
             model.b_dec.requires_grad_(False)
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILENAME)))
+        model.load_state_dict({k: v.to(model.W_dec.dtype) for k, v in tensors.items()})
         model.data_initialised_ = True  # trained weights: no data-dependent re-initialisation
         return model.to(resolve_device(device))
+
+
+def _config_from_saelens(raw: dict, cfg_file: Path) -> SAEConfig:
+    """The :class:`SAEConfig` of a SAELens 6 ``cfg.json``; refuses what gaptheory cannot represent."""
+    architecture = raw.get("architecture", "standard")
+    activation = {v: k for k, v in SAELENS_ARCHITECTURE.items()}.get(architecture)
+    if activation is None:
+        raise ValueError(f"{cfg_file}: SAELens architecture {architecture!r} has no gaptheory equivalent; "
+                         f"gaptheory loads {sorted(SAELENS_ARCHITECTURE.values())}.")
+    for field_name, plain in (("normalize_activations", "none"), ("reshape_activations", "none")):
+        if raw.get(field_name, plain) != plain:
+            raise ValueError(f"{cfg_file}: {field_name}={raw[field_name]!r} is not representable in gaptheory "
+                             f"(only {plain!r}); fold it into the weights before saving.")
+    if raw.get("hook_head_index") is not None:
+        raise ValueError(f"{cfg_file}: hook_head_index={raw['hook_head_index']!r} is not representable in gaptheory.")
+    for name in ("d_in", "d_sae"):
+        if not isinstance(raw.get(name), int) or isinstance(raw.get(name), bool) or raw[name] < 1:
+            raise ValueError(f"{cfg_file}: {name} must be a positive integer; got {raw.get(name)!r}.")
+    return SAEConfig(M=raw["d_in"], N=raw["d_sae"], activation=activation,
+                     k=raw.get("k", 100) if activation == "topk" else None)
+
+
+def _expected_shapes(target: type, cfg: EncoderConfig) -> dict:
+    """Parameter shapes of ``target(cfg)`` computed without building it (nothing allocated)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in target(cfg, seed=0).state_dict().items()}
+    return shapes
+
+
+def _read_weights(weights_file: Path, expected: dict) -> dict:
+    """The tensors of ``weights_file``; its header (names, shapes) is checked against ``expected``
+    before any tensor is read, and every tensor must be finite."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            if set(shapes) != set(expected):
+                raise ValueError(f"{weights_file} holds tensors {sorted(shapes)}; cfg.json implies "
+                                 f"{sorted(expected)}; the files do not belong together.")
+            for name, shape in shapes.items():
+                if shape != expected[name]:
+                    raise ValueError(f"{weights_file}: {name} has shape {shape}, but cfg.json implies "
+                                     f"{expected[name]}; the files do not belong together.")
+            tensors = {name: handle.get_tensor(name) for name in shapes}
+    except SafetensorError as err:
+        raise ValueError(f"{weights_file} is not a readable safetensors file ({err}); re-save the model.") from None
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{weights_file}: {name} has dtype {tensor.dtype}; weights must be floating point.")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{weights_file}: {name} contains NaN or inf; the model is corrupt.")
+    return tensors
+
+
+@torch.no_grad()
+def _state_from_saelens(raw: dict, tensors: dict) -> dict:
+    """SAELens weights as gaptheory's :class:`SparseAutoencoder` state with equal codes (float64 folds)."""
+    t = {k: v.double() for k, v in tensors.items()}
+    if raw.get("apply_b_dec_to_input", True):  # SAELens encodes (x - b_dec) W_enc + b_enc
+        t["b_enc"] = t["b_enc"] - t["b_dec"] @ t["W_enc"]
+    if raw.get("architecture") == "topk" and raw.get("rescale_acts_by_decoder_norm", False):
+        norms = t["W_dec"].norm(dim=1)
+        t["W_enc"], t["b_enc"], t["W_dec"] = t["W_enc"] * norms, t["b_enc"] * norms, t["W_dec"] / norms[:, None]
+    if raw.get("architecture") == "jumprelu" and (t["threshold"] < 0).any():
+        raise ValueError("a SAELens JumpReLU threshold is negative; gaptheory's JumpReLU needs thresholds >= 0.")
+    return t
 
 
 # ---------------------------------------------------------------------------------------
@@ -567,6 +709,13 @@ class SparseAutoencoder(Encoder):
         with torch.no_grad():
             self.W_enc.copy_(self.W_dec.T)
 
+    def _saelens_state(self, input_scale):
+        state = {name: t.detach().cpu().clone().contiguous() for name, t in self.state_dict().items()}
+        state["W_enc"] /= input_scale  # f((x / s) W_enc + b_enc) = f(x (W_enc / s) + b_enc)
+        state["W_dec"] *= input_scale
+        state["b_dec"] *= input_scale
+        return state
+
     def encode_with_hidden_pre(self, X):
         pre = X @ self.W_enc + self.b_enc
         activation = self.cfg.activation
@@ -612,6 +761,7 @@ class SAEWithITO(SparseAutoencoder):
     """
 
     config_class = SAEITOConfig
+    _saelens_state = Encoder._saelens_state  # the per-sample solve is not scale-free: no folding
 
     def _encode_counted(self, X):
         # Training goes through encode_with_hidden_pre (plain SAE codes); encode refines them.
@@ -697,6 +847,13 @@ class MLPEncoder(Encoder):
 
     def _widths(self):
         return (self.cfg.M, *self.cfg.hidden, self.cfg.N)
+
+    def _saelens_state(self, input_scale):
+        state = {name: t.detach().cpu().clone().contiguous() for name, t in self.state_dict().items()}
+        state["weights.0"] /= input_scale  # the first layer sees x / s
+        state["W_dec"] *= input_scale
+        state["b_dec"] *= input_scale
+        return state
 
     def encode_with_hidden_pre(self, X):
         H = X

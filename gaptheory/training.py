@@ -154,7 +154,7 @@ def _loss(model: Encoder, X: torch.Tensor, codes: torch.Tensor | None) -> torch.
     Z, pre = model.encode_with_hidden_pre(X)
     if codes is not None:
         return ((Z - codes) ** 2).sum(1).mean()
-    return ((model.decode(Z) - X) ** 2).sum(1).mean() + model.aux_loss(Z, pre)
+    return ((model.decode_tensor(Z) - X) ** 2).sum(1).mean() + model.aux_loss(Z, pre)
 
 
 def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_val=None, codes_val=None,

@@ -331,3 +331,54 @@ def test_mlp_output_fit_starts_every_latent_on_its_atom_projection(width):
     random_start, _ = correlations(False)
     assert fitted.min() > 0.9 > random_start.abs().max()
     assert torch.allclose(active, torch.full_like(active, 0.5), atol=1 / 256 + 1e-6)  # still median-centred
+
+
+def _saved_sae(tmp_path):
+    return SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).save(tmp_path / "sae")
+
+
+def test_load_refuses_a_cfg_asking_for_more_than_the_weights_file_holds_before_allocating(tmp_path):
+    folder = _saved_sae(tmp_path)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["gaptheory"]["config"].update(M=10**6, N=10**6)  # 4 TB in float32 if allocated
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not belong together"):
+        Encoder.load(folder)
+
+
+def test_load_refuses_nan_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved_sae(tmp_path)
+    tensors = load_file(str(folder / "sae_weights.safetensors"))
+    tensors["W_enc"][0, 0] = float("nan")
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Encoder.load(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_load_names_a_corrupt_weights_file(tmp_path, damage):
+    folder = _saved_sae(tmp_path)
+    weights = folder / "sae_weights.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x07" * len(data))
+    with pytest.raises(ValueError, match="sae_weights.safetensors"):
+        Encoder.load(folder)
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (torch.full((2, 8), float("nan")), ValueError, "NaN"),
+    (torch.ones(2, 8, dtype=torch.complex64), TypeError, "real"),
+    (torch.ones(2, 7), ValueError, "M=8"),
+    (np.ones((2, 8)) * 1e200, ValueError, "rescale X"),
+    (torch.ones(2, 8, dtype=torch.float64) * 1e200, ValueError, "rescale X"),
+])
+def test_encode_validates_tensors_and_arrays_alike(bad, error, match):
+    with pytest.raises(error, match=match):
+        SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).encode(bad)
+
+
+def test_decode_refuses_nan_tensor_codes():
+    with pytest.raises(ValueError, match="Z contains NaN"):
+        SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).decode(torch.full((2, 16), float("nan")))

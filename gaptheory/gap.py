@@ -432,7 +432,7 @@ def relu_minimax_gap(
     exact whenever the optimum is below ``lo`` (always for binary codes: the constant
     encoder achieves 1/2). Each top-K sum uses the LP form
     :math:`S_k(v^+) = \min_{s \ge 0} k s + \sum_j (v_j - s)_+`, so the LP has
-    M + N + 3N - 1 variables, 3N inequalities (3 nonzeros each) and the N equalities
+    M + 4N + 2 variables (K >= 2), 3N inequalities (3 nonzeros each) and the N equalities
     :math:`u = D w` for binary codes.
 
     Parameters

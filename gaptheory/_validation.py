@@ -56,26 +56,79 @@ def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
-def check_k(k, n_latents: int, name: str = "k") -> int:
+def check_k(K, N: int, name: str = "K") -> int:
     """Check the sparsity level: an int with ``1 <= K <= N``."""
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {type(k).__name__} ({k!r}).")
-    k = int(k)
-    if not 1 <= k <= n_latents:
-        raise ValueError(
-            f"{name}={k} must satisfy 1 <= K <= N={n_latents}; lower {name} or add atoms."
+    if isinstance(K, (bool, np.bool_)) or not isinstance(K, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(K).__name__} ({K!r}).")
+    K = int(K)
+    if not 1 <= K <= N:
+        raise ValueError(f"{name}={K} must satisfy 1 <= K <= N={N}; lower {name} or add atoms.")
+    return K
+
+
+def check_bool(value, name: str) -> bool:
+    """Check that ``value`` is a bool (a string such as ``"no"`` would otherwise count as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be true or false; got {type(value).__name__} ({value!r}).")
+    return bool(value)
+
+
+def _is_torch_tensor(value) -> bool:
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
+
+
+def _torch_to_numpy(tensor, name: str) -> np.ndarray:
+    """Host float64 copy of a torch tensor, refusing what float64 cannot hold."""
+    if tensor.is_complex():
+        raise TypeError(
+            f"{name} is a complex tensor ({tensor.dtype}); gaptheory works over the reals. "
+            f"Pass {name}.real if the imaginary part is meant to be zero."
         )
-    return k
+    if str(tensor.dtype) == "torch.bool":
+        raise TypeError(f"{name} is a boolean tensor; pass {name}.double() if 0/1 values are meant.")
+    # .double() first: numpy has no bfloat16, and float16/int upcast to float64 exactly.
+    return tensor.detach().to("cpu").double().numpy()
 
 
 def check_array(array, name: str, *, ndim: int = 2) -> np.ndarray:
-    """Convert to a finite float64 array with ``ndim`` dimensions."""
-    if hasattr(array, "detach"):  # torch tensors: move to host without keeping the graph
-        array = array.detach().cpu().numpy()
+    """Convert to a finite float64 array with ``ndim`` dimensions.
+
+    Accepts numpy arrays, nested lists and torch tensors of any real dtype (int,
+    float16, bfloat16, float32, float64, all upcast to float64 exactly). Refuses
+    complex and boolean data with ``TypeError`` (a silent cast would drop the
+    imaginary part or turn a mask into numbers), and empty, wrongly shaped or
+    non-finite data with ``ValueError``.
+    """
+    if _is_torch_tensor(array):
+        array = _torch_to_numpy(array, name)
     try:
-        array = np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real-valued array; could not convert it: {err}") from None
+        array = np.asarray(array)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise ValueError(
+            f"{name} must be a rectangular real-valued array; could not convert it: {err}"
+        ) from None
+    kind = array.dtype.kind
+    if kind == "c":
+        raise TypeError(
+            f"{name} is complex ({array.dtype}); gaptheory works over the reals. "
+            f"Pass {name}.real if the imaginary part is meant to be zero."
+        )
+    if kind == "b":
+        raise TypeError(
+            f"{name} is boolean; pass {name}.astype(float) if 0/1 values are meant."
+        )
+    if kind == "O" and all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in array.flat
+    ):
+        kind = "f"  # e.g. fractions.Fraction or decimal-like reals: float64 is the working precision
+    if kind not in "iuf":
+        raise TypeError(
+            f"{name} must hold real numbers; got dtype {array.dtype} "
+            f"(e.g. {array.flat[0]!r} at the first entry). Pass a float array."
+            if array.size else f"{name} must hold real numbers; got dtype {array.dtype}."
+        )
+    with np.errstate(over="ignore"):  # float128 beyond float64's range becomes inf, refused below
+        array = array.astype(np.float64, copy=False)
     if array.ndim != ndim:
         hint = f" Pass a single row as {name}[None, :]." if ndim == 2 and array.ndim == 1 else ""
         raise ValueError(f"{name} must have {ndim} dimensions; got shape {array.shape}.{hint}")
@@ -87,15 +140,35 @@ def check_array(array, name: str, *, ndim: int = 2) -> np.ndarray:
     return array
 
 
+def row_norms(A: np.ndarray) -> np.ndarray:
+    r"""Euclidean norms of the rows of a finite float64 array, without overflow or underflow.
+
+    Each row is rescaled by the power of two nearest its largest absolute entry before
+    squaring (exact, so the norms equal ``np.linalg.norm``'s wherever that one does not
+    overflow), and rows of size 1e-200 or 1e200 get their norms too (``np.linalg.norm``
+    squares first and returns 0 or inf beyond about 1e-154 and 1e154). A zero row has norm 0.
+    """
+    exponent = np.frexp(np.max(np.abs(A), axis=-1, keepdims=True))[1]
+    return np.ldexp(np.linalg.norm(np.ldexp(A, -exponent), axis=-1), exponent[..., 0])
+
+
 def check_dictionary(D, *, name: str = "D", require_unit_norm: bool = True) -> np.ndarray:
     """Validate a dictionary of shape (N, M) whose rows are atoms.
 
-    Raises ``ValueError`` if any row is not unit-norm (when required), naming the
-    worst row and suggesting ``normalize_atoms``.
+    Raises ``ValueError`` naming the first zero row, or (when unit norm is required)
+    the worst non-unit row with the advice to call ``normalize_atoms``. Norms are
+    computed without overflow (:func:`row_norms`), so ``1e200 * D`` is reported as
+    non-unit rather than as infinite.
     """
     D = check_array(D, name)
+    norms = row_norms(D)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(
+            f"{name} has zero rows {zero[:10].tolist()}{' ...' if zero.size > 10 else ''}; an atom "
+            f"must be a nonzero direction. Drop those rows ({name}[{name}.any(axis=1)])."
+        )
     if require_unit_norm:
-        norms = np.linalg.norm(D, axis=1)
         deviation = np.abs(norms - 1.0)
         worst = int(np.argmax(deviation))
         if deviation[worst] > UNIT_NORM_ATOL:
@@ -118,11 +191,11 @@ def check_observations(X, D: np.ndarray, *, name: str = "X") -> np.ndarray:
     return X
 
 
-def check_codes(Z, n_latents: int | None = None, *, name: str = "Z") -> np.ndarray:
+def check_codes(Z, N: int | None = None, *, name: str = "Z") -> np.ndarray:
     """Validate codes of shape (B, N)."""
     Z = check_array(Z, name)
-    if n_latents is not None and Z.shape[1] != n_latents:
-        raise ValueError(f"{name} must have N={n_latents} columns; got shape {Z.shape}.")
+    if N is not None and Z.shape[1] != N:
+        raise ValueError(f"{name} must be (B, N) with N={N} columns; got shape {Z.shape}.")
     return Z
 
 

@@ -22,6 +22,7 @@ from ._validation import (
     check_choice,
     check_dictionary,
     check_int,
+    check_bool,
     check_k,
 )
 
@@ -40,29 +41,46 @@ DICTIONARY_KINDS = ("gaussian", "rademacher", "dct", "identity_dct")
 
 
 def normalize_atoms(D) -> np.ndarray:
-    """Return ``D`` with every row scaled to unit Euclidean norm.
+    r"""Return ``D`` with every row scaled to unit Euclidean norm.
+
+    .. math:: d_i \leftarrow d_i / \|d_i\|_2
+
+    Each row is first rescaled by a power of two (exactly) to a largest entry in
+    [0.5, 1), so rows of any finite scale (1e-300 to 1e300) normalise instead of
+    overflowing or underflowing, and ``normalize_atoms(c * D)`` equals
+    ``normalize_atoms(D)`` to the last bit for every power of two ``c``.
 
     Parameters
     ----------
     D : array_like of shape (N, M)
-        Atoms as rows. A zero row cannot be normalised and raises ``ValueError``.
+        Atoms as rows. A zero row has no direction and raises ``ValueError``.
+        Duplicated atoms are kept (they are valid, with coherence 1).
+
+    Returns
+    -------
+    D : ndarray of shape (N, M), float64, unit-norm rows.
     """
     D = check_array(D, "D")
-    norms = np.linalg.norm(D, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"D has zero rows {np.flatnonzero(norms[:, 0] == 0).tolist()}; drop them.")
-    return D / norms
+    peak = np.max(np.abs(D), axis=1, keepdims=True)
+    zero = np.flatnonzero(peak[:, 0] == 0)
+    if zero.size:
+        raise ValueError(
+            f"D has zero rows {zero[:10].tolist()}; a zero atom has no direction. "
+            "Drop those rows (D[D.any(axis=1)]) before normalising."
+        )
+    D = np.ldexp(D, -np.frexp(peak)[1])
+    return D / np.linalg.norm(D, axis=1, keepdims=True)
 
 
-def random_dictionary(n_latents: int, n_dims: int, kind: str = "gaussian", *, seed) -> np.ndarray:
+def random_dictionary(N: int, M: int, kind: str = "gaussian", *, seed) -> np.ndarray:
     r"""Draw a dictionary of ``N`` unit-norm atoms in :math:`\mathbb{R}^M`.
 
     Parameters
     ----------
-    n_latents : int
-        N, the number of atoms (rows).
-    n_dims : int
-        M, the ambient dimension (columns).
+    N : int
+        The number of atoms (rows).
+    M : int
+        The ambient dimension (columns).
     kind : {"gaussian", "rademacher", "dct", "identity_dct"}
         ``gaussian``: i.i.d. N(0, 1) entries, rows normalised (uniform on the sphere).
         ``rademacher``: i.i.d. +-1 entries scaled by 1/sqrt(M).
@@ -84,40 +102,40 @@ def random_dictionary(n_latents: int, n_dims: int, kind: str = "gaussian", *, se
     >>> D.shape, bool(np.allclose(np.linalg.norm(D, axis=1), 1.0))
     ((16, 8), True)
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
+    N = check_int(N, "N", minimum=1)
+    M = check_int(M, "M", minimum=1)
     check_choice(kind, "kind", DICTIONARY_KINDS)
     rng = as_generator(seed)
     if kind == "gaussian":
-        D = rng.standard_normal((n_latents, n_dims))
+        D = rng.standard_normal((N, M))
     elif kind == "rademacher":
-        D = rng.choice(np.array([-1.0, 1.0]), size=(n_latents, n_dims))
+        D = rng.choice(np.array([-1.0, 1.0]), size=(N, M))
     elif kind == "dct":
-        if n_latents < n_dims:
+        if N < M:
             raise ValueError(
                 f"kind='dct' restricts the N-point DCT to M coordinates and needs N >= M; got "
-                f"N={n_latents}, M={n_dims}. Use kind='gaussian' for N < M."
+                f"N={N}, M={M}. Use kind='gaussian' for N < M."
             )
-        basis = scipy.fft.dct(np.eye(n_latents), norm="ortho", axis=0)  # rows: DCT-II basis vectors
-        coordinates = np.sort(rng.choice(n_latents, size=n_dims, replace=False))
+        basis = scipy.fft.dct(np.eye(N), norm="ortho", axis=0)  # rows: DCT-II basis vectors
+        coordinates = np.sort(rng.choice(N, size=M, replace=False))
         D = basis[:, coordinates]
         if (np.linalg.norm(D, axis=1) < 1e-12).any():
             # Rare: some basis vector vanishes on the chosen coordinates; redraw them.
-            return random_dictionary(n_latents, n_dims, "dct", seed=rng)
+            return random_dictionary(N, M, "dct", seed=rng)
     else:  # identity_dct
-        if n_latents != 2 * n_dims:
+        if N != 2 * M:
             raise ValueError(
                 f"kind='identity_dct' is the union of two bases of R^M and needs N = 2M; got "
-                f"N={n_latents}, M={n_dims}. Set n_latents={2 * n_dims}."
+                f"N={N}, M={M}. Set N={2 * M}."
             )
-        D = np.vstack([np.eye(n_dims), scipy.fft.dct(np.eye(n_dims), norm="ortho", axis=0)])
+        D = np.vstack([np.eye(M), scipy.fft.dct(np.eye(M), norm="ortho", axis=0)])
     return normalize_atoms(D)
 
 
 def sparse_codes(
-    n_samples: int,
-    n_latents: int,
-    k: int,
+    B: int,
+    N: int,
+    K: int,
     *,
     seed,
     nonnegative: bool = True,
@@ -130,8 +148,8 @@ def sparse_codes(
 
     Parameters
     ----------
-    n_samples, n_latents, k : int
-        B, N and K with ``1 <= K <= N``.
+    B, N, K : int
+        Rows, latents and nonzeros per row, with ``1 <= K <= N``.
     seed : int or numpy.random.Generator
     nonnegative : bool
         Nonnegative codes, as an SAE with a ReLU produces.
@@ -148,17 +166,18 @@ def sparse_codes(
     >>> (Z != 0).sum(axis=1).tolist()
     [3, 3, 3, 3]
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=1)
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_k(k, n_latents)
+    B = check_int(B, "B", minimum=1)
+    N = check_int(N, "N", minimum=1)
+    K = check_k(K, N)
+    nonnegative = check_bool(nonnegative, "nonnegative")
     lo, hi = _check_magnitudes(magnitudes)
     rng = as_generator(seed)
     # argsort of i.i.d. uniforms gives a uniformly random K-subset per row, vectorised.
-    supports = np.argsort(rng.random((n_samples, n_latents)), axis=1)[:, :k]
-    values = rng.uniform(lo, hi, size=(n_samples, k))
+    supports = np.argsort(rng.random((B, N)), axis=1)[:, :K]
+    values = rng.uniform(lo, hi, size=(B, K))
     if not nonnegative:
-        values *= rng.choice(np.array([-1.0, 1.0]), size=(n_samples, k))
-    Z = np.zeros((n_samples, n_latents))
+        values *= rng.choice(np.array([-1.0, 1.0]), size=(B, K))
+    Z = np.zeros((B, N))
     np.put_along_axis(Z, supports, values, axis=1)
     return Z
 
@@ -182,7 +201,8 @@ class Instance:
     D : ndarray of shape (N, M)
     Z : ndarray of shape (B, N), K nonzeros per row
     X : ndarray of shape (B, M)
-    k : int
+    K : int
+        Nonzeros per row of ``Z``.
     kind : str
         How ``D`` was drawn (see :func:`random_dictionary`).
     seed : int or None
@@ -193,46 +213,33 @@ class Instance:
     D: np.ndarray = field(repr=False)
     Z: np.ndarray = field(repr=False)
     X: np.ndarray = field(repr=False)
-    k: int
+    K: int
     kind: str = "gaussian"
     seed: int | None = None
     nonnegative: bool = True
     magnitudes: tuple[float, float] = (0.5, 1.5)
 
     @property
-    def n_latents(self) -> int:
-        """N."""
+    def N(self) -> int:
+        """Latents (atoms)."""
         return self.D.shape[0]
 
     @property
-    def n_dims(self) -> int:
-        """M."""
+    def M(self) -> int:
+        """Ambient dimension."""
         return self.D.shape[1]
 
     @property
-    def n_samples(self) -> int:
-        """B."""
+    def B(self) -> int:
+        """Rows (observations)."""
         return self.Z.shape[0]
-
-    def params(self) -> dict:
-        """The parameters that regenerate this instance, as JSON scalars."""
-        return {
-            "N": self.n_latents,
-            "M": self.n_dims,
-            "K": self.k,
-            "B": self.n_samples,
-            "kind": self.kind,
-            "seed": self.seed,
-            "nonnegative": self.nonnegative,
-            "magnitudes": list(self.magnitudes),
-        }
 
 
 def make_instance(
-    n_latents: int,
-    n_dims: int,
-    k: int,
-    n_samples: int = 256,
+    N: int,
+    M: int,
+    K: int,
+    B: int = 256,
     *,
     kind: str = "gaussian",
     seed,
@@ -244,19 +251,19 @@ def make_instance(
     Examples
     --------
     >>> inst = make_instance(16, 8, 3, 32, seed=0)
-    >>> inst.X.shape, inst.k
+    >>> inst.X.shape, inst.K
     ((32, 8), 3)
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_k(k, n_latents)
+    N = check_int(N, "N", minimum=1)
+    K = check_k(K, N)
     rng = as_generator(seed)
-    D = random_dictionary(n_latents, n_dims, kind, seed=rng)
-    Z = sparse_codes(n_samples, n_latents, k, seed=rng, nonnegative=nonnegative, magnitudes=magnitudes)
+    D = random_dictionary(N, M, kind, seed=rng)
+    Z = sparse_codes(B, N, K, seed=rng, nonnegative=nonnegative, magnitudes=magnitudes)
     return Instance(
         D=D,
         Z=Z,
         X=Z @ D,
-        k=k,
+        K=K,
         kind=kind,
         seed=seed if isinstance(seed, int) else None,
         nonnegative=nonnegative,
@@ -291,7 +298,7 @@ def mutual_coherence(D) -> float:
     return float(gram.max())
 
 
-def welch_bound(n_latents: int, n_dims: int) -> float:
+def welch_bound(N: int, M: int) -> float:
     r"""Welch lower bound on the coherence of ``N`` unit vectors in :math:`\mathbb{R}^M`.
 
     .. math:: \mu(D) \ge \sqrt{\frac{N - M}{M (N - 1)}}
@@ -309,11 +316,11 @@ def welch_bound(n_latents: int, n_dims: int) -> float:
     >>> round(welch_bound(3, 2), 6)  # the Mercedes-Benz frame attains 1/2
     0.5
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=2)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    if n_latents <= n_dims:
+    N = check_int(N, "N", minimum=2)
+    M = check_int(M, "M", minimum=1)
+    if N <= M:
         return 0.0
-    return math.sqrt((n_latents - n_dims) / (n_dims * (n_latents - 1)))
+    return math.sqrt((N - M) / (M * (N - 1)))
 
 
 def _count_subsets(n: int, sizes) -> int:
@@ -355,20 +362,20 @@ def spark(D, *, max_subsets: int = MAX_EXHAUSTIVE_SUPPORTS) -> int | float:
     3
     """
     D = check_dictionary(D)
-    n_latents, n_dims = D.shape
-    largest = min(n_latents, n_dims + 1)
-    work = _count_subsets(n_latents, range(1, largest + 1))
+    N, M = D.shape
+    largest = min(N, M + 1)
+    work = _count_subsets(N, range(1, largest + 1))
     if work > max_subsets:
         raise ValueError(
-            f"exact spark of a ({n_latents}, {n_dims}) dictionary enumerates up to {work:.3g} "
+            f"exact spark of a ({N}, {M}) dictionary enumerates up to {work:.3g} "
             f"atom subsets, over max_subsets={max_subsets}. Use the lower bound "
             "1 + 1/mutual_coherence(D), or raise max_subsets if you can wait."
         )
     scale = np.linalg.norm(D, 2)
     for size in range(1, largest + 1):
-        for subsets in _subset_chunks(n_latents, size):
+        for subsets in _subset_chunks(N, size):
             singular = np.linalg.svd(D[subsets], compute_uv=False)  # (C, min(size, M))
-            smallest = singular[:, -1] if size <= n_dims else np.zeros(len(subsets))
+            smallest = singular[:, -1] if size <= M else np.zeros(len(subsets))
             if (smallest <= RANK_RTOL * scale).any():
                 return size
     return math.inf
@@ -376,7 +383,7 @@ def spark(D, *, max_subsets: int = MAX_EXHAUSTIVE_SUPPORTS) -> int | float:
 
 def rip_constant(
     D,
-    k: int,
+    K: int,
     method: str = "exact",
     *,
     n_subsets: int = 2000,
@@ -393,8 +400,8 @@ def rip_constant(
     Parameters
     ----------
     D : array_like of shape (N, M), unit-norm rows.
-    k : int
-        K, with 1 <= K <= N.
+    K : int
+        The order, with 1 <= K <= N.
     method : {"exact", "sampled"}
         ``exact`` visits all C(N, K) supports (refused above ``max_subsets``).
         ``sampled`` visits ``n_subsets`` uniformly random supports and returns an honest
@@ -417,25 +424,25 @@ def rip_constant(
     0.0
     """
     D = check_dictionary(D)
-    n_latents = D.shape[0]
-    k = check_k(k, n_latents)
+    N = D.shape[0]
+    K = check_k(K, N)
     check_choice(method, "method", ("exact", "sampled"))
     gram = D @ D.T
     if method == "exact":
-        work = math.comb(n_latents, k)
+        work = math.comb(N, K)
         if work > max_subsets:
             raise ValueError(
-                f"exact RIP constant of order K={k} with N={n_latents} visits C(N, K)={work:.3g} "
+                f"exact RIP constant of order K={K} with N={N} visits C(N, K)={work:.3g} "
                 f"supports, over max_subsets={max_subsets}. Use method='sampled' for a lower "
                 "bound, lower K, or raise max_subsets."
             )
-        chunks = _subset_chunks(n_latents, k)
+        chunks = _subset_chunks(N, K)
     else:
         n_subsets = check_int(n_subsets, "n_subsets", minimum=1)
         rng = as_generator(seed)
         # Sorted like the exact enumeration, so a sampled support yields the very same
         # Gram submatrix (and eigenvalues, bit for bit) as in the exact run.
-        subsets = np.sort(np.argsort(rng.random((n_subsets, n_latents)), axis=1)[:, :k], axis=1)
+        subsets = np.sort(np.argsort(rng.random((n_subsets, N)), axis=1)[:, :K], axis=1)
         chunks = (subsets[i : i + _SUBSET_CHUNK] for i in range(0, n_subsets, _SUBSET_CHUNK))
     delta = 0.0
     for subsets in chunks:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._validation import as_generator, check_array, check_int, check_positive
+from ._validation import as_generator, check_array, check_int, check_positive, row_norms
 from .instances import random_dictionary
 
 #: A latent whose standard deviation over the batch is at most this (relative to the
@@ -86,8 +86,24 @@ def correlation_matrix(Z_true, Z_hat) -> np.ndarray:
     return _abs_correlation(Z_true, Z_hat)
 
 
+def _unit_scale(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rescale arrays by a common power of two so that their largest magnitude is in [0.5, 1).
+
+    Scores here are ratios, invariant to a common scale; squaring data of size 1e160 or
+    1e-160 directly overflows or underflows float64, so sums of squares are formed on
+    rescaled data. A power of two rescales exactly, so the scores are bit-for-bit those
+    of the unscaled data wherever that did not overflow.
+    """
+    peak = max(float(np.max(np.abs(a))) for a in arrays)
+    if peak == 0:
+        return arrays
+    exponent = int(np.frexp(peak)[1])
+    return tuple(np.ldexp(a, -exponent) for a in arrays)
+
+
 def _abs_correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     def standardise(Y):
+        (Y,) = _unit_scale(Y)  # correlation is scale-free; each array on its own scale
         centred = Y - Y.mean(axis=0)
         std = np.sqrt((centred**2).mean(axis=0))
         constant = std <= CONSTANT_RTOL * max(float(std.max()), np.finfo(float).tiny)
@@ -135,7 +151,7 @@ def mcc(Z_true, Z_hat, *, return_matching: bool = False):
     return (score, (rows, cols)) if return_matching else score
 
 
-def align_codes(Z_hat, matching: tuple[np.ndarray, np.ndarray], n_latents: int) -> np.ndarray:
+def align_codes(Z_hat, matching: tuple[np.ndarray, np.ndarray], N: int) -> np.ndarray:
     """Reorder inferred codes to the true latents' order using a matching from :func:`mcc`.
 
     Parameters
@@ -143,17 +159,30 @@ def align_codes(Z_hat, matching: tuple[np.ndarray, np.ndarray], n_latents: int) 
     Z_hat : array_like of shape (B, N')
     matching : (rows, cols)
         As returned by ``mcc(..., return_matching=True)``.
-    n_latents : int
-        N, the number of true latents; unmatched true latents get a zero column.
+    N : int
+        The number of true latents; unmatched true latents get a zero column.
 
     Returns
     -------
     Z_aligned : ndarray of shape (B, N)
     """
     Z_hat = check_array(Z_hat, "Z_hat")
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    rows, cols = (np.asarray(m, dtype=np.intp) for m in matching)
-    aligned = np.zeros((Z_hat.shape[0], n_latents))
+    N = check_int(N, "N", minimum=1)
+    try:
+        rows, cols = (np.asarray(m, dtype=np.intp) for m in matching)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "matching must be a pair (rows, cols) of integer index arrays, as returned by "
+            "mcc(..., return_matching=True)."
+        ) from None
+    if rows.shape != cols.shape or rows.ndim != 1:
+        raise ValueError(f"matching rows and cols must be 1-D of equal length; got {rows.shape}, {cols.shape}.")
+    if rows.size and not (0 <= rows.min() and rows.max() < N and 0 <= cols.min() and cols.max() < Z_hat.shape[1]):
+        raise ValueError(
+            f"matching indexes outside N={N} true latents or Z_hat's {Z_hat.shape[1]} columns; "
+            "pass the matching mcc returned for these arrays."
+        )
+    aligned = np.zeros((Z_hat.shape[0], N))
     aligned[:, rows] = Z_hat[:, cols]
     return aligned
 
@@ -181,8 +210,11 @@ class DictionaryRecovery:
 
 
 def _abs_cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), np.finfo(float).tiny)
-    B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), np.finfo(float).tiny)
+    def unit_rows(Y):  # zero rows stay zero and so score 0
+        norms = row_norms(Y)[:, None]
+        return Y / np.where(norms > 0, norms, 1.0)
+
+    A, B = unit_rows(A), unit_rows(B)
     return np.clip(np.abs(A @ B.T), 0.0, 1.0)
 
 
@@ -291,6 +323,7 @@ def relative_code_error(Z_true, Z_hat) -> float:
     0.8
     """
     Z_true, Z_hat = _check_same_shape(Z_true, Z_hat)
+    Z_true, Z_hat = _unit_scale(Z_true, Z_hat)
     norm = np.linalg.norm(Z_true)
     if norm == 0:
         raise ValueError("Z_true is all zeros, so the relative code error is undefined; pass nonzero codes.")
@@ -310,6 +343,7 @@ def explained_variance(X, X_hat) -> float:
     0.75
     """
     X, X_hat = _check_same_shape(X, X_hat, ("X", "X_hat"))
+    X, X_hat = _unit_scale(X, X_hat)
     total = float(((X - X.mean(axis=0)) ** 2).sum())
     if total == 0:
         raise ValueError("X has zero variance, so explained variance is undefined; pass varied rows.")

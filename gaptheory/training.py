@@ -357,10 +357,10 @@ def make_splits(data: DataConfig | Instance, *, n_val: int = 512, n_test: int = 
         raise TypeError(f"data must be a DataConfig or an Instance; got {type(data).__name__}.")
     val_seed, test_seed = np.random.SeedSequence([seed, 1]).spawn(2)
     draw = dict(nonnegative=inst.nonnegative, magnitudes=inst.magnitudes)
-    Z_val = sparse_codes(n_val, inst.n_latents, inst.k, seed=np.random.default_rng(val_seed), **draw)
-    Z_test = sparse_codes(n_test, inst.n_latents, inst.k, seed=np.random.default_rng(test_seed), **draw)
+    Z_val = sparse_codes(n_val, inst.N, inst.K, seed=np.random.default_rng(val_seed), **draw)
+    Z_test = sparse_codes(n_test, inst.N, inst.K, seed=np.random.default_rng(test_seed), **draw)
     return Splits(D=inst.D, X_train=inst.X, Z_train=inst.Z, X_val=Z_val @ inst.D, Z_val=Z_val,
-                  X_test=Z_test @ inst.D, Z_test=Z_test, k=inst.k, data_seed=seed)
+                  X_test=Z_test @ inst.D, Z_test=Z_test, k=inst.K, data_seed=seed)
 
 
 @dataclass(frozen=True)

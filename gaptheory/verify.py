@@ -258,7 +258,7 @@ def coherent_instances(seed: int, full: bool):
             continue
         for nonnegative in (True, False):
             Z = sparse_codes(64 if full else 24, n_latents, k_max, seed=rng, nonnegative=nonnegative)
-            yield Instance(D=D, Z=Z, X=Z @ D, k=k_max, kind=kind, nonnegative=nonnegative), threshold
+            yield Instance(D=D, Z=Z, X=Z @ D, K=k_max, kind=kind, nonnegative=nonnegative), threshold
 
 
 @check("bp_recovers_under_coherence", "max |BP(x) - z| when K < (1 + 1/mu)/2")
@@ -275,7 +275,7 @@ def _check_bp(seed: int, full: bool):
 def _check_omp(seed: int, full: bool):
     wrong, count = 0, 0
     for inst, _ in coherent_instances(seed, full):
-        codes = omp(inst.X, inst.D, inst.k, device="cpu")
+        codes = omp(inst.X, inst.D, inst.K, device="cpu")
         wrong += int(((codes != 0) != (inst.Z != 0)).any(axis=1).sum())
         count += 1
     return count, wrong, "<=", 0
@@ -438,7 +438,7 @@ def _check_rip_bp(seed: int, full: bool):
 def _check_gap_where_inference_exact(seed: int, full: bool):
     worst, count, smallest_gap = 0.0, 0, math.inf
     for inst, _ in coherent_instances(seed, full):
-        if inst.k < 2 or not inst.nonnegative:
+        if inst.K < 2 or not inst.nonnegative:
             continue  # the gap needs K >= 2; SAE codes are nonnegative
         # HiGHS (simplex, via scipy: silent) answers these LPs exactly; Clarabel reports the
         # N = 512 instances as inaccurate.
@@ -446,10 +446,10 @@ def _check_gap_where_inference_exact(seed: int, full: bool):
             recovered = _bp_highs(inst.D.T, x, nonnegative=True)
             worst = max(worst, math.inf if recovered is None else float(np.abs(recovered - z).max()))
         # eps*(S) = max_i eps*_i >= eps*_i for any latent, so a few latents certify the gap.
-        latents = np.arange(min(3, inst.n_latents))
-        result = relu_minimax_gap(inst.D, inst.k, magnitudes=inst.magnitudes, latents=latents)
+        latents = np.arange(min(3, inst.N))
+        result = relu_minimax_gap(inst.D, inst.K, magnitudes=inst.magnitudes, latents=latents)
         certified = max(
-            verify_certificate(c, inst.D, k=inst.k, magnitudes=inst.magnitudes).lower_bound for c in result.certificates
+            verify_certificate(c, inst.D, k=inst.K, magnitudes=inst.magnitudes).lower_bound for c in result.certificates
         )
         smallest_gap = min(smallest_gap, certified)
         count += 1

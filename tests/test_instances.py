@@ -57,7 +57,7 @@ def test_dct_dictionary_is_partial_orthonormal_basis():
         ((10, 4, "fourier"), {}, "kind='fourier' is not supported"),
         ((4, 10, "dct"), {}, "N >= M"),
         ((10, 4, "identity_dct"), {}, "N = 2M"),
-        ((0, 4), {}, "n_latents=0 must be >= 1"),
+        ((0, 4), {}, "N=0 must be >= 1"),
     ],
 )
 def test_random_dictionary_rejects_bad_arguments(args, kwargs, match):
@@ -110,8 +110,7 @@ def test_sparse_codes_rejects_bad_magnitudes(magnitudes):
 def test_make_instance_ties_x_to_z_and_d():
     inst = make_instance(16, 8, 3, 10, seed=0)
     np.testing.assert_allclose(inst.X, inst.Z @ inst.D)
-    assert (inst.n_latents, inst.n_dims, inst.n_samples, inst.k) == (16, 8, 10, 3)
-    assert inst.params()["seed"] == 0
+    assert (inst.N, inst.M, inst.B, inst.K) == (16, 8, 10, 3)
     again = make_instance(16, 8, 3, 10, seed=0)
     np.testing.assert_array_equal(inst.X, again.X)
 

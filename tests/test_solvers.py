@@ -63,11 +63,11 @@ def test_batched_lasso_agrees_with_cvxpy(N, data, seed, nonnegative, alpha, path
     fit_bound = np.sqrt(2 * gap_fast) + np.sqrt(2 * gap_exact) + 1e-7
     fit_distance = np.linalg.norm((fast.codes - exact.codes) @ inst.D, axis=1)
     assert (fit_distance <= fit_bound).all()
-    for row in range(inst.n_samples):
+    for row in range(inst.B):
         union = (fast.codes[row] != 0) | (np.abs(exact.codes[row]) > CVXPY_ZERO)
         smallest = np.linalg.eigvalsh(inst.D[union] @ inst.D[union].T)[0] if union.any() else 1.0
         if smallest > 1e-2:
-            code_bound = fit_bound[row] / np.sqrt(smallest) + np.sqrt(inst.n_latents) * CVXPY_ZERO
+            code_bound = fit_bound[row] / np.sqrt(smallest) + np.sqrt(inst.N) * CVXPY_ZERO
             assert np.linalg.norm(fast.codes[row] - exact.codes[row]) <= code_bound
     # the certified gap bounds the distance to the optimum
     assert (fast.objective - exact.objective <= fast.duality_gap + 1e-9 * exact.objective).all()
@@ -80,7 +80,7 @@ def test_lasso_matches_scikit_learn_with_alpha_over_m():
     inst = make_instance(30, 12, 3, 4, seed=5, nonnegative=False)
     alpha = 0.1
     ours = lasso(inst.X, inst.D, alpha, device="cpu")
-    model = sklearn.Lasso(alpha=alpha / inst.n_dims, fit_intercept=False, tol=1e-12, max_iter=100000)
+    model = sklearn.Lasso(alpha=alpha / inst.M, fit_intercept=False, tol=1e-12, max_iter=100000)
     theirs = model.fit(inst.D.T, inst.X.T).coef_
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
@@ -128,14 +128,14 @@ def _coherent_instance(seed, M=32, nonnegative=True):
     D = random_dictionary(2 * M, M, "identity_dct", seed=0)
     k = int(np.ceil(coherence_recovery_sparsity(D))) - 1
     Z = sparse_codes(12, 2 * M, k, seed=seed, nonnegative=nonnegative)
-    return Instance(D=D, Z=Z, X=Z @ D, k=k, kind="identity_dct", nonnegative=nonnegative)
+    return Instance(D=D, Z=Z, X=Z @ D, K=k, kind="identity_dct", nonnegative=nonnegative)
 
 
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans(), M=st.sampled_from([32, 64]))
 def test_basis_pursuit_recovers_every_code_under_the_coherence_condition(seed, nonnegative, M):
     inst = _coherent_instance(seed, M, nonnegative)
-    assert inst.k >= 2  # the condition admits more than one atom here
+    assert inst.K >= 2  # the condition admits more than one atom here
     np.testing.assert_allclose(basis_pursuit(inst.X, inst.D, nonnegative=nonnegative), inst.Z, atol=RECOVERY_ATOL)
 
 
@@ -143,7 +143,7 @@ def test_basis_pursuit_recovers_every_code_under_the_coherence_condition(seed, n
 @given(seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans(), M=st.sampled_from([32, 64, 128]))
 def test_omp_finds_the_exact_support_under_the_coherence_condition(seed, nonnegative, M):
     inst = _coherent_instance(seed, M, nonnegative)
-    codes = omp(inst.X, inst.D, inst.k, device="cpu")
+    codes = omp(inst.X, inst.D, inst.K, device="cpu")
     np.testing.assert_array_equal(codes != 0, inst.Z != 0)
     np.testing.assert_allclose(codes, inst.Z, atol=1e-10)
 
@@ -346,7 +346,7 @@ def test_basis_pursuit_re_solves_uncertified_rows_with_simplex(monkeypatch):
     inst = _coherent_instance(0, 32)
     result = basis_pursuit(inst.X, inst.D, nonnegative=True, return_info=True)
     assert "re-solved exactly by cvxpy/HIGHS" in result.message
-    assert result.fallback_rows == tuple(range(inst.n_samples))
+    assert result.fallback_rows == tuple(range(inst.B))
     np.testing.assert_allclose(result.codes, inst.Z, atol=RECOVERY_ATOL)
 
 

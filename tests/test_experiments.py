@@ -103,7 +103,7 @@ def test_recovery_task_record_carries_config_metrics_and_provenance():
 def test_a_failing_task_becomes_a_failed_record_with_traceback():
     task = _sweep(M=[3], K=[5]).tasks()[0]  # OMP refuses K > M
     record = execute_task(task)
-    assert record["status"] == "failed" and "Traceback" in record["traceback"] and "k=5" in record["error"]
+    assert record["status"] == "failed" and "Traceback" in record["traceback"] and "K=5" in record["error"]
 
 
 def test_failures_do_not_stop_the_sweep_and_are_retried(tmp_path):

@@ -1,26 +1,39 @@
+import importlib
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaptheory.instances import Instance, coherence_recovery_sparsity, make_instance, random_dictionary, sparse_codes
-import torch
-
-from gaptheory.solvers import fista, homotopy, lp
-import importlib
-
-best_subset_module = importlib.import_module("gaptheory.solvers.best_subset")
+from gaptheory.instances import (
+    Instance,
+    coherence_recovery_sparsity,
+    make_instance,
+    normalize_atoms,
+    random_dictionary,
+    sparse_codes,
+)
 from gaptheory.solvers import (
     ConvergenceWarning,
     SolveResult,
+    SolverFailedError,
     Status,
     basis_pursuit,
+    basis_pursuit_lp,
     best_subset,
     count_supports,
+    fista,
+    homotopy,
     lasso,
+    lp,
     omp,
 )
+from gaptheory.solvers.fista import FISTA_TOL
+from gaptheory.solvers.lp import BP_RESIDUAL_RTOL
+
+# The package re-exports the function best_subset under the submodule's name.
+best_subset_module = importlib.import_module("gaptheory.solvers.best_subset")
 
 #: FISTA and cvxpy objectives agree to this relative accuracy (issue 3).
 OBJECTIVE_RTOL = 1e-6
@@ -164,11 +177,14 @@ def test_omp_stops_early_when_the_residual_vanishes():
     np.testing.assert_allclose(result.codes, [[1.0, 0, 0, 0]])
 
 
-def test_basis_pursuit_infeasible_row_is_named():
+def test_basis_pursuit_infeasible_row_is_a_status_not_bad_input():
     # atoms in the positive orthant: a negative observation is outside their cone
-    D = np.abs(random_dictionary(4, 3, seed=0))
+    D = normalize_atoms(np.abs(random_dictionary(4, 3, seed=0)))
     X = np.vstack([D[0], -D[0] - D[1]])
-    with pytest.raises(ValueError, match="infeasible on row 1"):
+    result = basis_pursuit(X, D, nonnegative=True, return_info=True)
+    assert result.status.tolist() == [Status.OPTIMAL, Status.INFEASIBLE]
+    assert np.isnan(result.codes[1]).all() and "row 1: infeasible" in result.message
+    with pytest.raises(SolverFailedError, match="row 1: infeasible"):
         basis_pursuit(X, D, nonnegative=True)
 
 
@@ -202,7 +218,7 @@ def test_omp_rejects_k_above_n_and_above_m():
     D = random_dictionary(6, 3, seed=0)
     with pytest.raises(ValueError, match="1 <= K <= N"):
         omp(np.ones((1, 3)), D, 7)
-    with pytest.raises(ValueError, match="k <= 3"):
+    with pytest.raises(ValueError, match="K <= 3"):
         omp(np.ones((1, 3)), D, 4)
 
 
@@ -353,8 +369,10 @@ def test_basis_pursuit_re_solves_uncertified_rows_with_simplex(monkeypatch):
 def test_basis_pursuit_never_replaces_a_named_solver(monkeypatch):
     _clarabel_always_inaccurate(monkeypatch)
     inst = _coherent_instance(0, 32)
-    with pytest.raises(ValueError, match="not certified.*row 0|row 0.*not certified"):
+    with pytest.raises(SolverFailedError, match="row 0: optimal_inaccurate"):
         basis_pursuit(inst.X, inst.D, solver="CLARABEL")
+    result = basis_pursuit(inst.X, inst.D, solver="CLARABEL", return_info=True)
+    assert (result.status == Status.NUMERICAL).all() and result.fallback_rows == ()
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,21 +394,60 @@ def _brute_force_best_subset(x, D, k, nonnegative):
     return best
 
 
+def _half_square_atol(X, Z, D):
+    """How far two float64 evaluations of 0.5 ||x - z D||^2 may differ, per row.
+
+    Each entry of z D is a sum of N products, so it carries an error below
+    gamma_N ||z||_1 max|D| <= N eps ||z||_1 (unit atoms) plus eps |x| from the subtraction
+    (Higham 2002, sec. 3.1); with e = a - b that error vector and
+    |0.5||a||^2 - 0.5||b||^2| <= ||e|| (||a|| + ||b||) / 2, the bound below follows.
+    """
+    N, M = D.shape
+    eps = np.finfo(np.float64).eps
+    entry = (N + 1) * eps * (np.abs(X).max(1) + np.abs(Z).sum(1))
+    residual = np.linalg.norm(X - Z @ D, axis=1)
+    return np.sqrt(M) * entry * (residual + np.sqrt(M) * entry)
+
+
+def _selection_atol(X, D, K):
+    """How far best_subset's chosen fit may lie above the exact L0 optimum, per row.
+
+    It ranks supports by ||x||^2 - c_S . b_S, whose error is about K eps cond(G_S) ||x||^2
+    (a K x K solve, Higham 2002, Thm 7.2), and by design keeps the smaller support within
+    BEST_SUBSET_TIE_RTOL ||x||^2; the supports it can rank are those with
+    lambda_min(G_S) > BEST_SUBSET_DEPENDENT_RTOL.
+    """
+    import itertools
+
+    eps = np.finfo(np.float64).eps
+    worst = 1.0
+    for size in range(1, K + 1):
+        for support in itertools.combinations(range(len(D)), size):
+            eig = np.linalg.eigvalsh(D[list(support)] @ D[list(support)].T)
+            if eig[0] > best_subset_module.BEST_SUBSET_DEPENDENT_RTOL:
+                worst = max(worst, eig[-1] / eig[0])
+    energy = (X * X).sum(1)
+    return (best_subset_module.BEST_SUBSET_TIE_RTOL + 8 * K * eps * worst) * energy
+
+
 @settings(max_examples=25, deadline=None)
 @given(N=st.integers(2, 7), data=st.data(), seed=st.integers(0, 2**32 - 1), nonnegative=st.booleans())
 def test_best_subset_attains_the_brute_force_l0_optimum(N, data, seed, nonnegative):
     M = data.draw(st.integers(1, N))
-    k = data.draw(st.integers(1, M))
+    K = data.draw(st.integers(1, M))
     D = random_dictionary(N, M, seed=seed)
     X = np.random.default_rng(seed).normal(size=(4, M))  # generic data: no exact sparse fit
-    result = best_subset(X, D, k, nonnegative=nonnegative, return_info=True, device="cpu")
-    assert result.success and (result.n_iter <= k).all()
-    assert ((result.codes != 0).sum(1) <= k).all()
+    result = best_subset(X, D, K, nonnegative=nonnegative, return_info=True, device="cpu")
+    assert result.success and (result.n_iter <= K).all()
+    assert ((result.codes != 0).sum(1) <= K).all()
     if nonnegative:
         assert (result.codes >= 0).all()
-    np.testing.assert_allclose(result.objective, 0.5 * ((X - result.codes @ D) ** 2).sum(1), rtol=1e-12)
-    expected = [_brute_force_best_subset(x, D, k, nonnegative) for x in X]
-    np.testing.assert_allclose(result.objective, expected, rtol=1e-9, atol=1e-12)
+    recomputed = 0.5 * ((X - result.codes @ D) ** 2).sum(1)
+    assert (np.abs(result.objective - recomputed) <= _half_square_atol(X, result.codes, D)).all()
+    expected = np.array([_brute_force_best_subset(x, D, K, nonnegative) for x in X])
+    # The brute force's own lstsq/nnls round-off is of the same order as _half_square_atol.
+    slack = _selection_atol(X, D, K) + 2 * _half_square_atol(X, result.codes, D)
+    assert (result.objective <= expected + slack).all() and (result.objective >= expected - slack).all()
 
 
 @settings(max_examples=10, deadline=None)
@@ -436,9 +493,9 @@ def test_count_supports_sums_binomials():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"k": 4}, "k <= 3"),
-        ({"k": 3, "max_supports": 10}, "would enumerate 41 supports"),
-        ({"k": 0}, "1 <= K <= N"),
+        ({"K": 4}, "K <= 3"),
+        ({"K": 3, "max_supports": 10}, "would enumerate 41 supports"),
+        ({"K": 0}, "1 <= K <= N"),
     ],
 )
 def test_best_subset_refuses_impossible_or_too_large_searches(kwargs, match):
@@ -474,3 +531,155 @@ def test_omp_supports_and_codes_match_scikit_learn_sparse_encode(N, M, K, dtype)
     ours = omp(inst.X, inst.D, K, dtype=dtype, device="cpu")
     assert np.array_equal(ours != 0, theirs != 0)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10 * np.abs(theirs).max())
+
+# ---------------------------------------------------------------------------------------
+# Scale equivariance and bad input, for every solver
+# ---------------------------------------------------------------------------------------
+
+EPS = np.finfo(np.float64).eps
+
+
+def _support_condition(D, Z):
+    """Largest condition number of D restricted to a row's true support."""
+    return max(np.linalg.cond(D[np.flatnonzero(z)]) for z in Z if np.any(z))
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), power=st.floats(-150, 150), nonnegative=st.booleans())
+def test_every_solver_is_scale_equivariant_from_1e_minus_150_to_1e150(seed, power, nonnegative):
+    inst = _coherent_instance(seed, 32, nonnegative)
+    D, X, c = inst.D, inst.X, 10.0**power
+    scale = np.abs(inst.Z).max()
+    # c X rounds each entry (relative error eps); OMP and best subset are least squares on
+    # the (identical) true support, so their codes move by at most about M K eps cond(D_S)
+    # relative to ||z|| (Higham 2002, Thm 20.3, a backward-stable QR/normal-equation solve).
+    ls_atol = D.shape[1] * inst.k * EPS * _support_condition(D, inst.Z) * scale
+    for solve in (lambda X: omp(X, D, inst.k), lambda X: best_subset(X, D, 2, nonnegative=nonnegative)):
+        reference, scaled = solve(X), solve(c * X) / c
+        assert np.array_equal(reference != 0, scaled != 0)
+        np.testing.assert_allclose(scaled, reference, rtol=0, atol=ls_atol)
+    # Basis pursuit by an interior-point method is accurate to its tolerances (Clarabel:
+    # 1e-8 relative), and each answer passes the residual check at BP_RESIDUAL_RTOL ||x||;
+    # under the coherence condition the minimiser is unique and well conditioned, so the
+    # codes agree within BP_RESIDUAL_RTOL relative to the codes' scale.
+    bp, bp_scaled = basis_pursuit(X, D, nonnegative=nonnegative), basis_pursuit(c * X, D, nonnegative=nonnegative)
+    np.testing.assert_allclose(bp_scaled / c, bp, rtol=0, atol=BP_RESIDUAL_RTOL * scale)
+    # The LASSO at (c X, c alpha) is the LASSO at (X, alpha) scaled by c; each answer carries
+    # a duality gap <= FISTA_TOL times its objective, so the rescaled answer's objective on
+    # the original problem is within 2 FISTA_TOL (plus round-off) of the original optimum.
+    alpha = 0.05
+    lasso_ref = lasso(X, D, alpha, nonnegative=nonnegative, return_info=True)
+    lasso_scaled = lasso(c * X, D, c * alpha, nonnegative=nonnegative, return_info=True)
+    assert lasso_ref.success and lasso_scaled.success
+    Z = lasso_scaled.codes / c
+    objective = 0.5 * ((X - Z @ D) ** 2).sum(1) + alpha * np.abs(Z).sum(1)
+    np.testing.assert_allclose(objective, lasso_ref.objective, rtol=2 * FISTA_TOL + 64 * EPS)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_extreme_scales_give_the_scaled_answer_or_an_objective_outside_float64(scale):
+    inst = _coherent_instance(3, 32, True)
+    reference = omp(inst.X, inst.D, inst.k, return_info=True)
+    result = omp(scale * inst.X, inst.D, inst.k, return_info=True)
+    np.testing.assert_allclose(result.codes / scale, reference.codes, rtol=1e-12, atol=1e-12 * np.abs(inst.Z).max())
+    # 0.5 ||r||^2 of data at 1e+-200 is outside float64's range: it rounds to 0 or inf
+    # (or stays finite when the residual itself is tiny), never to a wrong finite value.
+    assert result.success and np.all((result.objective >= 0) | np.isinf(result.objective))
+
+
+def test_lasso_refuses_an_alpha_that_vanishes_at_the_data_scale():
+    inst = _homotopy_instance(0)
+    with pytest.raises(ValueError, match=r"alpha=1e-300 is below 2.2e-308 times max\|X\|"):
+        lasso(1e10 * inst.X, inst.D, 1e-300)
+
+
+def test_lasso_with_an_alpha_above_every_correlation_returns_zeros_at_any_scale():
+    inst = _homotopy_instance(0)
+    for scale in (1e-300, 1.0):
+        result = lasso(scale * inst.X, inst.D, 1e300, return_info=True)
+        assert result.success and not result.codes.any()
+        np.testing.assert_allclose(result.objective, 0.5 * ((scale * inst.X) ** 2).sum(1))
+
+
+_D = random_dictionary(6, 3, seed=0)
+_X = np.ones((2, 3))
+#: Each solver called with (X, D) and its other arguments; K is 2 where it takes one.
+_SOLVERS = {
+    "basis_pursuit": lambda X, D, **kw: basis_pursuit(X, D, **kw),
+    "lasso": lambda X, D, **kw: lasso(X, D, 0.1, **kw),
+    "omp": lambda X, D, **kw: omp(X, D, kw.pop("K", 2), **kw),
+    "best_subset": lambda X, D, **kw: best_subset(X, D, kw.pop("K", 2), **kw),
+}
+_BAD_INPUT = [
+    ("NaN in X", dict(X=np.where([True, False, False], np.nan, _X)), ValueError, "X contains 2 NaN/inf"),
+    ("inf in D", dict(D=np.where(np.arange(3) == 0, np.inf, _D)), ValueError, "D contains 6 NaN/inf"),
+    ("1-d X", dict(X=_X[0]), ValueError, r"X\[None, :\]"),
+    ("3-d X", dict(X=_X[None]), ValueError, "X must have 2 dimensions"),
+    ("empty X", dict(X=_X[:0]), ValueError, "X is empty"),
+    ("wrong M", dict(X=np.ones((2, 4))), ValueError, "same M"),
+    ("zero atom", dict(D=np.vstack([_D, np.zeros(3)])), ValueError, "row 6 has norm 0"),
+    ("non-unit atoms", dict(D=2 * _D), ValueError, "normalize_atoms"),
+    ("strings", dict(X=[["a", "b", "c"]]), ValueError, "real-valued"),
+    ("int return_info", dict(return_info=1), TypeError, "return_info must be True or False"),
+]
+
+
+@pytest.mark.parametrize("solver", list(_SOLVERS))
+@pytest.mark.parametrize("case, kwargs, error, match", _BAD_INPUT, ids=[c[0] for c in _BAD_INPUT])
+def test_every_solver_refuses_bad_input_naming_the_argument(solver, case, kwargs, error, match):
+    kwargs = dict(kwargs)
+    X, D = kwargs.pop("X", _X), kwargs.pop("D", _D)
+    with pytest.raises(error, match=match):
+        _SOLVERS[solver](X, D, **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["omp", "best_subset"])
+@pytest.mark.parametrize("K, error, match", [(0, ValueError, "1 <= K <= N=6"), (7, ValueError, "1 <= K <= N=6"),
+                                             (4, ValueError, "K <= 3"), (2.5, TypeError, "K must be an int"),
+                                             (True, TypeError, "K must be an int")])
+def test_sparse_solvers_refuse_K_out_of_range(solver, K, error, match):
+    with pytest.raises(error, match=match):
+        _SOLVERS[solver](_X, _D, K=K)
+
+
+@pytest.mark.parametrize("solver", ["basis_pursuit", "lasso", "best_subset"])
+def test_solvers_refuse_a_truthy_string_for_nonnegative(solver):
+    with pytest.raises(TypeError, match="nonnegative must be True or False"):
+        _SOLVERS[solver](_X, _D, nonnegative="no")
+
+
+def test_basis_pursuit_refuses_an_unknown_cvxpy_solver():
+    with pytest.raises(ValueError, match="solver='NOPE' is not an installed cvxpy solver"):
+        basis_pursuit(_X, _D, solver="NOPE")
+
+
+@pytest.mark.parametrize("solver", list(_SOLVERS))
+@pytest.mark.parametrize("convert", [np.asarray, lambda a: a.tolist(), torch.tensor,
+                                     lambda a: a.astype(np.float16), lambda a: np.round(8 * a).astype(np.int64)],
+                         ids=["ndarray", "list", "torch", "float16", "int"])
+def test_every_solver_converts_lists_tensors_float16_and_ints_exactly(solver, convert):
+    inst = _coherent_instance(1, 32, True)
+    X = convert(inst.X)
+    # float16 and int inputs are converted to float64 exactly; the answer must be the one
+    # for that float64 array, bit for bit (same arithmetic).
+    exact = np.asarray(torch.as_tensor(X).double() if torch.is_tensor(X) else np.asarray(X, dtype=np.float64))
+    np.testing.assert_array_equal(_SOLVERS[solver](X, inst.D), _SOLVERS[solver](exact, inst.D))
+
+
+def test_duplicated_atoms_change_no_optimal_value():
+    inst = _coherent_instance(2, 32, True)
+    D2 = np.vstack([inst.D, inst.D[:3]])
+    # Splitting a code between two copies of an atom keeps its l1 norm, and repeating an
+    # atom leaves every least-squares fit unchanged: the optimal values are those without.
+    bp = basis_pursuit(inst.X, D2, nonnegative=True, return_info=True)
+    np.testing.assert_allclose(bp.objective, np.abs(inst.Z).sum(1), rtol=BP_RESIDUAL_RTOL)
+    la = lasso(inst.X, D2, 0.05, nonnegative=True, return_info=True)
+    la_ref = lasso(inst.X, inst.D, 0.05, nonnegative=True, return_info=True)
+    # both certified within FISTA_TOL of their (equal) optimum
+    np.testing.assert_allclose(la.objective, la_ref.objective, rtol=2 * FISTA_TOL)
+    small = make_instance(8, 6, 2, 5, seed=0)
+    D3 = np.vstack([small.D, small.D[:2]])
+    # best_subset ranks the original supports with identical arithmetic and keeps the first
+    # of tied supports, so the duplicates are never chosen and the codes are bit-identical.
+    l0, l0_ref = best_subset(small.X, D3, 2), best_subset(small.X, small.D, 2)
+    np.testing.assert_array_equal(l0, np.hstack([l0_ref, np.zeros((5, 2))]))

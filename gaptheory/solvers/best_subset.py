@@ -11,7 +11,8 @@ import torch
 from .._device import resolve_device
 from .._validation import check_dictionary, check_int, check_k, check_observations
 from ..instances import MAX_EXHAUSTIVE_SUPPORTS
-from .omp import _check_support_size
+from ._inputs import check_flag, check_support_size
+from ._scale import row_exponents, scale_rows, unscale_result
 from .results import SolveResult, Status
 
 #: best_subset prefers the smaller support when two fits agree to this times ``||x||^2``
@@ -27,7 +28,7 @@ BEST_SUBSET_DEPENDENT_RTOL = 1e-10
 BEST_SUBSET_BLOCK = 1 << 20
 
 
-def count_supports(n_latents: int, k: int) -> int:
+def count_supports(N: int, K: int) -> int:
     r"""Number of supports of size 1..K among N atoms, :math:`\sum_{s=1}^K \binom{N}{s}`.
 
     Examples
@@ -35,12 +36,12 @@ def count_supports(n_latents: int, k: int) -> int:
     >>> count_supports(16, 3)
     696
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_k(k, n_latents)
-    return sum(math.comb(n_latents, s) for s in range(1, k + 1))
+    N = check_int(N, "N", minimum=1)
+    K = check_k(K, N, name="K")
+    return sum(math.comb(N, s) for s in range(1, K + 1))
 
 
-def best_subset(X, D, k: int, *, nonnegative: bool = False, max_supports: int = MAX_EXHAUSTIVE_SUPPORTS,
+def best_subset(X, D, K: int, *, nonnegative: bool = False, max_supports: int = MAX_EXHAUSTIVE_SUPPORTS,
                 device=None, return_info: bool = False):
     r"""Exact K-sparse least squares (the L0 problem) by enumerating every support.
 
@@ -61,12 +62,16 @@ def best_subset(X, D, k: int, *, nonnegative: bool = False, max_supports: int = 
     coherence or RIP condition, unlike basis pursuit, LASSO and OMP. The cost grows as
     :math:`\binom{N}{K}`, so it serves small N only.
 
+    Scale-equivariant: each row is solved on ``x 2^-e`` (an exact power of two with
+    ``max |x| 2^-e`` in [0.5, 1)) and its codes multiplied back, so ``f(c X) = c f(X)`` for
+    any finite scale and the stopping rules act relative to ``||x||``.
+
     Parameters
     ----------
     X : array_like of shape (B, M)
     D : array_like of shape (N, M), unit-norm rows.
-    k : int
-        K, the maximum number of atoms per row, 1 <= K <= min(N, M).
+    K : int
+        The maximum number of atoms per row, 1 <= K <= min(N, M).
     nonnegative : bool
         Constrain z >= 0.
     max_supports : int
@@ -95,19 +100,22 @@ def best_subset(X, D, k: int, *, nonnegative: bool = False, max_supports: int = 
     """
     D = check_dictionary(D)
     X = check_observations(X, D)
-    k = _check_support_size(k, D)
+    K = check_support_size(K, D)
     max_supports = check_int(max_supports, "max_supports", minimum=1)
-    n_supports = count_supports(D.shape[0], k)
+    n_supports = count_supports(D.shape[0], K)
     if n_supports > max_supports:
         raise ValueError(
-            f"best_subset would enumerate {n_supports} supports (sum of C(N={D.shape[0]}, s) for s <= K={k}), "
+            f"best_subset would enumerate {n_supports} supports (sum of C(N={D.shape[0]}, s) for s <= K={K}), "
             f"above max_supports={max_supports}. Lower K or N, raise max_supports, or use omp or lasso."
         )
-    result = _best_subset(X, D, k, nonnegative=bool(nonnegative), device=resolve_device(device))
+    nonnegative, return_info = check_flag(nonnegative, "nonnegative"), check_flag(return_info, "return_info")
+    exponent = row_exponents(X)
+    result = _best_subset(scale_rows(X, exponent), D, K, nonnegative=nonnegative, device=resolve_device(device))
+    result = unscale_result(result, exponent, objective_degree=2)
     return result if return_info else result.codes
 
 
-def _best_subset(X, D, k, *, nonnegative, device) -> SolveResult:
+def _best_subset(X, D, K, *, nonnegative, device) -> SolveResult:
     n_samples, (n_latents, _) = X.shape[0], D.shape
     Dt = torch.as_tensor(D, dtype=torch.float64, device=device)
     Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
@@ -115,10 +123,10 @@ def _best_subset(X, D, k, *, nonnegative, device) -> SolveResult:
     energy = (Xt * Xt).sum(1)
     tie = BEST_SUBSET_TIE_RTOL * energy
     best = energy.clone()  # the empty support: z = 0
-    best_support = torch.full((n_samples, k), -1, dtype=torch.int64, device=device)
-    best_codes = torch.zeros(n_samples, k, dtype=torch.float64, device=device)
+    best_support = torch.full((n_samples, K), -1, dtype=torch.int64, device=device)
+    best_codes = torch.zeros(n_samples, K, dtype=torch.float64, device=device)
     gram = Dt @ Dt.T
-    for size in range(1, k + 1):
+    for size in range(1, K + 1):
         for supports in _support_blocks(n_latents, size, device):
             G = gram[supports[:, :, None], supports[:, None, :]]  # (C, s, s)
             independent = torch.linalg.eigvalsh(G)[:, 0] > BEST_SUBSET_DEPENDENT_RTOL
@@ -135,9 +143,9 @@ def _best_subset(X, D, k, *, nonnegative, device) -> SolveResult:
                 better = value < best[rows] - tie[rows]
                 chosen = rows[better]
                 best[chosen] = value[better]
-                best_support[chosen] = torch.nn.functional.pad(supports[index[better]], (0, k - size), value=-1)
+                best_support[chosen] = torch.nn.functional.pad(supports[index[better]], (0, K - size), value=-1)
                 best_codes[chosen] = torch.nn.functional.pad(codes[better.nonzero().flatten(), index[better]],
-                                                             (0, k - size))
+                                                             (0, K - size))
     used = best_support >= 0
     Z = torch.zeros(n_samples, n_latents, dtype=torch.float64, device=device)
     Z.scatter_add_(1, best_support.clamp_min(0), best_codes * used)
@@ -149,7 +157,7 @@ def _best_subset(X, D, k, *, nonnegative, device) -> SolveResult:
         objective=(0.5 * (fit * fit).sum(1)).cpu().numpy(),
         n_iter=used.sum(1).cpu().numpy(),
         duality_gap=np.full(n_samples, np.nan),
-        message=f"all {n_samples} rows solved exactly by enumerating {count_supports(n_latents, k)} supports",
+        message=f"all {n_samples} rows solved exactly by enumerating {count_supports(n_latents, K)} supports",
     )
 
 

@@ -10,8 +10,10 @@ from .._device import resolve_device, resolve_dtype
 from .._validation import check_choice, check_dictionary, check_int, check_observations, check_positive
 from .fista import FISTA_MAX_ITER, FISTA_TOL, _fista
 from .homotopy import _lasso_homotopy
+from ._inputs import check_flag
+from ._scale import unscale_result
 from .lp import CvxpyProblem
-from .results import ConvergenceWarning
+from .results import ConvergenceWarning, SolverFailedError, Status
 
 LASSO_METHODS = ("auto", "homotopy", "fista", "cvxpy")
 
@@ -62,7 +64,11 @@ def lasso(
     X : array_like of shape (B, M)
     D : array_like of shape (N, M), unit-norm rows.
     alpha : float
-        Weight of the l1 penalty, > 0.
+        Weight of the l1 penalty, > 0, in the units of ``X``: the problem is homogeneous,
+        ``lasso(c X, D, c alpha) = c lasso(X, D, alpha)`` for any c > 0, and the solver works on
+        ``(X, alpha) 2^-e`` (an exact power of two with ``max |X| 2^-e`` in [0.5, 1)), so the
+        answer and its duality-gap certificate are relative to the data's scale.
+        ``alpha`` below ``2.2e-308 max |X|`` is refused (ValueError).
     nonnegative : bool
         Constrain :math:`z \ge 0`.
     method : {"auto", "homotopy", "fista", "cvxpy"}
@@ -88,6 +94,14 @@ def lasso(
     -------
     Z : ndarray of shape (B, N), or SolveResult.
 
+    Raises
+    ------
+    ValueError, TypeError
+        On bad input (the message names the argument).
+    SolverFailedError
+        When ``return_info=False`` and a row failed numerically (non-finite iterates, an
+        inaccurate cvxpy solve); rows that only hit ``max_iter`` give a ConvergenceWarning.
+
     References
     ----------
     .. [1] Tibshirani (1996), "Regression shrinkage and selection via the lasso", JRSS B 58(1).
@@ -109,9 +123,7 @@ def lasso(
     X = check_observations(X, D)
     alpha = check_positive(alpha, "alpha")
     check_choice(method, "method", LASSO_METHODS)
-    if method == "cvxpy":
-        result = CvxpyProblem(D, kind="lasso", nonnegative=nonnegative).solve_rows(X, alpha, solver)
-        return result if return_info else result.codes
+    nonnegative, return_info = check_flag(nonnegative, "nonnegative"), check_flag(return_info, "return_info")
     tol = check_positive(tol, "tol")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     if init is not None:
@@ -120,13 +132,37 @@ def lasso(
             raise ValueError(f"init must have B={X.shape[0]} rows like X; got shape {init.shape}.")
         if nonnegative:
             init = np.maximum(init, 0.0)
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
-    if method == "homotopy" or (method == "auto" and init is None):
-        result = _lasso_homotopy(X, D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
-                                 device=device, dtype=dtype)
+    # One power of two for the whole batch (alpha is shared by the rows): X 2^-e has
+    # max |x| in [0.5, 1), alpha 2^-e goes with it, and the codes are multiplied back by 2^e.
+    exponent = int(np.frexp(np.abs(X).max())[1])
+    with np.errstate(over="ignore", under="ignore"):  # inf is capped below, 0 refused
+        alpha_s = float(np.ldexp(alpha, -exponent))
+    if alpha_s < np.finfo(np.float64).tiny:
+        raise ValueError(f"alpha={alpha:g} is below 2.2e-308 times max|X|={np.abs(X).max():g}: the penalty vanishes "
+                         "in float64 at the data's scale. Raise alpha, or use least squares (omp, best_subset).")
+    # Every code is 0 once alpha exceeds max_i |x d_i| <= ||x|| < sqrt(M) (unit atoms, |x| < 1):
+    # capping there keeps 2^-e alpha finite without changing the solution.
+    alpha_s = min(alpha_s, 2.0 * np.sqrt(D.shape[1]))
+    X = np.ldexp(X, -exponent)
+    init = None if init is None else np.ldexp(init, -exponent)
+    if method == "cvxpy":
+        result = CvxpyProblem(D, kind="lasso", nonnegative=nonnegative).solve_rows(X, alpha_s, solver)
     else:
-        result = _fista(X, D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=init,
-                        device=device, dtype=dtype)
+        device, dtype = resolve_device(device), resolve_dtype(dtype)
+        if method == "homotopy" or (method == "auto" and init is None):
+            result = _lasso_homotopy(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
+                                     device=device, dtype=dtype)
+        else:
+            result = _fista(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter, init=init,
+                            device=device, dtype=dtype)
+    result = unscale_result(result, np.full(X.shape[0], exponent), objective_degree=2)
+    if return_info:
+        if not result.success:
+            warnings.warn(result.message, ConvergenceWarning, stacklevel=2)
+        return result
+    failed = (result.status != Status.OPTIMAL) & (result.status != Status.MAX_ITER)
+    if failed.any():
+        raise SolverFailedError(f"lasso: {result.message}. Pass return_info=True for the per-row status.")
     if not result.success:
         warnings.warn(result.message, ConvergenceWarning, stacklevel=2)
-    return result if return_info else result.codes
+    return result.codes

@@ -7,15 +7,18 @@ and the basis-pursuit LP solved by HiGHS directly.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 
 from .._validation import check_dictionary, check_observations
-from .results import SolveResult, Status
+from ._inputs import check_flag
+from ._scale import row_exponents, scale_rows, unscale_result
+from .results import SolveResult, SolverFailedError, Status
 
 #: Basis pursuit answers are re-checked: residual ``||z D - x||`` must be below this times
-#: ``1 + ||x||``; interior-point solvers reach ~1e-9, so a larger residual is a failure.
+#: ``||x||``; interior-point solvers reach ~1e-9 relative, so a larger residual is a failure.
 BP_RESIDUAL_RTOL = 1e-6
 
 
@@ -62,6 +65,12 @@ def basis_pursuit_lp(X, D, *, nonnegative: bool = False, unit_norm: bool = True)
 
     D = check_dictionary(D, require_unit_norm=unit_norm)
     X = check_observations(X, D)
+    nonnegative = check_flag(nonnegative, "nonnegative")
+    # Exact power-of-two rescaling of D (once) and of each row of x: z D = x iff
+    # (z 2^(d - e)) (D 2^-d) = x 2^-e, so HiGHS's absolute tolerances act at unit scale.
+    d_exponent = int(np.frexp(np.abs(D).max())[1])
+    exponent = row_exponents(X)
+    X, D = scale_rows(X, exponent), np.ldexp(D, -d_exponent)
     n_samples, n_latents = X.shape[0], D.shape[0]
     A = D.T if nonnegative else np.hstack([D.T, -D.T])  # (M, N) or (M, 2N)
     codes = np.zeros((n_samples, n_latents))
@@ -85,8 +94,15 @@ def basis_pursuit_lp(X, D, *, nonnegative: bool = False, unit_norm: bool = True)
     message = f"all {n_samples} rows solved to optimality by HiGHS" if bad == 0 else (
         f"{bad} of {n_samples} rows not optimal ({int((status == Status.INFEASIBLE).sum())} infeasible)"
         + ("; " + "; ".join(messages) if messages else ""))
-    return SolveResult(codes=codes, status=status, objective=objective, n_iter=n_iter,
-                       duality_gap=np.full(n_samples, np.nan), message=message)
+    result = SolveResult(codes=codes, status=status, objective=objective, n_iter=n_iter,
+                         duality_gap=np.full(n_samples, np.nan), message=message)
+    return unscale_result(result, exponent - d_exponent, objective_degree=1)
+
+
+#: cvxpy status strings -> Status (anything else, e.g. 'optimal_inaccurate', is NUMERICAL).
+_CVXPY_STATUS = {"optimal": Status.OPTIMAL, "infeasible": Status.INFEASIBLE, "unbounded": Status.UNBOUNDED,
+                 "infeasible_inaccurate": Status.INFEASIBLE, "unbounded_inaccurate": Status.UNBOUNDED,
+                 "user_limit": Status.MAX_ITER}
 
 
 def _default_cvxpy_solver() -> str:
@@ -151,49 +167,44 @@ class CvxpyProblem:
         fallback = None
         if solver is None and self.alpha is None and "HIGHS" in cp.installed_solvers():
             fallback = "HIGHS"
+        if solver is not None and str(solver).upper() not in cp.installed_solvers():
+            raise ValueError(f"solver={solver!r} is not an installed cvxpy solver; choose one of "
+                             f"{sorted(cp.installed_solvers())} or pass solver=None.")
         solver = solver or _default_cvxpy_solver()
         if self.alpha is not None:
             self.alpha.value = alpha
         n_samples = X.shape[0]
-        codes = np.zeros((n_samples, self.z.shape[0]))
-        objective = np.zeros(n_samples)
+        codes = np.full((n_samples, self.z.shape[0]), np.nan)
+        objective = np.full(n_samples, np.nan)
         n_iter = np.zeros(n_samples, dtype=np.int64)
-        fallback_rows = []
+        status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
+        fallback_rows, problems = [], []
         for row in range(n_samples):
             self.x.value = X[row]
-            status = self._solve_row(solver, row)
-            if status not in (cp.OPTIMAL, cp.INFEASIBLE, cp.UNBOUNDED) and fallback is not None:
+            outcome = self._solve_row(solver, row)
+            if outcome not in (cp.OPTIMAL, cp.INFEASIBLE, cp.UNBOUNDED) and fallback is not None:
                 fallback_rows.append(row)
-                status = self._solve_row(fallback, row)
-            if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-                raise ValueError(
-                    f"{self.kind} is infeasible on row {row}: x is not z @ D for any "
-                    f"{'nonnegative ' if self.z.is_nonneg() else ''}z. Use lasso (noisy data) or "
-                    "check that X was generated from this D."
-                )
-            if status in (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE):
-                raise ValueError(f"{self.kind} is unbounded on row {row}; check D and X for scaling errors.")
-            if status != cp.OPTIMAL:
-                raise ValueError(
-                    f"{self.kind}: cvxpy/{solver} ended with {status!r} on row {row}, so the answer is "
-                    "not certified. Try another solver (solver='SCS' or 'HIGHS') or rescale X."
-                )
-            codes[row] = self.z.value
-            objective[row] = self.problem.value
+                outcome = self._solve_row(fallback, row)
+            status[row] = _CVXPY_STATUS.get(outcome, Status.NUMERICAL)
             stats = self.problem.solver_stats
             n_iter[row] = stats.num_iters if stats is not None and stats.num_iters is not None else 0
-        message = f"all {n_samples} rows solved to optimality by cvxpy/{solver}"
+            if status[row] == Status.OPTIMAL:
+                codes[row] = self.z.value
+                objective[row] = self.problem.value
+            else:
+                problems.append(f"row {row}: {outcome}")
+        if not problems:
+            message = f"all {n_samples} rows solved to optimality by cvxpy/{solver}"
+        else:
+            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            message = (f"{len(problems)} of {n_samples} rows not solved by cvxpy/{solver} ({shown}). Infeasible: x is "
+                       f"not z @ D for any {'nonnegative ' if self.z.is_nonneg() else ''}z (use lasso for noisy "
+                       "data); otherwise try another solver (solver='SCS' or 'HIGHS')")
         if fallback_rows:
             message += f"; rows {fallback_rows} re-solved exactly by cvxpy/{fallback} after {solver} was inaccurate"
-        return SolveResult(
-            codes=codes,
-            status=np.full(n_samples, Status.OPTIMAL, dtype=np.int64),
-            objective=objective,
-            n_iter=n_iter,
-            duality_gap=np.full(n_samples, np.nan),
-            message=message,
-            fallback_rows=tuple(fallback_rows),
-        )
+        return SolveResult(codes=codes, status=status, objective=objective, n_iter=n_iter,
+                           duality_gap=np.full(n_samples, np.nan), message=message,
+                           fallback_rows=tuple(fallback_rows))
 
 
 def basis_pursuit(X, D, *, nonnegative: bool = False, solver: str | None = None, return_info: bool = False):
@@ -222,11 +233,19 @@ def basis_pursuit(X, D, *, nonnegative: bool = False, solver: str | None = None,
     -------
     Z : ndarray of shape (B, N), or SolveResult.
 
+    Each row is solved on ``x 2^-e`` (``2^e`` the power of two just above ``max |x|``, an exact
+    rescaling) and its codes multiplied back by ``2^e``, so ``basis_pursuit(c X, D) = c
+    basis_pursuit(X, D)`` for any finite scale, and the residual check is relative to
+    ``||x||``.
+
     Raises
     ------
-    ValueError
-        On bad input, or when a row is infeasible (x outside the span, or cone, of the
-        atoms), unbounded, or solved inaccurately: the message names the row.
+    ValueError, TypeError
+        On bad input (the message names the argument).
+    SolverFailedError
+        When ``return_info=False`` and some row is not solved: infeasible (x outside the
+        span, or cone, of the atoms), unbounded, or inaccurate. With ``return_info=True``
+        those rows come back with their :class:`Status`, NaN codes, and the message.
 
     References
     ----------
@@ -240,12 +259,24 @@ def basis_pursuit(X, D, *, nonnegative: bool = False, solver: str | None = None,
     """
     D = check_dictionary(D)
     X = check_observations(X, D)
-    result = CvxpyProblem(D, kind="basis_pursuit", nonnegative=nonnegative).solve_rows(X, None, solver)
-    residual = np.linalg.norm(result.codes @ D - X, axis=1)
-    worst = int(np.argmax(residual - BP_RESIDUAL_RTOL * (1 + np.linalg.norm(X, axis=1))))
-    if residual[worst] > BP_RESIDUAL_RTOL * (1 + np.linalg.norm(X[worst])):
-        raise ValueError(
-            f"basis pursuit: row {worst} violates z @ D = x by {residual[worst]:.3g} after the solve; "
-            "the solver answer is inaccurate. Try solver='SCS' or rescale X."
-        )
-    return result if return_info else result.codes
+    nonnegative, return_info = check_flag(nonnegative, "nonnegative"), check_flag(return_info, "return_info")
+    exponent = row_exponents(X)
+    X_s = scale_rows(X, exponent)
+    result = CvxpyProblem(D, kind="basis_pursuit", nonnegative=nonnegative).solve_rows(X_s, None, solver)
+    # Re-check the answer on the rescaled rows (||x|| in [0.5, sqrt(M))): a residual above
+    # BP_RESIDUAL_RTOL * ||x|| means the solver's point does not satisfy z D = x.
+    residual = np.linalg.norm(np.nan_to_num(result.codes) @ D - X_s, axis=1)
+    off = (result.status == Status.OPTIMAL) & ~(residual <= BP_RESIDUAL_RTOL * np.linalg.norm(X_s, axis=1))
+    if off.any():
+        status, codes = result.status.copy(), result.codes.copy()
+        status[off], codes[off] = Status.NUMERICAL, np.nan
+        rows = np.flatnonzero(off).tolist()
+        result = dataclasses.replace(result, status=status, codes=codes, message=(
+            f"{result.message}; rows {rows[:5]}{'...' if len(rows) > 5 else ''} violate z @ D = x by up to "
+            f"{residual[off].max():.3g} relative to ||x|| after the solve (inaccurate): try solver='HIGHS' or 'SCS'"))
+    result = unscale_result(result, exponent, objective_degree=1)
+    if return_info:
+        return result
+    if not result.success:
+        raise SolverFailedError(f"basis_pursuit: {result.message}. Pass return_info=True for the per-row status.")
+    return result.codes

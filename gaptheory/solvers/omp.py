@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from .._device import resolve_device, resolve_dtype
-from .._validation import check_dictionary, check_k, check_observations
+from .._validation import check_dictionary, check_observations
+from ._inputs import check_flag, check_support_size
+from ._scale import row_exponents, scale_rows, unscale_result
 from .homotopy import _exact_finish
 from .results import SolveResult, Status, status_message
 
@@ -25,7 +27,7 @@ OMP_RESIDUAL_RTOL = 1e-7
 OMP_DEPENDENT_RTOL = 1e-6
 
 
-def omp(X, D, k: int, *, device=None, dtype="float64", return_info: bool = False):
+def omp(X, D, K: int, *, device=None, dtype="float64", return_info: bool = False):
     r"""Batched orthogonal matching pursuit: at most ``K`` atoms per row.
 
     Each step adds, for every row at once, the atom most correlated with the current
@@ -41,12 +43,16 @@ def omp(X, D, k: int, *, device=None, dtype="float64", return_info: bool = False
     Under :math:`K < (1 + 1/\mu)/2` OMP recovers the exact support of every K-sparse
     code (Tropp 2004, Theorem A).
 
+    Scale-equivariant: each row is solved on ``x 2^-e`` (an exact power of two with
+    ``max |x| 2^-e`` in [0.5, 1)) and its codes multiplied back, so ``f(c X) = c f(X)`` for
+    any finite scale and the stopping rules act relative to ``||x||``.
+
     Parameters
     ----------
     X : array_like of shape (B, M)
     D : array_like of shape (N, M), unit-norm rows.
-    k : int
-        K, the maximum number of atoms per row, 1 <= K <= min(N, M).
+    K : int
+        The maximum number of atoms per row, 1 <= K <= min(N, M).
     device, dtype : see :func:`lasso`.
     return_info : bool
         Return a :class:`SolveResult` (objective: half the squared residual; n_iter:
@@ -71,24 +77,16 @@ def omp(X, D, k: int, *, device=None, dtype="float64", return_info: bool = False
     """
     D = check_dictionary(D)
     X = check_observations(X, D)
-    k = _check_support_size(k, D)
+    K = check_support_size(K, D)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    result = _omp(X, D, k, device=device, dtype=dtype)
+    return_info = check_flag(return_info, "return_info")
+    exponent = row_exponents(X)
+    result = _omp(scale_rows(X, exponent), D, K, device=device, dtype=dtype)
+    result = unscale_result(result, exponent, objective_degree=2)
     return result if return_info else result.codes
 
 
-def _check_support_size(k, D: np.ndarray) -> int:
-    """K for a least-squares fit on K atoms: ``1 <= K <= min(N, M)``."""
-    k = check_k(k, D.shape[0])
-    if k > D.shape[1]:
-        raise ValueError(
-            f"k={k} exceeds M={D.shape[1]}: more than M atoms are linearly dependent, so least "
-            f"squares on the support is singular. Use k <= {D.shape[1]}."
-        )
-    return k
-
-
-def _omp(X, D, k, *, device, dtype) -> SolveResult:
+def _omp(X, D, K, *, device, dtype) -> SolveResult:
     r"""Batch-OMP in Gram form (Rubinstein, Zibulevsky & Elad 2008), all rows at once.
 
     With :math:`G = D D^\top` and :math:`c = x D^\top` (one GEMM each), step ``s`` picks
@@ -105,15 +103,15 @@ def _omp(X, D, k, *, device, dtype) -> SolveResult:
     gram = Dt @ Dt.T
     correlation = Xt @ Dt.T
     x_norm = torch.linalg.vector_norm(Xt, dim=1)
-    support = torch.zeros(n_samples, k, dtype=torch.int64, device=device)
-    triangle = torch.eye(k, dtype=dtype, device=device).repeat(n_samples, 1, 1)
-    projection = torch.zeros(n_samples, k, dtype=dtype, device=device)  # a
-    images = torch.empty(n_samples, k, n_latents, dtype=dtype, device=device)  # u_t
+    support = torch.zeros(n_samples, K, dtype=torch.int64, device=device)
+    triangle = torch.eye(K, dtype=dtype, device=device).repeat(n_samples, 1, 1)
+    projection = torch.zeros(n_samples, K, dtype=dtype, device=device)  # a
+    images = torch.empty(n_samples, K, n_latents, dtype=dtype, device=device)  # u_t
     active = torch.ones(n_samples, dtype=torch.bool, device=device)
     singular = torch.zeros(n_samples, dtype=torch.bool, device=device)
     n_selected = torch.zeros(n_samples, dtype=torch.int64, device=device)
     energy = x_norm * x_norm  # residual energy ||x||^2 - sum_t a_t^2
-    for step in range(k):
+    for step in range(K):
         scores = correlation.abs()
         if step:
             scores.scatter_(1, support[:, :step], -1.0)  # never pick an atom twice
@@ -163,5 +161,5 @@ def _omp(X, D, k, *, device, dtype) -> SolveResult:
         objective=(0.5 * (fit * fit).sum(1)).double().cpu().numpy(),
         n_iter=n_selected.cpu().numpy(),
         duality_gap=np.full(n_samples, np.nan),
-        message=status_message(status, "an atom was linearly dependent on those already selected; lower k"),
+        message=status_message(status, "an atom was linearly dependent on those already selected; lower K"),
     )

@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from ._io import stdout_to_stderr
+from .store import StoreError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -97,6 +98,8 @@ def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
                **summary.to_dict(), "failed_total": len(failures), "passed": summary.failed == 0}
     text = (f"{summary.sweep}: {summary.total} tasks, {summary.skipped} already done, {summary.ok} ok, "
             f"{summary.failed} failed in {summary.wall_time_s:.1f} s ({summary.executor}); store {args.store}")
+    if summary.elsewhere:
+        text += f"\n  {summary.elsewhere} tasks are being run by another runner on this store"
     for record in failures[:5]:
         text += f"\n  failed {record['key']}: {record.get('error')}"
     return outcome, text
@@ -132,7 +135,7 @@ def _open_records(args) -> tuple[list, dict]:
     filters = _filters(args.where)
     if args.sweep:
         filters["sweep"] = args.sweep
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store, readonly=True) as store:
         return store.records(**filters), filters
 
 
@@ -386,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         with stdout_to_stderr():  # solver banners and child processes must not pollute the result
             outcome, text = args.command(args, show_progress=show_progress)
     except ValueError as err:
+        print(f"gaptheory {args.verb}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as err:  # a results file that is missing, corrupt, read-only or full
         print(f"gaptheory {args.verb}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -25,12 +25,16 @@ run retries it.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
 import itertools
 import math
 import multiprocessing
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -41,7 +45,7 @@ import numpy as np
 from . import __version__
 from ._io import stdout_to_stderr
 from ._validation import check_choice, check_int
-from .store import STATUS_FAILED, STATUS_OK, ResultStore, task_key
+from .store import LEASE_S, STATUS_FAILED, STATUS_OK, ResultStore, task_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -364,7 +368,13 @@ def run_training(config: dict) -> dict:
 def _check_training(config: dict) -> dict:
     import json
 
+    from .training import METHODS, _parse_method
+
     config = _resolve_ratios(config)
+    base, _ = _parse_method(config["method"])
+    if config["setting"] not in METHODS[base]:
+        raise ValueError(f"method={config['method']!r} does not run in setting={config['setting']!r}; "
+                         f"it runs in {list(METHODS[base])}.")
     for name in ("N", "M", "n_train", "n_val", "n_test", "steps"):
         check_int(config[name], name, minimum=1 if name != "steps" else 0)
     check_int(config["K"], "K", minimum=1, maximum=config["N"])
@@ -463,19 +473,79 @@ class Sweep:
         return cls(name=data["name"], kind=data["kind"], fixed=dict(data.get("fixed", {})), grid=grid)
 
     def tasks(self) -> list[Task]:
-        """Expand the grid into tasks, in grid order, dropping duplicate keys."""
+        """Expand the grid into tasks, in grid order, dropping duplicate keys.
+
+        Every value is checked against its parameter's type before anything runs; a bad
+        one raises ValueError or TypeError naming ``fixed.NAME`` or ``grid.NAME``.
+        """
         kind = TASK_KINDS[self.kind]
+        for section, params in (("fixed", self.fixed), ("grid", self.grid)):
+            for name, values in params.items():
+                for value in (values if section == "grid" else (values,)):
+                    _check_value(self.kind, f"{section}.{name}", name, value)
         names = list(self.grid)
         seen, tasks = set(), []
         for values in itertools.product(*(self.grid[n] for n in names)):
             config = {**kind.defaults, **self.fixed, **dict(zip(names, values))}
             config = _CHECKS.get(self.kind, dict)(config)
             config = {"kind": self.kind, **config}
-            key = task_key(config)
+            # The sweep name is part of the key: the same grid under two names is two sets of tasks.
+            key = task_key({**config, "sweep": self.name})
             if key not in seen:  # two ratios can round to the same integers
                 seen.add(key)
                 tasks.append(Task(key=key, sweep=self.name, config=config))
         return tasks
+
+
+#: Parameters that are not of their default's type, with the values they take.
+_NULLABLE = {"M", "K", "data_seed"}
+_RATIOS = ("M_over_N", "K_over_M")
+
+
+def _check_value(kind: str, where: str, name: str, value) -> None:
+    """Check one parameter value of a task kind against the type of its default."""
+    from .instances import DICTIONARY_KINDS
+
+    default = TASK_KINDS[kind].defaults.get(name)
+    if name in _RATIOS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e6:
+            raise ValueError(f"{where}={value!r} must be a positive number (a ratio); e.g. 0.5.")
+        return
+    if value is None and name in _NULLABLE:
+        return
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise TypeError(f"{where}={value!r} must be true or false (a TOML boolean, not a string).")
+    if (isinstance(default, int) and not isinstance(default, bool)) or name in ("M", "K"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where}={value!r} must be an integer.")
+        if value < 0:
+            raise ValueError(f"{where}={value} must be >= 0.")
+    if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                       or not math.isfinite(value)):
+        raise TypeError(f"{where}={value!r} must be a finite number.")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise TypeError(f"{where}={value!r} must be a string.")
+    if name == "dictionary":
+        check_choice(value, where, DICTIONARY_KINDS)
+    if name == "solver":
+        check_choice(value, where, SOLVERS)
+    if name == "seed" or name == "data_seed":
+        check_int(value, where, minimum=0)
+    if name in ("magnitude_lo", "magnitude_hi") and not value > 0:
+        raise ValueError(f"{where}={value} must be > 0 (nonzero magnitudes are uniform in [lo, hi]).")
+    if kind == "training" and name == "method":
+        from .training import _parse_method
+
+        try:
+            _parse_method(value)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    if kind == "gap" and name == "method":
+        check_choice(value, where, ("highs", "cvxpy"))
+    if name in ("lr", "sae_lr", "alpha") and not value > 0:
+        raise ValueError(f"{where}={value} must be > 0.")
+    if kind == "training" and name == "setting":
+        check_choice(value, where, ("known_dictionary", "known_codes", "unknown"))
 
 
 def load_sweep(path) -> Sweep:
@@ -488,11 +558,6 @@ def load_sweep(path) -> Sweep:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"sweep file {str(path)!r} is not valid TOML: {err}") from None
     return Sweep.from_dict(data)
-
-
-def expand(sweep: Sweep) -> list[Task]:
-    """The tasks of ``sweep`` (same as ``sweep.tasks()``)."""
-    return sweep.tasks()
 
 
 # ---------------------------------------------------------------------------------------
@@ -552,6 +617,7 @@ class SweepSummary:
     failed: int         # failed in this run (stored with their traceback)
     wall_time_s: float
     executor: str
+    elsewhere: int = 0  # claimed by another live runner on the same store (not run here)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -568,28 +634,91 @@ def _mp_context():
     return context
 
 
-def _single_threaded() -> None:
-    """Worker initialiser: one torch thread per process, so W workers use W cores, not W^2."""
+def _worker_init() -> None:
+    """Worker initialiser: one torch thread per process (W workers use W cores, not W^2),
+    and Ctrl-C left to the parent, which stops the workers itself."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
+#: Attempts of a task whose worker process died (killed, out of memory) before it is
+#: stored as failed; a pool that breaks takes every task in flight with it, so each of
+#: those gets a fresh attempt on a new pool.
+MAX_ATTEMPTS = 3
+
+
+def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    context = _mp_context()
+    if context.get_start_method() == "forkserver" and threading.current_thread() is threading.main_thread():
+        from multiprocessing import forkserver
+
+        # The fork server (and every worker forked from it) inherits SIGINT ignored, so a
+        # Ctrl-C while it imports torch reaches only this process, not a worker's traceback.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+
+
+def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kill the workers now (they ignore SIGINT, and a running task is not interruptible)."""
+    # ProcessPoolExecutor has no public way to stop running workers before Python 3.14.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _local_results(tasks, workers):
-    """Yield records as tasks finish on ``workers`` local processes (in-process for 1)."""
+    """Yield records as tasks finish on ``workers`` local processes (in-process for 1).
+
+    Tasks are pulled from the iterable ``tasks`` only when a worker is free (so a claim is
+    taken just before its task runs). A dead worker breaks the pool: the pool is rebuilt
+    and the tasks in flight are retried, up to :data:`MAX_ATTEMPTS` times each.
+    """
+    tasks = iter(tasks)
     if workers == 1:
         for task in tasks:
             yield execute_task(task)
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
-                                                initializer=_single_threaded) as pool:
-        futures = {pool.submit(execute_task, task): task for task in tasks}
+    attempts: dict[str, int] = {}
+    retry: collections.deque = collections.deque()
+    while True:
+        pool, futures, broken = _start_pool(workers), {}, False
         try:
-            for future in concurrent.futures.as_completed(futures):
-                yield _result_or_failure(future, futures[future])
+            while not broken:
+                while len(futures) < workers:
+                    task = retry.popleft() if retry else next(tasks, None)
+                    if task is None:
+                        break
+                    futures[pool.submit(execute_task, task)] = task
+                if not futures:
+                    pool.shutdown(wait=True)
+                    return
+                done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    task = futures.pop(future)
+                    try:
+                        yield future.result()
+                    except concurrent.futures.process.BrokenProcessPool as err:
+                        broken = True
+                        attempts[task.key] = attempts.get(task.key, 0) + 1
+                        if attempts[task.key] >= MAX_ATTEMPTS:
+                            yield _failure(task, err)
+                        else:
+                            retry.append(task)
+            # Every other task in flight died with the pool: retry it on the next one.
+            retry.extend(futures.values())
+            for task in futures.values():
+                attempts[task.key] = attempts.get(task.key, 0) + 1
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(pool)
             raise
+        _stop_pool(pool)
 
 
 def _dask_results(tasks, *, scheduler, dask_local, dask_processes):
@@ -605,7 +734,7 @@ def _dask_results(tasks, *, scheduler, dask_local, dask_processes):
     client = Client(cluster if cluster is not None else scheduler)
     try:
         if cluster is not None and dask_processes:
-            client.run(_single_threaded)  # our own worker processes only; a shared cluster is left as configured
+            client.run(_worker_init)  # our own worker processes only; a shared cluster is left as configured
         futures = {client.submit(execute_task, task, key=f"gaptheory-{task.key}", pure=False): task for task in tasks}
         for future in as_completed(list(futures)):
             yield _result_or_failure(future, futures[future])
@@ -619,9 +748,44 @@ def _result_or_failure(future, task: Task) -> dict:
     """The record a finished future holds, or a failed record if the worker itself died."""
     try:
         return future.result()
-    except Exception as err:  # noqa: BLE001 - e.g. BrokenProcessPool, KilledWorker
-        return {**_record_base(task), "status": STATUS_FAILED, "error": f"{type(err).__name__}: {err}",
-                "traceback": "".join(traceback.format_exception(err)), "wall_time_s": None}
+    except Exception as err:  # noqa: BLE001 - e.g. KilledWorker after Dask's own retries
+        return _failure(task, err)
+
+
+def _failure(task: Task, err: BaseException) -> dict:
+    return {**_record_base(task), "status": STATUS_FAILED, "error": f"{type(err).__name__}: {err}",
+            "traceback": "".join(traceback.format_exception(err)), "wall_time_s": None}
+
+
+class _Heartbeat:
+    """Renew this runner's claims every ``LEASE_S / 4`` seconds from a thread of its own."""
+
+    def __init__(self, path, owner: str):
+        self._path, self._owner, self._stop = path, owner, threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="gaptheory-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        with ResultStore(self._path) as store:  # SQLite connections belong to one thread
+            while not self._stop.wait(LEASE_S / 4):
+                with contextlib.suppress(OSError):  # a transient lock; the next beat retries
+                    store.renew(self._owner)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _claimed(store: ResultStore, tasks, owner: str, elsewhere: list):
+    """Yield the tasks this runner claims, one claim per task as a worker asks for it."""
+    for task in tasks:
+        if store.claim([task.key], owner):
+            yield task
+        elif not store.has(task.key):
+            elsewhere.append(task.key)
 
 
 def run_sweep(
@@ -671,22 +835,34 @@ def run_sweep(
     done = store.keys(status=STATUS_OK) | (set() if retry_failed else store.keys(status=STATUS_FAILED))
     pending = [task for task in tasks if task.key not in done]
     if not pending:
-        executor, results = "none", iter(())
+        executor = "none"
     elif scheduler is not None or dask_local is not None:
         executor = f"dask:{scheduler}" if scheduler is not None else f"dask-local:{dask_local}"
-        results = _dask_results(pending, scheduler=scheduler, dask_local=dask_local, dask_processes=dask_processes)
     else:
         executor = f"local:{workers}"
-        results = _local_results(pending, workers)
     ok = failed = 0
-    with tqdm(total=len(pending), desc=sweep.name, unit="task", file=sys.stderr, disable=not progress) as bar:
-        for record in results:
-            store.put(record)
-            if record["status"] == STATUS_OK:
-                ok += 1
-            else:
-                failed += 1
-            bar.set_postfix(failed=failed, refresh=False)
-            bar.update(1)
+    owner, elsewhere = ResultStore.new_owner(), []
+    source = _claimed(store, pending, owner, elsewhere)
+    if pending and executor.startswith("dask"):
+        source = list(source)  # Dask schedules everything it is given at once
+    results = iter(()) if not pending else (
+        _dask_results(source, scheduler=scheduler, dask_local=dask_local, dask_processes=dask_processes)
+        if executor.startswith("dask") else _local_results(source, workers))
+    try:
+        with _Heartbeat(store.path, owner), tqdm(total=len(pending), desc=sweep.name, unit="task", file=sys.stderr,
+                                                 disable=not progress) as bar:
+            for record in results:
+                store.put(record)
+                if record["status"] == STATUS_OK:
+                    ok += 1
+                else:
+                    failed += 1
+                bar.set_postfix(failed=failed, refresh=False)
+                bar.update(1)
+    finally:
+        results.close() if hasattr(results, "close") else None
+        with contextlib.suppress(OSError):  # a rerun may take over at once (else the leases expire)
+            store.release(owner)
     return SweepSummary(sweep=sweep.name, total=len(tasks), skipped=len(tasks) - len(pending), ok=ok,
-                        failed=failed, wall_time_s=time.perf_counter() - start, executor=executor)
+                        failed=failed, wall_time_s=time.perf_counter() - start, executor=executor,
+                        elsewhere=len(elsewhere))

@@ -48,9 +48,39 @@ def test_ratios_resolve_to_integers_and_duplicates_collapse():
 
 def test_key_is_the_same_whether_a_default_is_written_or_not():
     implicit = _sweep(M=[6], K=[1]).tasks()[0]
-    explicit = Sweep(name="other", kind="recovery", fixed={"N": 12, "B": 3, "solver": "omp", "seed": 0},
+    explicit = Sweep(name="tiny", kind="recovery", fixed={"N": 12, "B": 3, "solver": "omp", "seed": 0},
                      grid={"M": [6], "K": [1]}).tasks()[0]
     assert implicit.key == explicit.key
+
+
+def test_the_same_grid_under_another_name_is_another_set_of_tasks(tmp_path):
+    renamed = Sweep(name="tiny_again", kind="recovery", fixed={"N": 12, "B": 3, "solver": "omp"},
+                    grid={"M": [6], "K": [1]})
+    assert renamed.tasks()[0].key != _sweep(M=[6], K=[1]).tasks()[0].key
+    with ResultStore(tmp_path / "r.db") as store:
+        run_sweep(_sweep(M=[6], K=[1]), store)
+        summary = run_sweep(renamed, store)
+        assert (summary.skipped, summary.ok) == (0, 1)
+        assert len(store.records(sweep="tiny_again")) == 1 and len(store.records(sweep="tiny")) == 1
+
+
+@pytest.mark.parametrize(
+    "kind, fixed, grid, error, message",
+    [
+        ("recovery", {"N": 12, "M": 6, "K": 2}, {"nonnegative": ["no"]}, TypeError, "grid.nonnegative='no' must be true or false"),
+        ("recovery", {"N": 12}, {"M_over_N": [-0.5], "K": [1]}, ValueError, "grid.M_over_N=-0.5 must be a positive"),
+        ("recovery", {"N": 12, "M": 6, "K": 2}, {"dictionary": ["gaussian", "nope"]}, ValueError, "grid.dictionary='nope'"),
+        ("recovery", {"N": 12, "M": 6, "K": 2}, {"seed": [0, -1]}, ValueError, "grid.seed=-1"),
+        ("recovery", {"N": 12, "M": 6, "K": 2, "solver": "cg"}, {"seed": [0]}, ValueError, "fixed.solver='cg'"),
+        ("recovery", {"N": "12", "M": 6, "K": 2}, {"seed": [0]}, TypeError, "fixed.N='12' must be an integer"),
+        ("training", {}, {"method": ["sae", "no_such_method"]}, ValueError, "grid.method: method='no_such_method'"),
+        ("training", {"setting": "known_codes"}, {"method": ["sparse_coding"]}, ValueError, "does not run in setting"),
+        ("gap", {"M": 8}, {"method": ["simplex"]}, ValueError, "grid.method='simplex'"),
+    ],
+)
+def test_bad_grid_values_are_refused_at_expansion_naming_the_key(kind, fixed, grid, error, message):
+    with pytest.raises(error, match=message):
+        Sweep(name="bad", kind=kind, fixed=fixed, grid=grid).tasks()
 
 
 @pytest.mark.parametrize(

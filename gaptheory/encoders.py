@@ -2,7 +2,7 @@ r"""Encoders that map observations ``X (B, M)`` to codes ``Z (B, N)``, one inter
 
 Every encoder is a ``torch.nn.Module`` with SAELens weight names and layout,
 ``W_enc (M, N)``, ``b_enc (N,)``, ``W_dec (N, M)``, ``b_dec (M,)`` (an MLP has its own
-hidden layers instead of ``W_enc``), and follows the scikit-learn estimator protocol:
+hidden layers instead of ``W_enc``), and is used like this (scikit-learn estimators over them: :mod:`gaptheory.estimators`):
 
 - ``Encoder(cfg, seed=0)`` builds it from a frozen config dataclass (``cfg.architecture``,
   ``cfg.to_dict()``, ``Config.from_dict(d)``);

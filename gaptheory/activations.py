@@ -693,13 +693,19 @@ def load_activations(path) -> Activations:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path={str(path)!r} does not exist; run `gaptheory activations extract` first.")
-    with safe_open(str(path), framework="np") as handle:
-        metadata = dict(handle.metadata() or {})
-        if metadata.get("format") != "gaptheory-activations":
-            raise ValueError(f"{path} is not a gaptheory activations file (metadata format="
-                             f"{metadata.get('format')!r}); write it with extract_activations.")
-        arrays = {k: handle.get_tensor(k) for k in ("activations", "token_ids", "doc_ids", "window_ids",
-                                                      "positions")}
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = dict(handle.metadata() or {})
+            if metadata.get("format") != "gaptheory-activations":
+                raise ValueError(f"{path} is not a gaptheory activations file (metadata format="
+                                 f"{metadata.get('format')!r}); write it with extract_activations.")
+            arrays = {k: handle.get_tensor(k) for k in ("activations", "token_ids", "doc_ids", "window_ids",
+                                                          "positions")}
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors raises its own SafetensorError (not a ValueError) on bad bytes
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); it is corrupt or truncated: "
+                         "re-run `gaptheory activations extract`.") from err
     if not np.isfinite(arrays["activations"]).all():
         raise ValueError(f"{path} holds NaN/inf activations; re-extract (the model produced non-finite values).")
     return Activations(arrays["activations"], arrays["token_ids"], arrays["doc_ids"], arrays["window_ids"],

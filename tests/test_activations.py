@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,6 +229,16 @@ def test_load_activations_rejects_a_foreign_safetensors_file(tmp_path):
     save_file({"x": np.zeros((2, 2), dtype=np.float32)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match=r"not a gaptheory activations file"):
         load_activations(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_load_activations_names_a_corrupt_or_truncated_file(tiny, tmp_path, damage):
+    path = Path(extract_activations(tiny, _documents(0), tmp_path / "a.safetensors", layer=0,
+                                    max_tokens=30, context_length=8).path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x07" * 64)
+    with pytest.raises(ValueError, match=r"a\.safetensors .*corrupt or truncated"):
+        load_activations(path)
 
 
 @pytest.mark.skipif(not (HAS_MINILM and HAS_GENSIM), reason="real model/corpus packages not installed")

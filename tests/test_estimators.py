@@ -18,6 +18,7 @@ ESTIMATORS = [SAETransformer(N=4, steps=5, random_state=0), MLPTransformer(N=4, 
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 

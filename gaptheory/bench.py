@@ -47,6 +47,10 @@ SKLEARN_TOLS = (1e-4, 1e-5, 1e-6, 1e-8, 1e-10)
 #: cvxpy solvers tried for the LASSO; the fastest one that solves every row is the baseline.
 CVXPY_SOLVERS = ("CLARABEL", "OSQP")
 
+#: Defaults of BenchConfig.versus_sizes and .sae_scale (see VERSUS_SIZES and SAE_SCALE).
+VERSUS_SIZES_DEFAULT = ((256, 128, 8, 1024), (2048, 512, 32, 512))
+SAE_SCALE_DEFAULT = (16384, 768, 64, 32)
+
 #: Speed targets of issue 8 (ratios measured side by side, same instances).
 TARGET_SKLEARN_LASSO = 5.0
 TARGET_CVXPY = 100.0
@@ -77,13 +81,18 @@ class BenchConfig:
     seed: int = 0  # master seed of every instance
     device: str | None = None  # torch device of the batched solvers (default: cuda if present)
     memory_in_fresh_process: bool = True  # measure peak memory in a new process per point (seconds each)
+    versus_sizes: tuple = VERSUS_SIZES_DEFAULT  # (N, M, K, B) points of the SPAMS / sparse_encode comparison
+    versus_repeats: int = 5  # interleaved repeats of that comparison
+    sae_scale: tuple | None = SAE_SCALE_DEFAULT  # (N, M, K, B) timed with peak memory; None skips it
+    sae_gram_budget: int | None = None  # OMP's max_gram_bytes at that point (None: the solver's default)
 
     @classmethod
     def quick(cls, seed: int = 0) -> "BenchConfig":
         """Tiny sizes for a smoke test (seconds); ratios at these sizes mean little."""
         return cls(n_samples=64, n_latents=64, n_dims=32, k=4, repeats=2, cvxpy_rows=4, gap_n_latents=16,
                    gap_n_dims=8, gap_k=2, gap_scaling_n=(8, 12), scaling_b=(32, 64), scaling_n=(32, 64), seed=seed,
-                   memory_in_fresh_process=False)
+                   memory_in_fresh_process=False, versus_sizes=((48, 24, 3, 32),), versus_repeats=1,
+                   sae_scale=(64, 32, 4, 8), sae_gram_budget=64 * 64 * 4)  # float32 Gram fits, float64 does not
 
 
 @dataclass(frozen=True)
@@ -457,6 +466,207 @@ def bench_scaling(cfg: BenchConfig, device) -> list[dict]:
     return rows
 
 
+# ----- against SPAMS and scikit-learn's sparse_encode ------------------------------------
+
+#: (N, M, K, B) of the side-by-side comparison with SPAMS and ``sparse_encode``.
+VERSUS_SIZES = VERSUS_SIZES_DEFAULT
+
+#: Throughput targets against SPAMS at each size of VERSUS_SIZES, and against the best
+#: ``sparse_encode`` algorithm at every size.
+TARGET_SPAMS = (2.0, 1.0)
+TARGET_SPARSE_ENCODE = 10.0
+
+#: LASSO objectives must equal SPAMS's (float64) to this relative error: both solve
+#: exactly on the final support, so they differ by round-off of the finish (~1e-15).
+AGREEMENT_RTOL = 1e-9
+
+#: ``sparse_encode`` algorithms tried for each problem; the fastest is the baseline.
+SPARSE_ENCODE_ALGORITHMS = {"lasso": ("lasso_lars", "lasso_cd"), "omp": ("omp",)}
+
+#: SAE-scale point (N, M, K, B) timed with peak memory: the float64 Gram matrix there
+#: (N^2 8 bytes = 2 GiB) is over the default memory budget, so OMP runs in direct form.
+SAE_SCALE = SAE_SCALE_DEFAULT
+
+
+def _one_thread():
+    """A context that limits BLAS/OpenMP pools to one thread (threadpoolctl), or a no-op."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _spams_calls(X, D, K, alpha, dtype):
+    """SPAMS's ``lasso`` (LARS, mode 2: the penalised form, ``pos=True``) and ``omp`` on
+    Fortran-ordered (M, B) and (M, N) arrays prepared outside the clock, one thread; codes
+    come back as (B, N) dense float64. None when SPAMS is not importable."""
+    try:
+        import spams
+    except ImportError:
+        return None
+    Xf, Df = np.asfortranarray(X.T.astype(dtype)), np.asfortranarray(D.T.astype(dtype))
+    return {
+        "lasso": lambda: spams.lasso(Xf, Df, lambda1=alpha, mode=2, pos=True, numThreads=1),
+        "omp": lambda: spams.omp(Xf, Df, L=K, numThreads=1),
+    }
+
+
+def _dense(codes) -> np.ndarray:
+    """SPAMS's sparse (N, B) output as dense (B, N) float64."""
+    return np.asarray(codes.toarray() if hasattr(codes, "toarray") else codes, dtype=np.float64).T
+
+
+def _sparse_encode_call(X, D, K, alpha, dtype, algorithm):
+    """scikit-learn's ``sparse_encode`` in gaptheory's layout (X (B, M), dictionary (N, M):
+    no transposes), one job; its ``alpha`` is the weight of the l1 norm (it rescales for
+    ``lasso_cd`` itself)."""
+    import warnings
+
+    from sklearn.decomposition import sparse_encode
+
+    Xd, Dd = X.astype(dtype), D.astype(dtype)
+    options = ({"n_nonzero_coefs": K} if algorithm == "omp"
+               else {"alpha": alpha, "positive": True, "max_iter": 10_000})
+
+    def call():
+        with warnings.catch_warnings():  # lasso_cd warns on rows that stop at its own tolerance
+            warnings.simplefilter("ignore")
+            return sparse_encode(Xd, Dd, algorithm=algorithm, n_jobs=1, **options)
+
+    return call
+
+
+def bench_versus(N, M, K, B, *, alpha, magnitudes, seed, repeats, device) -> dict:
+    """gaptheory's LASSO and OMP against SPAMS and ``sparse_encode``, float32 and float64,
+    on one nonnegative instance, one thread each, timed interleaved.
+
+    Agreement is checked in the same run: every gaptheory LASSO objective (either dtype)
+    against SPAMS float64's to AGREEMENT_RTOL, every OMP support against SPAMS float64's.
+    """
+    inst = make_instance(N, M, K, B, seed=seed, nonnegative=True, magnitudes=magnitudes)
+    X, D = inst.X, inst.D
+    contenders, notes = {}, []
+    for dt in ("float32", "float64"):
+        contenders[f"lasso/gaptheory/{dt}"] = (lambda dt=dt: lasso(X, D, alpha, nonnegative=True, dtype=dt,
+                                                                  device=device, return_info=True))
+        contenders[f"omp/gaptheory/{dt}"] = (lambda dt=dt: omp(X, D, K, dtype=dt, device=device,
+                                                              return_info=True))
+        calls = _spams_calls(X, D, K, alpha, dt)
+        if calls is None:
+            notes.append("SPAMS not importable (pip install spams-bin): its columns are skipped")
+        else:
+            for problem, call in calls.items():
+                contenders[f"{problem}/spams/{dt}"] = call
+    sparse_encode_choice = {}
+    try:
+        import sklearn  # noqa: F401
+
+        with _one_thread():
+            for problem, algorithms in SPARSE_ENCODE_ALGORITHMS.items():
+                for dt in ("float32", "float64"):
+                    trial = {}
+                    for algorithm in algorithms:  # one untimed run, then one timed: pick the fastest
+                        call = _sparse_encode_call(X, D, K, alpha, dt, algorithm)
+                        call()
+                        trial[algorithm] = _timed(call, torch.device("cpu"))[0]
+                    best = min(trial, key=trial.get)
+                    sparse_encode_choice[f"{problem}/{dt}"] = {"algorithm": best, "trial_s": trial}
+                    contenders[f"{problem}/sparse_encode/{dt}"] = _sparse_encode_call(X, D, K, alpha, dt, best)
+    except ImportError:
+        notes.append("scikit-learn not importable: the sparse_encode columns are skipped")
+    with _one_thread():
+        timings, outputs = interleaved(contenders, repeats, device)
+    per = {name: t.wall / B for name, t in timings.items()}
+    out = {"N": N, "M": M, "K": K, "B": B, "alpha": alpha, "per_instance_s": per, "notes": notes,
+           "sparse_encode": sparse_encode_choice, "checks": {}, "ratios": {}, "forms": {}}
+    spams_lasso = outputs.get("lasso/spams/float64")
+    spams_omp = outputs.get("omp/spams/float64")
+    for dt in ("float32", "float64"):
+        ours_lasso, ours_omp = outputs[f"lasso/gaptheory/{dt}"], outputs[f"omp/gaptheory/{dt}"]
+        out["forms"][dt] = {"lasso": ours_lasso.form, "omp": ours_omp.form}
+        out["checks"][f"lasso/{dt}: every row certified optimal"] = bool((ours_lasso.status == Status.OPTIMAL).all())
+        if spams_lasso is not None:
+            theirs = lasso_objective(X, D, _dense(spams_lasso), alpha)
+            error = _relative(lasso_objective(X, D, ours_lasso.codes, alpha), theirs)
+            out[f"lasso_objective_vs_spams/{dt}"] = error
+            out["checks"][f"lasso/{dt}: objectives within {AGREEMENT_RTOL:g} of SPAMS"] = error <= AGREEMENT_RTOL
+        if spams_omp is not None:
+            same = np.all((ours_omp.codes != 0) == (_dense(spams_omp) != 0), axis=1)
+            out[f"omp_identical_support_fraction/{dt}"] = float(same.mean())
+            out["checks"][f"omp/{dt}: supports identical to SPAMS"] = bool(same.all())
+        encoded = outputs.get(f"omp/sparse_encode/{dt}")
+        if encoded is not None:  # plain OMP (scikit-learn's Gram-form OMP)
+            same = np.all((ours_omp.codes != 0) == (np.asarray(encoded) != 0), axis=1)
+            out[f"omp_identical_support_fraction_sparse_encode/{dt}"] = float(same.mean())
+            out["checks"][f"omp/{dt}: supports identical to sparse_encode omp"] = bool(same.all())
+        for problem in ("lasso", "omp"):
+            ours = per[f"{problem}/gaptheory/{dt}"]
+            for other in ("spams", "sparse_encode"):
+                name = f"{problem}/{other}/{dt}"
+                if name in per:
+                    out["ratios"][name] = per[name] / ours
+    return out
+
+
+def bench_sae_scale(N, M, K, B, *, alpha, seed, device, max_gram_bytes=None) -> list[dict]:
+    """Time per instance and peak memory at an SAE's size: OMP in float32 (Gram form, the
+    Gram matrix fits the budget) and float64 (direct form: it does not), LASSO in float64."""
+    inst = make_instance(N, M, K, B, seed=seed, nonnegative=True, magnitudes=(0.5, 1.5))
+    budget = {} if max_gram_bytes is None else {"max_gram_bytes": max_gram_bytes}
+    runs = {
+        "omp/float32": lambda: omp(inst.X, inst.D, K, dtype="float32", device=device, return_info=True, **budget),
+        "omp/float64": lambda: omp(inst.X, inst.D, K, dtype="float64", device=device, return_info=True, **budget),
+        "lasso/float64": lambda: lasso(inst.X, inst.D, alpha, nonnegative=True, device=device, return_info=True),
+    }
+    rows = []
+    for name, fn in runs.items():
+        box = {}
+
+        def run(fn=fn):
+            box["wall"], _, box["result"] = _timed(fn, resolve_device(device))
+
+        with _one_thread():
+            megabytes, how = peak_memory(run, device)
+        result = box["result"]
+        rows.append({"solver": name, "N": N, "M": M, "K": K, "B": B, "per_instance_s": box["wall"] / B,
+                     "peak_mib": megabytes, "memory_measure": how, "form": result.form,
+                     "all_optimal": bool((result.status == Status.OPTIMAL).all())})
+    return rows
+
+
+def render_versus(versus: list[dict]) -> str:
+    """The side-by-side table of :func:`bench_versus` outcomes (us per instance, ratios)."""
+    rows = []
+    for point in versus:
+        per, ratios = point["per_instance_s"], point["ratios"]
+        size = f"{point['N']},{point['M']},{point['K']},{point['B']}"
+        for problem in ("lasso", "omp"):
+            for dt in ("float32", "float64"):
+                def cell(other):
+                    name = f"{problem}/{other}/{dt}"
+                    if name not in per:
+                        return "-"
+                    return f"{_us(per[name])} ({ratios[name]:.2f}x)"
+
+                se = point["sparse_encode"].get(f"{problem}/{dt}", {}).get("algorithm", "")
+                if problem == "lasso":
+                    agree = f"obj vs SPAMS {point.get(f'lasso_objective_vs_spams/{dt}', float('nan')):.1e}"
+                else:
+                    agree = (f"same support as SPAMS "
+                             f"{point.get(f'omp_identical_support_fraction/{dt}', float('nan')):.1%}, "
+                             f"as sparse_encode "
+                             f"{point.get(f'omp_identical_support_fraction_sparse_encode/{dt}', float('nan')):.1%}")
+                rows.append([size, problem, dt, _us(per[f"{problem}/gaptheory/{dt}"]), cell("spams"),
+                             cell("sparse_encode") + (f" [{se}]" if se else ""), point["forms"][dt][problem], agree])
+    table = _table(["N,M,K,B", "problem", "dtype", "gaptheory us", "SPAMS us (ratio)",
+                    "sparse_encode us (ratio) [algorithm]", "form", "agreement"], rows)
+    notes = sorted({note for point in versus for note in point["notes"]})
+    return "\n".join([table, *notes, "(ratio = their time / gaptheory's: above 1, gaptheory is faster)"])
+
+
 # ----- the whole benchmark --------------------------------------------------------------
 
 
@@ -478,6 +688,27 @@ def _targets(cfg: BenchConfig, lasso_out, omp_out, dense, gap) -> list[dict]:
     if gap.get("available"):
         out.append(target(f"relu_minimax_gap seconds at N={cfg.gap_n_latents}, M={cfg.gap_n_dims}, K={cfg.gap_k}",
                           gap["seconds"], TARGET_GAP_SECONDS, "<"))
+    return out
+
+
+def _versus_targets(versus: list[dict]) -> list[dict]:
+    """Targets of the SPAMS / sparse_encode comparison: gaptheory >= TARGET_SPAMS[i] times
+    SPAMS at the i-th point of VERSUS_SIZES (its last value beyond), >= TARGET_SPARSE_ENCODE
+    times the best ``sparse_encode``, in the same dtype; float32 no slower than float64."""
+    out = []
+    for index, point in enumerate(versus):
+        where = f"N={point['N']}, M={point['M']}, K={point['K']}, B={point['B']}"
+        spams_bound = TARGET_SPAMS[min(index, len(TARGET_SPAMS) - 1)]
+        for name, ratio in point["ratios"].items():
+            problem, other, dt = name.split("/")
+            bound = spams_bound if other == "spams" else TARGET_SPARSE_ENCODE
+            out.append({"target": f"{problem.upper()} {dt} vs {other} at {where}", "value": ratio, "relation": ">=",
+                        "bound": bound, "met": bool(np.isfinite(ratio) and ratio >= bound)})
+        for problem in ("lasso", "omp"):
+            per = point["per_instance_s"]
+            value = per[f"{problem}/gaptheory/float64"] / per[f"{problem}/gaptheory/float32"]
+            out.append({"target": f"{problem.upper()} float32 speed / float64 speed at {where}", "value": value,
+                        "relation": ">=", "bound": 1.0, "met": bool(value >= 1.0)})
     return out
 
 
@@ -514,6 +745,16 @@ def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
     lasso_out = bench_lasso(cfg, inst, device)
     say("omp: batched vs scikit-learn")
     omp_out = bench_omp(cfg, inst, device)
+    versus = []
+    for N, M, K, B in cfg.versus_sizes:
+        say(f"lasso and omp vs SPAMS and sparse_encode at N={N}, M={M}, K={K}, B={B}")
+        versus.append(bench_versus(N, M, K, B, alpha=cfg.alpha, magnitudes=cfg.magnitudes, seed=cfg.seed,
+                                   repeats=cfg.versus_repeats, device=device))
+    sae = []
+    if cfg.sae_scale is not None:
+        say(f"SAE scale N, M, K, B = {cfg.sae_scale}")
+        sae = bench_sae_scale(*cfg.sae_scale, alpha=cfg.alpha, seed=cfg.seed, device=device,
+                              max_gram_bytes=cfg.sae_gram_budget)
     say("homotopy vs its GEMMs")
     dense = bench_dense(cfg, inst, device)
     say("minimax gap LP")
@@ -521,6 +762,9 @@ def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
     say("scaling over B and N")
     scaling = bench_scaling(cfg, device)
     checks = _checks(lasso_out, omp_out)
+    for point in versus:
+        for name, ok in point["checks"].items():
+            checks[f"N={point['N']}: {name}"] = ok
     machine["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {
         "verb": "bench",
@@ -533,7 +777,9 @@ def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
         "dense": dense,
         "gap": gap,
         "scaling": scaling,
-        "targets": _targets(cfg, lasso_out, omp_out, dense, gap),
+        "versus": versus,
+        "sae_scale": sae,
+        "targets": _targets(cfg, lasso_out, omp_out, dense, gap) + _versus_targets(versus),
         "checks": checks,
         "passed": all(checks.values()),
         "seconds": time.perf_counter() - started,
@@ -603,6 +849,16 @@ def render(outcome: dict) -> str:
             par = gap["parallel"]
             parts.append(f"relu_minimax_gap at N={par['n_latents']}, n_jobs={par['jobs']}: {par['seconds']:.2f}s "
                          f"({par['speedup']:.2f}x the serial call; same eps*: {par['same_eps']})")
+    if outcome.get("versus"):
+        parts += ["", "LASSO (alpha={}, nonnegative) and OMP against SPAMS and scikit-learn sparse_encode, "
+                      "one thread each, same instances:".format(cfg["alpha"]), render_versus(outcome["versus"])]
+    if outcome.get("sae_scale"):
+        parts += ["", "SAE scale (form: gram = N x N Gram matrix formed; direct = Gram rows from D per step, "
+                      "the Gram matrix being over the memory budget):",
+                  _table(["solver", "N", "M", "K", "B", "us/instance", "peak MiB", "form", "all optimal"],
+                         [[r["solver"], r["N"], r["M"], r["K"], r["B"], _us(r["per_instance_s"]),
+                           f"{r['peak_mib']:.0f}", r["form"], r["all_optimal"]] for r in outcome["sae_scale"]]),
+                  f"(memory: {outcome['sae_scale'][0]['memory_measure']})"]
     parts += ["", _table(["target", "value", "bound", "met"],
                          [[t["target"], f"{t['value']:.3g}", f"{t['relation']} {t['bound']:g}", t["met"]]
                           for t in outcome["targets"]])]

@@ -2,11 +2,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gaptheory import bench
 from gaptheory.cli import main
 from gaptheory.instances import make_instance
-from gaptheory.solvers import lasso
+from gaptheory.solvers import lasso, omp
 
 
 def test_bench_quick_runs_every_stage_and_its_accuracy_checks_pass(capsys):
@@ -21,6 +22,9 @@ def test_bench_quick_runs_every_stage_and_its_accuracy_checks_pass(capsys):
         assert outcome["gap"]["parallel"]["same_eps"] and outcome["gap"]["parallel"]["success"]
     assert {(row["solver"], row["B"]) for row in outcome["scaling"]} >= {("lasso", 32), ("omp", 64)}
     assert set(outcome["lasso"]["cvxpy"]) == set(bench.CVXPY_SOLVERS)
+    assert [(p["N"], p["B"]) for p in outcome["versus"]] == [(48, 32)]
+    assert {row["form"] for row in outcome["sae_scale"]} == {"gram", "direct"}
+    assert any(t["target"].startswith("OMP float32 speed / float64 speed") for t in outcome["targets"])
 
 
 def test_interleaved_times_every_contender_and_keeps_its_output():
@@ -66,3 +70,59 @@ def test_bench_solvers_script_prints_cvxpy_fista_homotopy_rows(capsys):
     assert {"fista float64", "homotopy float64", "homotopy float32", "cvxpy/CLARABEL"} <= solvers
     batched = [row for row in result["rows"] if not row["solver"].startswith("cvxpy")]
     assert all(row["max_rel_objective_vs_cvxpy"] <= 1e-5 for row in batched)
+
+
+def test_versus_times_every_contender_and_checks_agreement_with_spams_and_sparse_encode():
+    pytest.importorskip("spams")
+    pytest.importorskip("sklearn")
+    point = bench.bench_versus(40, 20, 3, 24, alpha=0.02, magnitudes=(0.5, 1.5), seed=3, repeats=1, device="cpu")
+    for dt in ("float32", "float64"):
+        for problem in ("lasso", "omp"):
+            for who in ("gaptheory", "spams", "sparse_encode"):
+                assert point["per_instance_s"][f"{problem}/{who}/{dt}"] > 0
+            assert np.isfinite(point["ratios"][f"{problem}/spams/{dt}"])
+        assert point[f"lasso_objective_vs_spams/{dt}"] <= bench.AGREEMENT_RTOL
+        assert point["sparse_encode"][f"lasso/{dt}"]["algorithm"] in bench.SPARSE_ENCODE_ALGORITHMS["lasso"]
+    assert len(point["checks"]) == 8 and all(point["checks"].values())
+    text = bench.render_versus([point])
+    assert "SPAMS" in text and "obj vs SPAMS" in text and "same support as SPAMS 100.0%" in text
+
+
+def test_versus_skips_spams_and_sparse_encode_with_a_note_when_they_are_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spams", None)  # import spams raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    point = bench.bench_versus(30, 15, 2, 8, alpha=0.02, magnitudes=(0.5, 1.5), seed=4, repeats=1, device="cpu")
+    assert set(point["per_instance_s"]) == {f"{p}/gaptheory/{dt}" for p in ("lasso", "omp")
+                                            for dt in ("float32", "float64")}
+    assert any("SPAMS not importable" in note for note in point["notes"])
+    assert any("scikit-learn not importable" in note for note in point["notes"])
+    assert all(point["checks"].values()) and not point["ratios"]
+    assert "SPAMS not importable" in bench.render_versus([point])
+
+
+def test_sae_scale_reports_the_form_each_solver_used_and_its_peak_memory():
+    rows = bench.bench_sae_scale(64, 32, 4, 8, alpha=0.02, seed=5, device="cpu", max_gram_bytes=64 * 64 * 4)
+    forms = {row["solver"]: row["form"] for row in rows}
+    assert forms == {"omp/float32": "gram", "omp/float64": "direct", "lasso/float64": "gram"}
+    assert all(row["all_optimal"] and row["per_instance_s"] > 0 and row["peak_mib"] >= 0 for row in rows)
+
+
+def _devices():
+    cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    return ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_batched_solvers_on_a_device_match_the_cpu_kernels(device):
+    inst = make_instance(128, 64, 5, 96, seed=6, nonnegative=True, magnitudes=(0.5, 1.5))
+    for dt in ("float32", "float64"):
+        reference = omp(inst.X, inst.D, 5, dtype=dt, device="cpu")
+        on_device = omp(inst.X, inst.D, 5, dtype=dt, device=device, return_info=True)
+        np.testing.assert_array_equal(on_device.codes != 0, reference != 0)
+        np.testing.assert_allclose(on_device.codes, reference, atol=1e-12)  # float64 finish on both
+        certified = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dt, device=device, return_info=True)
+        exact = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype="float64", device="cpu", return_info=True)
+        assert certified.success
+        np.testing.assert_allclose(certified.objective, exact.objective, rtol=1e-9)

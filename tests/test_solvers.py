@@ -34,6 +34,8 @@ from gaptheory.solvers.lp import BP_RESIDUAL_RTOL
 
 # The package re-exports the function best_subset under the submodule's name.
 best_subset_module = importlib.import_module("gaptheory.solvers.best_subset")
+lasso_module = importlib.import_module("gaptheory.solvers.lasso")
+omp_module = importlib.import_module("gaptheory.solvers.omp")
 
 #: FISTA and cvxpy objectives agree to this relative accuracy (issue 3).
 OBJECTIVE_RTOL = 1e-6
@@ -292,6 +294,7 @@ def test_homotopy_rows_cut_short_are_rescued_by_fista_and_still_certified(monkey
 def test_float32_stragglers_are_redone_in_float64(monkeypatch):
     inst = _homotopy_instance(5, nonnegative=True)
     monkeypatch.setattr(homotopy, "HOMOTOPY_STRAGGLER_FRACTION", 1.0)  # float32 pass hands every row over
+    monkeypatch.setattr(lasso_module, "USE_KERNELS", False)  # stragglers are a batched-path notion
     result = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", dtype="float32", return_info=True)
     assert "0 by FISTA" in result.message and result.success
     reference = lasso(inst.X, inst.D, 0.02, nonnegative=True, method="homotopy", return_info=True)
@@ -683,3 +686,63 @@ def test_duplicated_atoms_change_no_optimal_value():
     # of tied supports, so the duplicates are never chosen and the codes are bit-identical.
     l0, l0_ref = best_subset(small.X, D3, 2), best_subset(small.X, small.D, 2)
     np.testing.assert_array_equal(l0, np.hstack([l0_ref, np.zeros((5, 2))]))
+
+
+# ----- compiled CPU kernels, direct form, SPAMS ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_kernels_give_the_batched_paths_supports_and_codes(monkeypatch, dtype):
+    inst = make_instance(96, 40, 5, 64, seed=21, nonnegative=True, magnitudes=(0.5, 1.5))
+    kernel_omp = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu", return_info=True)
+    kernel_lasso = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu", return_info=True)
+    monkeypatch.setattr(omp_module, "USE_KERNELS", False)
+    monkeypatch.setattr(lasso_module, "USE_KERNELS", False)
+    torch_omp = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu", return_info=True)
+    torch_lasso = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu", return_info=True)
+    assert "compiled LARS path" in kernel_lasso.message and "compiled" not in torch_lasso.message
+    np.testing.assert_array_equal(kernel_omp.codes != 0, torch_omp.codes != 0)
+    # both finish in float64 on the same support: codes differ by round-off of |z| ~ 1 (K^2 eps)
+    np.testing.assert_allclose(kernel_omp.codes, torch_omp.codes, atol=1e-12)
+    np.testing.assert_array_equal(kernel_lasso.codes != 0, torch_lasso.codes != 0)
+    np.testing.assert_allclose(kernel_lasso.codes, torch_lasso.codes, atol=1e-12)
+    assert kernel_lasso.success and (kernel_lasso.duality_gap <= FISTA_TOL * kernel_lasso.objective).all()
+
+
+def test_omp_switches_to_direct_form_when_the_gram_matrix_is_over_budget():
+    inst = make_instance(80, 30, 4, 40, seed=22, nonnegative=True, magnitudes=(0.5, 1.5))
+    gram = omp(inst.X, inst.D, 4, device="cpu", return_info=True)
+    budget = 80 * 80 * 8 - 1  # one byte short of the float64 Gram matrix
+    direct = omp(inst.X, inst.D, 4, device="cpu", max_gram_bytes=budget, return_info=True)
+    as_float32 = omp(inst.X, inst.D, 4, dtype="float32", device="cpu", max_gram_bytes=budget, return_info=True)
+    assert (gram.form, direct.form, as_float32.form) == ("gram", "direct", "gram")  # float32 G is half the size
+    np.testing.assert_array_equal(direct.codes != 0, gram.codes != 0)
+    np.testing.assert_allclose(direct.codes, gram.codes, atol=1e-12)
+    with pytest.raises(ValueError, match="max_gram_bytes"):
+        omp(inst.X, inst.D, 4, max_gram_bytes=-1)
+
+
+def test_lasso_and_omp_equal_spams_lars_and_batch_omp():
+    spams = pytest.importorskip("spams")
+    from sklearn.linear_model import orthogonal_mp
+
+    inst = make_instance(120, 48, 5, 50, seed=23, nonnegative=True, magnitudes=(0.5, 1.5))
+    Xf, Df = np.asfortranarray(inst.X.T), np.asfortranarray(inst.D.T)
+    theirs_lasso = spams.lasso(Xf, Df, lambda1=0.02, mode=2, pos=True, numThreads=1).toarray().T
+    theirs_omp = spams.omp(Xf, Df, L=5, numThreads=1).toarray().T
+
+    def objective(Z):
+        residual = inst.X - Z @ inst.D
+        return 0.5 * (residual * residual).sum(1) + 0.02 * np.abs(Z).sum(1)
+
+    greedy = orthogonal_mp(inst.D.T, inst.X.T, n_nonzero_coefs=5).T  # plain OMP (scikit-learn)
+    for dtype in ("float32", "float64"):
+        ours = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu")
+        # both are exact on the final support: the objectives differ by the finish's round-off
+        np.testing.assert_allclose(objective(ours), objective(theirs_lasso), rtol=1e-9)
+        support = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu") != 0
+        np.testing.assert_array_equal(support, greedy != 0)
+        # SPAMS departs from plain OMP where two choices are close: on this instance 2 rows
+        # of 50 (one of them follows the order-recursive rule, correlation over the norm of
+        # the atom's part orthogonal to the atoms selected); every other row is identical.
+        assert np.all(support == (theirs_omp != 0), axis=1).sum() >= 48

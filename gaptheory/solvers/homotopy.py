@@ -41,7 +41,7 @@ HOMOTOPY_INITIAL_SLOTS = 16
 
 #: OMP stops adding atoms to a row once its residual norm is below this times ``||x||``:
 
-def _exact_finish(C, G, support, signs, alpha):
+def _exact_finish(C, G, support, signs, alpha, D=None):
     r"""Solve the LASSO exactly for a guessed support and sign pattern, per row.
 
     On support :math:`S` with signs :math:`s`, the optimality conditions read
@@ -49,7 +49,8 @@ def _exact_finish(C, G, support, signs, alpha):
     padding. Rows are solved in buckets of similar support size, so one long support
     does not make every row pay for its width. Returns dense codes (B, N) in the dtype
     of ``C`` and a (B,) flag of singular systems; whether the guess was right is for the
-    duality gap to say.
+    duality gap to say. With ``G=None`` the blocks :math:`G_{SS}` are formed from the rows
+    of ``D`` (direct form).
     """
     live = signs != 0
     order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)  # live slots first
@@ -66,8 +67,12 @@ def _exact_finish(C, G, support, signs, alpha):
         if whole or rows.numel():
             sup, sgn = support[rows, :width], signs[rows, :width]
             on = sgn != 0
-            gram = G[sup[:, :, None], sup[:, None, :]] * (on[:, :, None] & on[:, None, :])
-            gram = gram + torch.diag_embed((~on).to(G.dtype))
+            if G is None:
+                atoms = D[sup]
+                gram = (atoms @ atoms.transpose(1, 2)) * (on[:, :, None] & on[:, None, :])
+            else:
+                gram = G[sup[:, :, None], sup[:, None, :]] * (on[:, :, None] & on[:, None, :])
+            gram = gram + torch.diag_embed((~on).to(C.dtype))
             rhs = torch.where(on, torch.gather(C[rows], 1, sup) - alpha * sgn, torch.zeros_like(sgn))
             coef, info = torch.linalg.solve_ex(gram, rhs)
             bad = (info != 0) | ~torch.isfinite(coef).all(1)
@@ -232,6 +237,55 @@ def _pad_slots(tensor, capacity):
     return torch.cat([tensor, torch.zeros(pad, dtype=tensor.dtype, device=tensor.device)], dim=1)
 
 
+def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter, dtype) -> SolveResult:
+    """LARS-lasso on the CPU, one row at a time in compiled kernels
+    (:func:`gaptheory.solvers._kernels.lars_path` in ``dtype`` on ``C = X D^T`` and
+    ``G = D D^T`` formed once in float64, then the exact float64 finish and duality-gap
+    certificate of :func:`~gaptheory.solvers._kernels.lasso_finish`). Rows whose path
+    did not finish or whose certificate fails go to the batched torch homotopy, which
+    ends in warm-started FISTA where it must."""
+    from . import _kernels
+
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    n_samples, n_latents = X.shape[0], D.shape[0]
+    G64, C64 = D @ D.T, X @ D.T
+    C, G = (C64, G64) if np_dtype == np.float64 else (C64.astype(np_dtype), G64.astype(np_dtype))
+    cap = min(D.shape)
+    max_steps = min(HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS, HOMOTOPY_MAX_EVENTS)
+    support = np.zeros((n_samples, cap), dtype=np.int64)
+    signs = np.zeros((n_samples, cap), dtype=np_dtype)
+    n_active = np.zeros(n_samples, dtype=np.int64)
+    n_events = np.zeros(n_samples, dtype=np.int64)
+    finished = np.zeros(n_samples, dtype=np.bool_)
+    floor = np_dtype(HOMOTOPY_EVENT_EPS * np.finfo(np_dtype).eps)
+    _kernels.lars_path(C, G, np_dtype(alpha), nonnegative, max_steps, floor, support, signs, n_active, n_events,
+                       finished)
+    coef = np.zeros((n_samples, cap))
+    primal, gap = np.empty(n_samples), np.empty(n_samples)
+    singular = np.zeros(n_samples, dtype=np.bool_)
+    _kernels.lasso_finish(X, D, G64, C64, float(alpha), nonnegative, support, signs.astype(np.float64), n_active,
+                          coef, primal, gap, singular)
+    codes = np.zeros((n_samples, n_latents))
+    rows, slots = np.nonzero(np.arange(cap)[None, :] < n_active[:, None])
+    codes[rows, support[rows, slots]] = coef[rows, slots]
+    certified = finished & ~singular & np.isfinite(gap) & (gap <= tol * np.maximum(primal, np.finfo(float).tiny))
+    status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
+    missed = np.flatnonzero(~certified)
+    handed = ""
+    if missed.size:
+        rescue = _lasso_homotopy(X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
+                                 device=torch.device("cpu"), dtype=torch.float64)
+        codes[missed], status[missed] = rescue.codes, rescue.status
+        primal[missed], gap[missed] = rescue.objective, rescue.duality_gap
+        n_events[missed] += rescue.n_iter
+        handed = ": " + rescue.message[rescue.message.rfind("(") + 1:].rstrip(")")
+    message = status_message(status, f"raise max_iter={max_iter} or loosen tol={tol:g}")
+    message += (f" ({n_samples - missed.size} certified on a compiled LARS path, {missed.size} handed to the "
+                f"batched path{handed})")
+    return SolveResult(codes=codes, status=status, objective=primal, n_iter=n_events, duality_gap=gap,
+                       message=message, form="gram")
+
+
 def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype) -> SolveResult:
     """Homotopy path in ``dtype``, exact float64 finish on the support it ends with, and a
     float64 duality-gap certificate per row. Rows whose certificate fails are retried with
@@ -292,4 +346,4 @@ def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype) -
     message = status_message(status, f"raise max_iter={max_iter} or loosen tol={tol:g}")
     message += f" ({n_samples - missed.size} certified on a homotopy support, {missed.size} by FISTA)"
     return SolveResult(codes=codes_np, status=status, objective=objective_np, n_iter=n_iter,
-                       duality_gap=gap_np, message=message)
+                       duality_gap=gap_np, message=message, form="gram")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import warnings
 
 import numpy as np
@@ -9,13 +11,17 @@ import numpy as np
 from .._device import resolve_device, resolve_dtype
 from .._validation import check_choice, check_dictionary, check_int, check_observations, check_positive
 from .fista import FISTA_MAX_ITER, FISTA_TOL, _fista
-from .homotopy import _lasso_homotopy
+from .homotopy import _lasso_homotopy, _lasso_lars_kernel
 from ._inputs import check_flag
 from ._scale import unscale_result
 from .lp import CvxpyProblem
 from .results import ConvergenceWarning, SolverFailedError, Status
 
 LASSO_METHODS = ("auto", "homotopy", "fista", "cvxpy")
+
+#: Run the homotopy in the compiled per-row kernels on the CPU (False: the batched torch
+#: path everywhere, which tests use to compare the two; also the fallback without numba).
+USE_KERNELS = importlib.util.find_spec("numba") is not None
 
 
 def lasso(
@@ -47,6 +53,12 @@ def lasso(
     finish and certificate are float64. A row whose certificate fails is retried with a
     float64 path, then finished by warm-started FISTA, so every returned row carries a
     true gap bound whatever the path did.
+
+    On the CPU the path of each row runs in a compiled kernel (numba,
+    :func:`gaptheory.solvers._kernels.lars_path`: Gram form, the Cholesky factor of
+    :math:`G_{AA}` extended by one row per entry) and the finish and certificate in
+    another (:func:`~gaptheory.solvers._kernels.lasso_finish`); rows those do not certify
+    take the batched torch path, as on a GPU.
 
     ``method="fista"`` runs batched FISTA (Beck & Teboulle 2009) over all rows at once
     in torch, with step :math:`1/L`, :math:`L = \lambda_{\max}(D D^\top)`, adaptive
@@ -149,7 +161,10 @@ def lasso(
         result = CvxpyProblem(D, kind="lasso", nonnegative=nonnegative).solve_rows(X, alpha_s, solver)
     else:
         device, dtype = resolve_device(device), resolve_dtype(dtype)
-        if method == "homotopy" or (method == "auto" and init is None):
+        if (method == "homotopy" or (method == "auto" and init is None)) and device.type == "cpu" and USE_KERNELS:
+            result = _lasso_lars_kernel(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
+                                        dtype=dtype)
+        elif method == "homotopy" or (method == "auto" and init is None):
             result = _lasso_homotopy(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
                                      device=device, dtype=dtype)
         else:

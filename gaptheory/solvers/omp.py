@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import torch
 
 from .._device import resolve_device, resolve_dtype
-from .._validation import check_dictionary, check_observations
+from .._validation import check_dictionary, check_int, check_observations
 from ._inputs import check_flag, check_support_size
 from ._scale import row_exponents, scale_rows, unscale_result
 from .homotopy import _exact_finish
@@ -26,8 +28,22 @@ OMP_RESIDUAL_RTOL = 1e-7
 #: ``1 - ||w||^2``).
 OMP_DEPENDENT_RTOL = 1e-6
 
+#: Largest Gram matrix ``D D^T`` (bytes, N^2 times the item size) that OMP forms; above it
+#: OMP runs in direct form, taking the Gram rows it needs per step from ``D`` (one GEMM
+#: of the selected atoms against ``D`` per step), and says so in ``SolveResult.form``.
+#: 2^30 bytes: N = 16384 fits in float32 (1 GiB) but not in float64 (2 GiB).
+GRAM_MEMORY_BUDGET = 2**30
 
-def omp(X, D, K: int, *, device=None, dtype="float64", return_info: bool = False):
+#: Run the selection in the compiled per-row kernel on the CPU (False: the batched torch
+#: path everywhere, which tests use to compare the two; also the fallback without numba).
+USE_KERNELS = importlib.util.find_spec("numba") is not None
+
+#: Rows per block of the direct form: its per-row state is K images of length N.
+DIRECT_BLOCK_BYTES = 2**28
+
+
+def omp(X, D, K: int, *, device=None, dtype="float64", max_gram_bytes: int = GRAM_MEMORY_BUDGET,
+        return_info: bool = False):
     r"""Batched orthogonal matching pursuit: at most ``K`` atoms per row.
 
     Each step adds, for every row at once, the atom most correlated with the current
@@ -39,6 +55,13 @@ def omp(X, D, K: int, *, device=None, dtype="float64", return_info: bool = False
     (with ``dtype="float32"``, float32 chooses the atoms and the refit is float64). A row
     stops early once its residual norm is below ``OMP_RESIDUAL_RTOL * ||x||``, or with
     ``Status.NUMERICAL`` when the next atom is linearly dependent on those selected.
+
+    On the CPU the selection runs in a compiled per-row kernel (numba,
+    :func:`gaptheory.solvers._kernels.omp_select`) whose state stays in cache; elsewhere
+    in batched torch. Both form ``G`` once; when ``N^2`` times the item size exceeds
+    ``max_gram_bytes`` the solver instead takes the rows ``G_j = d_j D^T`` it needs from
+    ``D`` at each step (direct form: one GEMM per step, ``K`` times the flops of
+    ``X D^T``, no N x N matrix), and ``SolveResult.form`` says which form ran.
 
     Under :math:`K < (1 + 1/\mu)/2` OMP recovers the exact support of every K-sparse
     code (Tropp 2004, Theorem A).
@@ -54,6 +77,8 @@ def omp(X, D, K: int, *, device=None, dtype="float64", return_info: bool = False
     K : int
         The maximum number of atoms per row, 1 <= K <= min(N, M).
     device, dtype : see :func:`lasso`.
+    max_gram_bytes : int
+        Memory budget of the Gram matrix (default ``GRAM_MEMORY_BUDGET``, 1 GiB).
     return_info : bool
         Return a :class:`SolveResult` (objective: half the squared residual; n_iter:
         atoms selected) instead of the codes.
@@ -80,13 +105,72 @@ def omp(X, D, K: int, *, device=None, dtype="float64", return_info: bool = False
     K = check_support_size(K, D)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     return_info = check_flag(return_info, "return_info")
+    max_gram_bytes = check_int(max_gram_bytes, "max_gram_bytes", minimum=0)
     exponent = row_exponents(X)
-    result = _omp(scale_rows(X, exponent), D, K, device=device, dtype=dtype)
+    gram_fits = D.shape[0] ** 2 * torch.finfo(dtype).bits // 8 <= max_gram_bytes
+    if gram_fits and device.type == "cpu" and USE_KERNELS:
+        result = _omp_kernel(scale_rows(X, exponent), D, K, dtype=dtype)
+    else:
+        result = _omp(scale_rows(X, exponent), D, K, device=device, dtype=dtype, gram=gram_fits)
     result = unscale_result(result, exponent, objective_degree=2)
     return result if return_info else result.codes
 
 
-def _omp(X, D, K, *, device, dtype) -> SolveResult:
+def _omp_kernel(X, D, K, *, dtype) -> SolveResult:
+    """Batch-OMP on the CPU: BLAS for ``X D^T`` and ``D D^T``, the selection per row in a
+    compiled kernel, codes by back substitution (float64), or, for a float32 selection, by
+    a float64 least-squares refit on the support."""
+    from . import _kernels
+
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    n_samples, n_latents = X.shape[0], D.shape[0]
+    Xd, Dd = X.astype(np_dtype), D.astype(np_dtype)
+    correlation, gram = Xd @ Dd.T, Dd @ Dd.T
+    x_sq = np.einsum("bm,bm->b", Xd, Xd)
+    support = np.zeros((n_samples, K), dtype=np.int64)
+    triangle = np.zeros((n_samples, K, K), dtype=np_dtype)
+    projection = np.zeros((n_samples, K), dtype=np_dtype)
+    n_selected = np.zeros(n_samples, dtype=np.int64)
+    singular = np.zeros(n_samples, dtype=np.bool_)
+    _kernels.omp_select(correlation, gram, K, x_sq, np_dtype(OMP_RESIDUAL_RTOL), np_dtype(OMP_DEPENDENT_RTOL),
+                        support, triangle, projection, n_selected, singular, *_kernels.omp_scratch(n_latents, np_dtype))
+    coef = np.zeros((n_samples, K))
+    if np_dtype == np.float64:
+        _kernels.omp_codes(triangle, projection, n_selected, coef)
+    else:
+        _kernels.support_refit(X, D, support, n_selected, coef, singular)
+    objective = np.empty(n_samples)
+    _kernels.sparse_residual_energy(X, D, support, coef, n_selected, objective)
+    codes = np.zeros((n_samples, n_latents))
+    used = np.arange(K)[None, :] < n_selected[:, None]
+    np.put_along_axis(codes, support, np.where(used, coef, 0.0), axis=1)
+    if not used.all():  # unused slots point at atom 0: write the used ones last
+        rows, slots = np.nonzero(used)
+        codes[rows, support[rows, slots]] = coef[rows, slots]
+    status = np.where(singular, int(Status.NUMERICAL), int(Status.OPTIMAL))
+    return SolveResult(codes=codes, status=status, objective=objective, n_iter=n_selected,
+                       duality_gap=np.full(n_samples, np.nan), form="gram",
+                       message=status_message(status, "an atom was linearly dependent on those already selected; lower K"))
+
+
+def _omp(X, D, K, *, device, dtype, gram=True) -> SolveResult:
+    """Blocks of rows through :func:`_omp_block`; in direct form (``gram=False``) blocks
+    are sized so that their images (B, K, N) stay within ``DIRECT_BLOCK_BYTES``."""
+    n_samples, n_latents = X.shape[0], D.shape[0]
+    if gram:
+        return _omp_block(X, D, K, device=device, dtype=dtype, gram=True)
+    rows = max(1, DIRECT_BLOCK_BYTES // (K * n_latents * torch.finfo(dtype).bits // 8))
+    parts = [_omp_block(X[i:i + rows], D, K, device=device, dtype=dtype, gram=False)
+             for i in range(0, n_samples, rows)]
+    status = np.concatenate([p.status for p in parts])
+    return SolveResult(codes=np.concatenate([p.codes for p in parts]), status=status,
+                       objective=np.concatenate([p.objective for p in parts]),
+                       n_iter=np.concatenate([p.n_iter for p in parts]), duality_gap=np.full(n_samples, np.nan),
+                       form="direct",
+                       message=status_message(status, "an atom was linearly dependent on those already selected; lower K"))
+
+
+def _omp_block(X, D, K, *, device, dtype, gram) -> SolveResult:
     r"""Batch-OMP in Gram form (Rubinstein, Zibulevsky & Elad 2008), all rows at once.
 
     With :math:`G = D D^\top` and :math:`c = x D^\top` (one GEMM each), step ``s`` picks
@@ -100,7 +184,7 @@ def _omp(X, D, K, *, device, dtype) -> SolveResult:
     n_samples, n_latents = X.shape[0], D.shape[0]
     Dt = torch.as_tensor(D, dtype=dtype, device=device)
     Xt = torch.as_tensor(X, dtype=dtype, device=device)
-    gram = Dt @ Dt.T
+    gram = Dt @ Dt.T if gram else None
     correlation = Xt @ Dt.T
     x_norm = torch.linalg.vector_norm(Xt, dim=1)
     support = torch.zeros(n_samples, K, dtype=torch.int64, device=device)
@@ -117,7 +201,7 @@ def _omp(X, D, K, *, device, dtype) -> SolveResult:
             scores.scatter_(1, support[:, :step], -1.0)  # never pick an atom twice
         atom = scores.argmax(1)
         active &= energy > (OMP_RESIDUAL_RTOL * x_norm) ** 2
-        column = gram[atom]
+        column = gram[atom] if gram is not None else Dt[atom] @ Dt.T
         if step:
             w = torch.gather(images[:, :step], 2, atom[:, None, None].expand(-1, step, 1)).squeeze(2)
             rho = torch.sqrt((1.0 - (w * w).sum(1)).clamp_min(0.0))
@@ -151,7 +235,8 @@ def _omp(X, D, K, *, device, dtype) -> SolveResult:
     else:  # float32 chose the atoms; refit them in float64 (least squares on the support)
         Dt = torch.as_tensor(D, dtype=torch.float64, device=device)
         Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
-        codes, refit_failed = _exact_finish(Xt @ Dt.T, Dt @ Dt.T, support, used.to(torch.float64), 0.0)
+        codes, refit_failed = _exact_finish(Xt @ Dt.T, Dt @ Dt.T if gram is not None else None, support,
+                                            used.to(torch.float64), 0.0, D=Dt)
         singular |= refit_failed
     fit = Xt - codes @ Dt
     status = torch.where(singular, int(Status.NUMERICAL), int(Status.OPTIMAL)).cpu().numpy()
@@ -160,6 +245,6 @@ def _omp(X, D, K, *, device, dtype) -> SolveResult:
         status=status,
         objective=(0.5 * (fit * fit).sum(1)).double().cpu().numpy(),
         n_iter=n_selected.cpu().numpy(),
-        duality_gap=np.full(n_samples, np.nan),
+        duality_gap=np.full(n_samples, np.nan), form="gram" if gram is not None else "direct",
         message=status_message(status, "an atom was linearly dependent on those already selected; lower K"),
     )

@@ -51,6 +51,10 @@ class SolveResult:
     fallback_rows : tuple of int
         Rows that the first solver could not certify and a fallback solved (cvxpy basis
         pursuit: re-solved by HiGHS simplex); empty when none.
+    form : str
+        How the batched LASSO and OMP used the dictionary: ``"gram"`` (the N x N Gram matrix
+        ``D D^T`` formed once), ``"direct"`` (correlations from ``D`` itself, for a Gram matrix
+        over the memory budget); empty for the other solvers.
     """
 
     codes: np.ndarray
@@ -60,6 +64,7 @@ class SolveResult:
     duality_gap: np.ndarray
     message: str
     fallback_rows: tuple = ()
+    form: str = ""
 
     @property
     def converged(self) -> np.ndarray:

@@ -290,15 +290,15 @@ def _trained_sae_errors(config: dict, D: np.ndarray, Z_eval: np.ndarray, rng) ->
     """Train a ReLU SAE with its decoder fixed to ``D`` and return its worst-case errors."""
     from .gap import code_set_error, worst_case_error
     from .instances import sparse_codes
-    from .training import TrainConfig, build_model
+    from .training import TrainConfig, build_model, train
 
     N, M, K = config["N"], config["M"], config["K"]
     magnitudes = (config["magnitude_lo"], config["magnitude_hi"])
     Z_train = sparse_codes(config["sae_n_train"], N, K, seed=rng, nonnegative=True, magnitudes=magnitudes)
     model = build_model("sae", N, M, K, hparams={"l1_coefficient": config["sae_l1_coefficient"]}, seed=config["seed"])
     model.fix_decoder(D)
-    model.fit(Z_train @ D, train_cfg=TrainConfig(steps=config["sae_steps"], lr=config["sae_lr"], seed=config["seed"],
-                                                 progress=False))
+    train(model, Z_train @ D, TrainConfig(steps=config["sae_steps"], lr=config["sae_lr"], seed=config["seed"],
+                                          progress=False))
     encoder = _Weights(model.W_enc.detach().double().cpu().numpy(), model.b_enc.detach().double().cpu().numpy())
     return {
         "sae_worst_case": float(worst_case_error(encoder, D, K, magnitudes=magnitudes).max()),

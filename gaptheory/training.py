@@ -518,8 +518,8 @@ def run_setting(setting, method: str, data: DataConfig | Instance | Splits | Non
     supervised = setting == "known_codes"
     if setting != "unknown":
         model.fix_decoder(splits.D)  # setting 2 uses D only to report explained variance
-    model.fit(splits.X_train, codes=splits.Z_train if supervised else None, train_cfg=train_cfg,
-              X_val=splits.X_val, codes_val=splits.Z_val if supervised else None, device=device)
+    history = train(model, splits.X_train, train_cfg, codes=splits.Z_train if supervised else None,
+                    X_val=splits.X_val, codes_val=splits.Z_val if supervised else None, device=device)
     model.eval()
     Z_test, inference = model.encode_with_flops(splits.X_test)
     wall = time.perf_counter() - start
@@ -530,7 +530,6 @@ def run_setting(setting, method: str, data: DataConfig | Instance | Splits | Non
     if setting == "unknown":
         recovery = dictionary_recovery(splits.D, model.decoder_float64(), n_chance=chance_draws,
                                        seed=as_generator(seed))
-    history = model.history_
     return RunResult(
         setting=setting, method=method, seed=seed, data_seed=splits.data_seed, N=N, M=M, K=splits.k,
         n_train=len(splits.X_train), n_val=len(splits.X_val), n_test=len(splits.X_test),

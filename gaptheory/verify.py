@@ -540,7 +540,7 @@ def _check_phase_transition(seed: int, full: bool):
 @check("sae_never_beats_eps", "min_i (exact worst-case error of a trained ReLU SAE - eps*_i): no SAE beats T3")
 def _check_sae_never_beats_eps(seed: int, full: bool):
     from .encoders import SAEConfig, SparseAutoencoder
-    from .training import TrainConfig
+    from .training import TrainConfig, train
 
     rng = np.random.default_rng(seed)
     margin, count = math.inf, 0
@@ -550,7 +550,7 @@ def _check_sae_never_beats_eps(seed: int, full: bool):
         Z = enumerate_codes(n_latents, k)
         for lr in (1e-2, 3e-3):  # supervised regression of the codes, decoder fixed to D
             sae = SparseAutoencoder(SAEConfig(M=n_dims, N=n_latents, l1_coefficient=0.0), seed=int(rng.integers(2**31)))
-            sae.fix_decoder(D).fit(Z @ D, codes=Z, train_cfg=TrainConfig(steps=1000 if full else 200, lr=lr, progress=False))
+            train(sae.fix_decoder(D), Z @ D, TrainConfig(steps=1000 if full else 200, lr=lr, progress=False), codes=Z)
             margin = min(margin, float(np.min(worst_case_error(sae, D, k) - eps)))
             count += 1
     return count, margin, ">=", -LP_ATOL

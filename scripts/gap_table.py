@@ -36,7 +36,7 @@ def best_sae_worst_case(D: np.ndarray, k: int, *, steps: int, seed: int) -> floa
     """Smallest exact worst-case error over the code set among SAEs trained on every code."""
     try:
         from gaptheory.encoders import SAEConfig, SparseAutoencoder
-        from gaptheory.training import TrainConfig
+        from gaptheory.training import TrainConfig, train
     except ImportError:
         return None
     n_latents, n_dims = D.shape
@@ -45,7 +45,7 @@ def best_sae_worst_case(D: np.ndarray, k: int, *, steps: int, seed: int) -> floa
     best = np.inf
     for lr in LEARNING_RATES:
         sae = SparseAutoencoder(SAEConfig(M=n_dims, N=n_latents, l1_coefficient=0.0), seed=seed).fix_decoder(D)
-        sae.fit(X, codes=Z, train_cfg=TrainConfig(steps=steps, lr=lr, seed=seed, progress=False))
+        train(sae, X, TrainConfig(steps=steps, lr=lr, seed=seed, progress=False), codes=Z)
         best = min(best, float(worst_case_error(sae, D, k).max()))
     return best
 

@@ -24,7 +24,7 @@ from gaptheory.flops import best_subset_flops, encoder_flops
 from gaptheory.metrics import dictionary_recovery
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso
-from gaptheory.training import TrainConfig
+from gaptheory.training import TrainConfig, train
 
 #: float32 unit norms are exact to a few ulps.
 NORM_ATOL = 1e-5
@@ -47,15 +47,15 @@ def _models(M=8, N=16):
 
 
 @pytest.mark.parametrize("model", _models(), ids=lambda m: f"{type(m).__name__}-{m.cfg.architecture}")
-def test_every_encoder_fits_returns_self_and_keeps_unit_norm_decoder_rows(model):
+def test_every_encoder_trains_and_keeps_unit_norm_decoder_rows(model):
     inst = make_instance(16, 8, 3, 64, seed=0)
-    assert model.fit(inst.X, train_cfg=QUICK, device="cpu") is model
+    history = train(model, inst.X, QUICK, device="cpu")
     norms = model.W_dec.detach().norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=NORM_ATOL)
     Z = model.encode(inst.X)
     assert Z.shape == (64, 16) and Z.dtype == np.float64 and np.isfinite(Z).all()
     assert model.decode(Z).shape == (64, 8)
-    assert model.history_.steps_run == QUICK.steps
+    assert history.steps_run == QUICK.steps
 
 
 def test_sae_weights_have_saelens_shapes_and_relu_encoder_formula():
@@ -78,7 +78,7 @@ def test_jumprelu_threshold_learns_from_the_l0_penalty():
     inst = make_instance(16, 8, 3, 64, seed=0)
     sae = SparseAutoencoder(SAEConfig(M=8, N=16, activation="jumprelu", l0_coefficient=1.0), seed=0)
     before = sae.threshold.detach().clone()
-    sae.fit(inst.X, train_cfg=QUICK, device="cpu")
+    train(sae, inst.X, QUICK, device="cpu")
     assert not torch.equal(before, sae.threshold.detach())
     Z = sae.encode(inst.X)
     assert ((Z == 0) | (Z > sae.threshold.detach().numpy())).all()
@@ -87,15 +87,16 @@ def test_jumprelu_threshold_learns_from_the_l0_penalty():
 def test_same_seed_gives_identical_training_on_cpu():
     inst = make_instance(16, 8, 3, 64, seed=0)
     cfg = TrainConfig(steps=20, batch_size=16, progress=False)
-    a = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(8,)), seed=3).fit(inst.X, train_cfg=cfg, device="cpu")
-    b = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(8,)), seed=3).fit(inst.X, train_cfg=cfg, device="cpu")
+    a, b = (MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(8,)), seed=3) for _ in range(2))
+    train(a, inst.X, cfg, device="cpu")
+    train(b, inst.X, cfg, device="cpu")
     np.testing.assert_array_equal(a.encode(inst.X), b.encode(inst.X))
 
 
 def test_fix_decoder_freezes_the_true_dictionary_during_training():
     inst = make_instance(16, 8, 3, 64, seed=0)
     sae = SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).fix_decoder(inst.D)
-    sae.fit(inst.X, train_cfg=QUICK, device="cpu")
+    train(sae, inst.X, QUICK, device="cpu")
     np.testing.assert_allclose(sae.W_dec.detach().numpy(), inst.D, atol=1e-6)
     assert not sae.decoder_trainable
 
@@ -103,7 +104,7 @@ def test_fix_decoder_freezes_the_true_dictionary_during_training():
 def test_ito_is_warm_started_from_the_sae_codes_and_solves_the_same_lasso():
     inst = make_instance(16, 8, 3, 40, seed=2)
     model = SAEWithITO(SAEITOConfig(M=8, N=16, ito_alpha=0.05), seed=0).fix_decoder(inst.D)
-    model.fit(inst.X, train_cfg=QUICK, device="cpu")
+    train(model, inst.X, QUICK, device="cpu")
     Z, flops = model.encode_with_flops(inst.X)
     cold = lasso(inst.X, inst.D, 0.05, nonnegative=True, method="fista", return_info=True)
     np.testing.assert_allclose(Z, cold.codes, atol=CODE_ATOL)
@@ -143,9 +144,9 @@ def test_sparse_coding_learns_the_dictionary_with_decoder_updates():
     inst = make_instance(16, 8, 3, 64, seed=0)
     model = SparseCoding(SparseCodingConfig(M=8, N=16, alpha=0.1, fit_max_iter=50), seed=0)
     before = model.W_dec.detach().clone()
-    model.fit(inst.X, train_cfg=TrainConfig(steps=3, lr=0.01, progress=False), device="cpu")
+    history = train(model, inst.X, TrainConfig(steps=3, lr=0.01, progress=False), device="cpu")
     assert not torch.equal(before, model.W_dec.detach())
-    assert model.history_.flops.total > 0
+    assert history.flops.total > 0
 
 
 def _sparse_coding(alpha=0.1, **options):
@@ -207,22 +208,24 @@ def test_least_squares_dictionary_learning_beats_adam_from_random_atoms_at_equal
     cfg = TrainConfig(steps=40, lr=0.01, eval_every=40, progress=False)
     scores = {}
     for options in ({}, {"dictionary_update": "gradient", "init_from_samples": False}):
-        model = _sparse_coding(**options).fit(inst.X, train_cfg=cfg, device="cpu")
-        assert model.history_.train_loss.size and np.isfinite(model.history_.train_loss).all()
+        model = _sparse_coding(**options)
+        history = train(model, inst.X, cfg, device="cpu")
+        assert history.train_loss.size and np.isfinite(history.train_loss).all()
         scores[bool(options)] = dictionary_recovery(inst.D, model.decoder_float64(), n_chance=1).score
     assert scores[False] > scores[True]
 
 
 def test_least_squares_update_accumulates_statistics_over_minibatches():
     inst = make_instance(16, 8, 3, 96, seed=3)
-    model = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, batch_size=32, progress=False),
-                                 device="cpu")
+    model = _sparse_coding()
+    train(model, inst.X, TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
     A, B, count = model._statistics
     assert count == 2 and A.shape == (16, 16) and B.shape == (16, 8)  # window: 4 rows per atom = 2 batches
-    longer = _sparse_coding(statistics_window=100).fit(
-        inst.X, train_cfg=TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
+    longer = _sparse_coding(statistics_window=100)
+    train(longer, inst.X, TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
     assert longer._statistics[2] == 6 and not torch.equal(longer.W_dec, model.W_dec)
-    full = _sparse_coding().fit(inst.X, train_cfg=TrainConfig(steps=6, progress=False), device="cpu")
+    full = _sparse_coding()
+    train(full, inst.X, TrainConfig(steps=6, progress=False), device="cpu")
     assert full._statistics[2] == 1  # full batch: only the current codes count
 
 

@@ -84,17 +84,13 @@ def _imported_units(path: Path) -> set[str]:
 
 FILES = sorted(PACKAGE.rglob("*.py"))
 
-#: Upward imports still to be removed; each entry is a defect, not a permission.
-KNOWN_UPWARD = {("encoders", "training")}
-
-
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_imports_point_only_downward(path):
     unit = _unit_of(path)
     assert unit in LAYERS, f"gaptheory/{unit} is not placed in LAYERS of tests/test_layering.py"
     rank = LAYERS.index(unit)
     for imported in _imported_units(path):
-        if imported in {"__version__", unit} or (unit, imported) in KNOWN_UPWARD:
+        if imported in {"__version__", unit}:
             continue
         assert imported in LAYERS, f"{path.name} imports unknown gaptheory module {imported}"
         assert LAYERS.index(imported) < rank or imported == "__init__", (

@@ -6,7 +6,7 @@ hidden layers instead of ``W_enc``), and is used like this (scikit-learn estimat
 
 - ``Encoder(cfg, seed=0)`` builds it from a frozen config dataclass (``cfg.architecture``,
   ``cfg.to_dict()``, ``Config.from_dict(d)``);
-- ``fit(X, ...)`` trains it with :func:`gaptheory.training.train` and returns ``self``;
+- :func:`gaptheory.training.train` trains it (the one loop for every architecture);
 - ``encode(X) -> Z`` and ``decode(Z) -> X_hat``; NumPy in gives NumPy (float64) out,
   a tensor in gives a tensor out;
 - ``save(path)`` / ``load(path)`` use the SAELens files ``sae_weights.safetensors`` and

@@ -8,7 +8,6 @@ An :class:`Encoder` is a ``torch.nn.Module`` with the SAELens decoder ``W_dec (N
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,7 +67,7 @@ def unit_rows(W: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """Base class: decoder, unit-norm maintenance, NumPy/tensor I/O, fit, save and load.
+    """Base class: decoder, unit-norm maintenance, NumPy/tensor I/O, save and load.
 
     Subclasses set ``config_class`` and implement ``encode_with_hidden_pre`` (and
     ``aux_loss`` when they have a sparsity penalty), ``_widths`` and ``_activation``
@@ -228,30 +227,6 @@ class Encoder(nn.Module):
     def decode_tensor(self, Z: torch.Tensor) -> torch.Tensor:
         """:meth:`decode` of a trusted tensor, without validation (the training loop's path)."""
         return Z @ self.W_dec + self.b_dec
-
-    def fit(self, X, *, codes=None, train_cfg=None, X_val=None, codes_val=None, device=None) -> "Encoder":
-        """Train with the shared loop :func:`gaptheory.training.train`; returns ``self``.
-
-        Parameters
-        ----------
-        X : array_like of shape (B, M)
-        codes : array_like of shape (B, N), optional
-            True codes: supervised regression of ``codes`` from ``X`` (setting 2) instead
-            of reconstruction with the sparsity penalty.
-        train_cfg : gaptheory.training.TrainConfig, optional
-        X_val, codes_val : optional
-            Validation split for early stopping and best-model selection.
-        device : str or torch.device, optional
-
-        Notes
-        -----
-        ``training`` sits above ``encoders`` in the module layers (it drives encoders), so
-        it is resolved here at call time. The history lands in ``self.history_``.
-        """
-        training = importlib.import_module("gaptheory.training")
-        self.history_ = training.train(self, X, train_cfg, codes=codes, X_val=X_val,
-                                       codes_val=codes_val, device=device)
-        return self
 
     # -- persistence -----------------------------------------------------------------------
     def _saelens_state(self, input_scale: float) -> dict:

@@ -23,7 +23,18 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from .encoders import MLPEncoder, MLPEncoderConfig, SAEConfig, SparseAutoencoder, SparseCoding, SparseCodingConfig
+from .encoders import (
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    MLPEncoder,
+    MLPEncoderConfig,
+    SAEConfig,
+    SparseAutoencoder,
+    SparseCoding,
+    SparseCodingConfig,
+    TopKSAE,
+    TopKSAEConfig,
+)
 from .training import TrainConfig, train
 
 #: Seeds drawn from ``random_state`` lie below this (torch generators take 64-bit seeds;
@@ -65,7 +76,9 @@ class _EncoderTransformer(TransformerMixin, BaseEstimator):
 
 
 class SAETransformer(_EncoderTransformer):
-    """A :class:`~gaptheory.encoders.SparseAutoencoder` (``activation`` relu, topk or jumprelu)."""
+    """An SAE: ``activation="relu"`` (:class:`~gaptheory.encoders.SparseAutoencoder`, L1 weight
+    ``l1_coefficient``), ``"topk"`` (:class:`~gaptheory.encoders.TopKSAE`, ``K`` active latents) or
+    ``"jumprelu"`` (:class:`~gaptheory.encoders.JumpReLUSAE`)."""
 
     def __init__(self, N=16, *, activation="relu", K=None, l1_coefficient=0.03, steps=200, lr=1e-3,
                  batch_size=None, random_state=None):
@@ -73,8 +86,15 @@ class SAETransformer(_EncoderTransformer):
         self.steps, self.lr, self.batch_size, self.random_state = steps, lr, batch_size, random_state
 
     def _build(self, M, seed):
-        return SparseAutoencoder(SAEConfig(M=M, N=self.N, activation=self.activation, k=self.K,
-                                           l1_coefficient=self.l1_coefficient), seed=seed)
+        if self.activation == "topk":
+            if self.K is None:
+                raise ValueError("activation='topk' needs K (active latents per row); pass e.g. K=3.")
+            return TopKSAE(TopKSAEConfig(N=self.N, M=M, k=self.K), seed=seed)
+        if self.activation == "jumprelu":
+            return JumpReLUSAE(JumpReLUSAEConfig(N=self.N, M=M), seed=seed)
+        if self.activation != "relu":
+            raise ValueError(f"activation={self.activation!r} must be 'relu', 'topk' or 'jumprelu'.")
+        return SparseAutoencoder(SAEConfig(N=self.N, M=M, l1_coefficient=self.l1_coefficient), seed=seed)
 
 
 class MLPTransformer(_EncoderTransformer):
@@ -86,7 +106,7 @@ class MLPTransformer(_EncoderTransformer):
         self.steps, self.lr, self.batch_size, self.random_state = steps, lr, batch_size, random_state
 
     def _build(self, M, seed):
-        return MLPEncoder(MLPEncoderConfig(M=M, N=self.N, hidden=tuple(self.hidden),
+        return MLPEncoder(MLPEncoderConfig(N=self.N, M=M, hidden=tuple(self.hidden),
                                            l1_coefficient=self.l1_coefficient), seed=seed)
 
 
@@ -99,5 +119,5 @@ class SparseCodingTransformer(_EncoderTransformer):
         self.steps, self.lr, self.batch_size, self.random_state = steps, lr, batch_size, random_state
 
     def _build(self, M, seed):
-        return SparseCoding(SparseCodingConfig(M=M, N=self.N, alpha=self.alpha, nonnegative=self.nonnegative),
+        return SparseCoding(SparseCodingConfig(N=self.N, M=M, alpha=self.alpha, nonnegative=self.nonnegative),
                             seed=seed)

@@ -548,8 +548,8 @@ def _budgeted_steps(model, budget: int, batch: int, X, lr, seed, device) -> int:
                                               progress=False), device=device)
         per_step = history.flops.total / _PILOT_STEPS
     else:
-        per_step = model.training_step_flops(batch, supervised=False).total
-    left = budget - model.init_from_data_flops(len(X)).total
+        per_step = model.flops(batch, stage="train").total
+    left = budget - model.flops(len(X), stage="init").total
     if left < per_step:
         raise ValueError(f"{type(model).__name__} spends {budget - left:.3g} FLOPs initialising on {len(X)} rows, "
                          f"leaving less than one step of the {budget:.3g}-FLOP budget; raise steps or train on fewer rows.")
@@ -642,7 +642,7 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = build_model("sae", N, M, config.k, hparams=config.hparams("sae"), seed=seed)
-    budget = reference.training_step_flops(config.batch_size, supervised=False).total * config.steps
+    budget = reference.flops(config.batch_size, stage="train").total * config.steps
 
     def fit(method, value=None):
         model = build_model(method, N, M, config.k, hparams=config.hparams(method, value), seed=seed)

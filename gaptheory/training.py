@@ -10,7 +10,8 @@ given true codes, :math:`\tfrac1B \sum_b \|z_b - \hat z_b\|_2^2` (supervised), t
 rows renormalised after each update, validation-based best-model selection and early
 stopping, and a NaN guard. A model may instead update itself in closed form
 (``Encoder.closed_form_step_``; sparse coding's least-squares dictionary update), and the
-loop then only batches, validates, counts FLOPs and stops.
+loop then only batches, validates, counts FLOPs and stops. FLOPs per step are the model's
+analytic count (``Encoder.flops``) plus what its per-sample solves report.
 
 :func:`run_setting` runs one method in one setting on one data split and returns a flat
 :class:`RunResult`:
@@ -47,17 +48,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._device import resolve_device
 from ._validation import as_generator, check_array, check_choice, check_int, check_positive
-from .encoders import (
-    Encoder,
-    MLPEncoder,
-    MLPEncoderConfig,
-    SAEConfig,
-    SAEITOConfig,
-    SAEWithITO,
-    SparseAutoencoder,
-    SparseCoding,
-    SparseCodingConfig,
-)
+from .encoders import ENCODERS, Encoder
 from .flops import FlopCount
 from .instances import Instance, make_instance, sparse_codes
 from .metrics import code_metrics, dictionary_recovery, mcc
@@ -150,11 +141,12 @@ def _as_tensor(array, name, like: torch.Tensor, columns: int) -> torch.Tensor:
     return torch.as_tensor(array, dtype=like.dtype, device=like.device)
 
 
-def _loss(model: Encoder, X: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
-    Z, pre = model.encode_with_hidden_pre(X)
+def _loss(model: Encoder, X: torch.Tensor, codes: torch.Tensor | None, rows: str) -> tuple[torch.Tensor, FlopCount]:
+    """The training loss on the rows named ``rows`` and the FLOPs its codes took beyond the analytic count."""
+    Z, pre, solve_flops = model.encode_for_training(X, rows=rows)
     if codes is not None:
-        return ((Z - codes) ** 2).sum(1).mean()
-    return ((model.decode_tensor(Z) - X) ** 2).sum(1).mean() + model.aux_loss(Z, pre)
+        return ((Z - codes) ** 2).sum(1).mean(), solve_flops
+    return ((model.decode_tensor(Z) - X) ** 2).sum(1).mean() + model.aux_loss(Z, pre), solve_flops
 
 
 def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_val=None, codes_val=None,
@@ -192,7 +184,7 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
     >>> from gaptheory.encoders import SAEConfig, SparseAutoencoder
     >>> from gaptheory.instances import make_instance
     >>> inst = make_instance(16, 8, 3, 128, seed=0)
-    >>> sae = SparseAutoencoder(SAEConfig(M=8, N=16), seed=0)
+    >>> sae = SparseAutoencoder(SAEConfig(N=16, M=8), seed=0)
     >>> history = train(sae, inst.X, TrainConfig(steps=50, eval_every=10, progress=False), device="cpu")
     >>> history.steps_run, bool(history.train_loss[-1] < history.train_loss[0])
     (50, True)
@@ -223,7 +215,7 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
     if not getattr(model, "data_initialised_", False):
         model.init_from_data(Xt)
         model.data_initialised_ = True
-        init_flops = model.init_from_data_flops(len(Xt))  # a data-dependent initialisation's own cost
+        init_flops = model.flops(len(Xt), stage="init")  # a data-dependent initialisation's own cost
     optimiser = torch.optim.Adam(parameters, lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n_rows = len(Xt)
@@ -241,21 +233,23 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
             if cursor + batch > n_rows:
                 order, cursor = torch.randperm(n_rows, generator=generator).to(Xt.device), 0
             index, cursor = order[cursor:cursor + batch], cursor + batch
-        loss = model.closed_form_step_(Xt[index]) if Zt is None else None
-        closed_form = loss is not None
-        if not closed_form:
-            loss = _loss(model, Xt[index], None if Zt is None else Zt[index])
+        closed_form = model.closed_form_step_(Xt[index]) if Zt is None else None
+        if closed_form is None:
+            loss, step_flops = _loss(model, Xt[index], None if Zt is None else Zt[index], "train")
+            step_flops = step_flops + model.flops(batch, stage="train" if Zt is None else "supervised")
+        else:
+            loss, step_flops = closed_form
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"training loss of {type(model).__name__} is {loss.item()} at step {step} with lr={cfg.lr:g}; "
                 "lower lr (e.g. by 10x) or check X for extreme values."
             )
-        if not closed_form:
+        if closed_form is None:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
         model.normalize_decoder_()
-        flops = flops + model.training_step_flops(batch, supervised=Zt is not None)
+        flops = flops + step_flops
         if step % cfg.eval_every and step != cfg.steps:
             continue
         record_steps.append(step)
@@ -264,7 +258,7 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
             val_curve.append(math.nan)
             continue
         with torch.no_grad():
-            val_loss = float(_loss(model, Xv, Zv))
+            val_loss = float(_loss(model, Xv, Zv, "val")[0])
         val_curve.append(val_loss)
         if val_loss < best[0]:
             best, bad_evals = (val_loss, step, copy.deepcopy(model.state_dict())), 0
@@ -433,6 +427,19 @@ def _parse_method(method: str) -> tuple[str, dict]:
     return method, {}
 
 
+#: Each method's architecture (:data:`gaptheory.encoders.ENCODERS`), config defaults, and the
+#: config fields that default to the task's K.
+METHOD_ARCHITECTURES = {
+    "sae": ("standard", {}, ()),
+    "sae_topk": ("topk", {}, ("k",)),
+    "sae_jumprelu": ("jumprelu", {}, ()),
+    "sae_ito": ("sae_ito", {}, ()),
+    "mlp": ("mlp", {}, ()),
+    "sparse_coding": ("sparse_coding", {}, ()),
+    "best_subset": ("sparse_coding", {"inference": "best_subset"}, ("k",)),
+}
+
+
 def build_model(method: str, N: int, M: int, K: int, *, hparams: dict | None = None, seed: int = 0) -> Encoder:
     """The encoder of a method name with config overrides ``hparams``.
 
@@ -445,22 +452,15 @@ def build_model(method: str, N: int, M: int, K: int, *, hparams: dict | None = N
     """
     base, implied = _parse_method(method)
     options = {**implied, **(hparams or {})}
-    table = {
-        "sae": (SparseAutoencoder, SAEConfig, {}),
-        "sae_topk": (SparseAutoencoder, SAEConfig, {"activation": "topk", "k": K}),
-        "sae_jumprelu": (SparseAutoencoder, SAEConfig, {"activation": "jumprelu"}),
-        "sae_ito": (SAEWithITO, SAEITOConfig, {}),
-        "mlp": (MLPEncoder, MLPEncoderConfig, {}),
-        "sparse_coding": (SparseCoding, SparseCodingConfig, {}),
-        "best_subset": (SparseCoding, SparseCodingConfig, {"inference": "best_subset", "k": K}),
-    }
-    model_class, config_class, defaults = table[base]
-    names = {f.name for f in dataclasses.fields(config_class)} - {"M", "N"}
+    architecture, defaults, set_to_K = METHOD_ARCHITECTURES[base]
+    defaults = {**defaults, **dict.fromkeys(set_to_K, K)}
+    model_class = ENCODERS[architecture]
+    names = {f.name for f in dataclasses.fields(model_class.config_class)} - {"N", "M"}
     unknown = set(options) - names
     if unknown:
         raise ValueError(f"hparams {sorted(unknown)} do not apply to method {method!r}; "
                          f"its options are {sorted(names)}.")
-    return model_class(config_class(M=M, N=N, **{**defaults, **options}), seed=seed)
+    return model_class(model_class.config_class(N=N, M=M, **{**defaults, **options}), seed=seed)
 
 
 def run_setting(setting, method: str, data: DataConfig | Instance | Splits | None = None, *,

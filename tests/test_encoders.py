@@ -8,8 +8,11 @@ from hypothesis import strategies as st
 
 from gaptheory.encoders import (
     CONFIG_FILENAME,
+    ENCODERS,
     WEIGHTS_FILENAME,
     Encoder,
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
     MLPEncoder,
     MLPEncoderConfig,
     SAEConfig,
@@ -18,9 +21,11 @@ from gaptheory.encoders import (
     SparseAutoencoder,
     SparseCoding,
     SparseCodingConfig,
+    TopKSAE,
+    TopKSAEConfig,
+    least_squares_update_flops,
 )
-from gaptheory.encoders import least_squares_update_flops
-from gaptheory.flops import best_subset_flops, encoder_flops
+from gaptheory.flops import FlopCount, best_subset_flops, encoder_flops, fista_flops, training_step_flops
 from gaptheory.metrics import dictionary_recovery
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso
@@ -37,8 +42,8 @@ QUICK = TrainConfig(steps=30, eval_every=10, progress=False)
 def _models(M=8, N=16):
     return [
         SparseAutoencoder(SAEConfig(M=M, N=N), seed=1),
-        SparseAutoencoder(SAEConfig(M=M, N=N, activation="topk", k=3), seed=1),
-        SparseAutoencoder(SAEConfig(M=M, N=N, activation="jumprelu"), seed=1),
+        TopKSAE(TopKSAEConfig(N=N, M=M, k=3), seed=1),
+        JumpReLUSAE(JumpReLUSAEConfig(N=N, M=M), seed=1),
         MLPEncoder(MLPEncoderConfig(M=M, N=N, hidden=(12, 7)), seed=1),
         SAEWithITO(SAEITOConfig(M=M, N=N), seed=1),
         SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1, fit_max_iter=50), seed=1),
@@ -69,14 +74,14 @@ def test_sae_weights_have_saelens_shapes_and_relu_encoder_formula():
 
 
 def test_topk_keeps_at_most_k_active_latents():
-    sae = SparseAutoencoder(SAEConfig(M=8, N=16, activation="topk", k=2), seed=0)
+    sae = TopKSAE(TopKSAEConfig(N=16, M=8, k=2), seed=0)
     Z = sae.encode(np.random.default_rng(0).standard_normal((50, 8)))
     assert ((Z > 0).sum(1) <= 2).all()
 
 
 def test_jumprelu_threshold_learns_from_the_l0_penalty():
     inst = make_instance(16, 8, 3, 64, seed=0)
-    sae = SparseAutoencoder(SAEConfig(M=8, N=16, activation="jumprelu", l0_coefficient=1.0), seed=0)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(N=16, M=8, l0_coefficient=1.0), seed=0)
     before = sae.threshold.detach().clone()
     train(sae, inst.X, QUICK, device="cpu")
     assert not torch.equal(before, sae.threshold.detach())
@@ -111,8 +116,7 @@ def test_ito_is_warm_started_from_the_sae_codes_and_solves_the_same_lasso():
     sae_codes = model.encode_with_hidden_pre(torch.as_tensor(inst.X, dtype=torch.float32))[0].detach()
     warm = lasso(inst.X, model.decoder_float64(), 0.05, nonnegative=True, method="fista",
                  init=sae_codes.double().numpy(), return_info=True)
-    np.testing.assert_array_equal(model.last_solve_.n_iter, warm.n_iter)
-    assert flops.total > encoder_flops(40, (8, 16)).total
+    assert flops == encoder_flops(40, (8, 16)) + fista_flops(warm.n_iter, 8, 16)
 
 
 def test_sparse_coding_on_the_true_dictionary_recovers_codes():
@@ -161,11 +165,11 @@ def test_least_squares_update_never_raises_the_reconstruction_error_of_the_codes
     inst = make_instance(16, 8, 3, 96, seed=seed)
     model = _sparse_coding(resample_dead=False)
     X = torch.as_tensor(inst.X, dtype=torch.float32)
-    Z = model.encode_with_hidden_pre(X)[0]
-    model.encode_with_hidden_pre = lambda rows: (Z, None)  # hold the codes fixed: test the update alone
+    Z = model.encode_for_training(X, rows="train")[0]
+    model._training_solve = lambda X, rows: (Z, None, FlopCount(), False)  # hold the codes fixed: test the update alone
     before = ((Z @ model.W_dec - X) ** 2).sum(1).mean()
-    loss = model.closed_form_step_(X)
-    Z_after = model._warm_codes[tuple(X.shape)][1]
+    loss, _ = model.closed_form_step_(X)
+    Z_after = model.warm_codes_["train"][1]
     after = ((Z_after @ model.W_dec - X) ** 2).sum(1).mean()
     assert after <= before * (1 + 1e-4)
     assert torch.isclose(loss, before + 2 * 0.1 * Z.abs().sum(1).mean())
@@ -179,12 +183,12 @@ def test_least_squares_update_resamples_an_atom_no_row_uses():
     with torch.no_grad():  # nonnegative codes never use an atom pointing against every row
         model.W_dec[0] = -X.mean(0) / X.mean(0).norm()
     assert (model.encode_with_hidden_pre(X)[0][:, 0] == 0).all()
-    model._warm_codes.clear()
+    model.warm_codes_.clear()
     model.closed_form_step_(X)
     atom = model.W_dec[0].detach()
     assert torch.isclose(atom.norm(), torch.tensor(1.0), atol=NORM_ATOL)
     assert (X @ atom).max() > 0  # moved to a direction some row has
-    assert torch.equal(_sparse_coding(resample_dead=False).closed_form_step_(X) * 0, torch.tensor(0.0))
+    assert torch.equal(_sparse_coding(resample_dead=False).closed_form_step_(X)[0] * 0, torch.tensor(0.0))
 
 
 def test_sparse_coding_initialises_atoms_at_normalised_training_rows():
@@ -219,23 +223,24 @@ def test_least_squares_update_accumulates_statistics_over_minibatches():
     inst = make_instance(16, 8, 3, 96, seed=3)
     model = _sparse_coding()
     train(model, inst.X, TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
-    A, B, count = model._statistics
+    A, B, count = model.statistics_
     assert count == 2 and A.shape == (16, 16) and B.shape == (16, 8)  # window: 4 rows per atom = 2 batches
     longer = _sparse_coding(statistics_window=100)
     train(longer, inst.X, TrainConfig(steps=6, batch_size=32, progress=False), device="cpu")
-    assert longer._statistics[2] == 6 and not torch.equal(longer.W_dec, model.W_dec)
+    assert longer.statistics_[2] == 6 and not torch.equal(longer.W_dec, model.W_dec)
     full = _sparse_coding()
     train(full, inst.X, TrainConfig(steps=6, progress=False), device="cpu")
-    assert full._statistics[2] == 1  # full batch: only the current codes count
+    assert full.statistics_[2] == 1  # full batch: only the current codes count
 
 
 def test_least_squares_update_flops_count_the_update_and_the_fista_iterations():
     inst = make_instance(16, 8, 3, 64, seed=0)
     model = _sparse_coding()
-    model.closed_form_step_(torch.as_tensor(inst.X, dtype=torch.float32))
-    step = model.training_step_flops(64, supervised=False)
-    assert step.total > least_squares_update_flops(64, 8, 16).total > 0
-    assert least_squares_update_flops(128, 8, 16).matmul > least_squares_update_flops(64, 8, 16).matmul
+    _, step = model.closed_form_step_(torch.as_tensor(inst.X, dtype=torch.float32))
+    assert step.total > least_squares_update_flops(64, 16, 8).total > 0
+    solve = step.total - model.flops(64, stage="train").total  # the inner FISTA: 1 to fit_max_iter=50 iterations a row
+    assert fista_flops(np.ones(64), 8, 16).total <= solve <= fista_flops(np.full(64, 50), 8, 16).total
+    assert least_squares_update_flops(128, 16, 8).matmul > least_squares_update_flops(64, 16, 8).matmul
 
 
 def test_sparse_coding_config_rejects_an_unknown_dictionary_update():
@@ -274,10 +279,9 @@ def test_load_refuses_a_different_encoder_class(tmp_path):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: SAEConfig(M=8, N=16, activation="gelu"), "activation"),
-        (lambda: SAEConfig(M=8, N=16, activation="topk"), "needs k"),
-        (lambda: SAEConfig(M=8, N=16, activation="topk", k=17), "k=17"),
-        (lambda: SAEConfig(M=8, N=16, k=3), "only applies"),
+        (lambda: JumpReLUSAEConfig(N=16, M=8, bandwidth=0.0), "bandwidth"),
+        (lambda: TopKSAEConfig(N=16, M=8, k=0), "k=0"),
+        (lambda: TopKSAEConfig(N=16, M=8, k=17), "k=17"),
         (lambda: SAEConfig(M=0, N=16), "M=0"),
         (lambda: SAEConfig(M=8, N=16, l1_coefficient=-1.0), "l1_coefficient"),
         (lambda: MLPEncoderConfig(M=8, N=16, hidden=(0,)), "hidden"),
@@ -292,7 +296,7 @@ def test_configs_reject_bad_hyperparameters(make, match):
 
 
 def test_config_round_trips_through_dict():
-    for cfg in (SAEConfig(M=8, N=16, activation="topk", k=2), MLPEncoderConfig(M=3, N=5, hidden=(4, 4)),
+    for cfg in (TopKSAEConfig(N=16, M=8, k=2), JumpReLUSAEConfig(N=16, M=8), MLPEncoderConfig(M=3, N=5, hidden=(4, 4)),
                 SAEITOConfig(M=8, N=16), SparseCodingConfig(M=8, N=16)):
         assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -385,3 +389,62 @@ def test_encode_validates_tensors_and_arrays_alike(bad, error, match):
 def test_decode_refuses_nan_tensor_codes():
     with pytest.raises(ValueError, match="Z contains NaN"):
         SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).decode(torch.full((2, 16), float("nan")))
+
+
+def test_registry_maps_every_architecture_name_to_its_class():
+    assert {name: cls.__name__ for name, cls in ENCODERS.items()} == {
+        "standard": "SparseAutoencoder", "topk": "TopKSAE", "jumprelu": "JumpReLUSAE", "sae_ito": "SAEWithITO",
+        "mlp": "MLPEncoder", "sparse_coding": "SparseCoding"}
+    assert all(cls.config_class.architecture == name for name, cls in ENCODERS.items())
+
+
+def test_config_fields_start_with_N_then_M_like_random_dictionary():
+    import dataclasses
+
+    for cls in ENCODERS.values():
+        assert [f.name for f in dataclasses.fields(cls.config_class)][:2] == ["N", "M"]
+    assert SAEConfig(16, 8) == SAEConfig(N=16, M=8)
+
+
+@pytest.mark.parametrize("model", _models()[:5], ids=lambda m: m.cfg.architecture)
+def test_flops_counts_the_forward_pass_and_a_training_step(model):
+    activation = {"topk": "topk", "jumprelu": "jumprelu"}.get(model.cfg.architecture, "relu")
+    widths = (8, 12, 7, 16) if model.cfg.architecture == "mlp" else (8, 16)
+    assert model.flops(32) == encoder_flops(32, widths, activation=activation)
+    assert model.flops(32, stage="train") == training_step_flops(32, widths, activation=activation, n_dims=8)
+    assert model.flops(32, stage="supervised") == training_step_flops(32, widths, activation=activation,
+                                                                      decoder="none", n_dims=8)
+    with pytest.raises(ValueError, match="stage"):
+        model.flops(32, stage="backward")
+
+
+def test_sparse_coding_keeps_warm_codes_per_named_rows_not_per_batch_shape():
+    # train and validation splits of the same shape: with codes keyed by shape they overwrote each other
+    inst, other = make_instance(16, 8, 3, 48, seed=0), make_instance(16, 8, 3, 48, seed=1)
+    model = _sparse_coding()
+    train(model, inst.X, TrainConfig(steps=2, eval_every=1, progress=False), X_val=other.X, device="cpu")
+    assert set(model.warm_codes_) == {"train", "val"}
+    np.testing.assert_array_equal(model.warm_codes_["train"][0].numpy(), inst.X.astype(np.float32))
+    np.testing.assert_array_equal(model.warm_codes_["val"][0].numpy(), other.X.astype(np.float32))
+
+
+def test_sparse_coding_inference_runs_in_torch_and_matches_the_public_lasso():
+    inst = make_instance(16, 8, 3, 30, seed=5)
+    model = SparseCoding(SparseCodingConfig(N=16, M=8, alpha=0.05), seed=0).fix_decoder(inst.D)
+    X = torch.as_tensor(inst.X, dtype=torch.float32)
+    Z, flops = model.encode_with_flops(X)
+    assert isinstance(Z, torch.Tensor) and Z.dtype == torch.float32
+    reference = lasso(inst.X, inst.D, 0.05, nonnegative=True, method="fista", return_info=True)
+    np.testing.assert_allclose(Z.numpy(), reference.codes, atol=CODE_ATOL)
+    assert flops.total <= model.flops(30).total  # what was used, at most the max_iter bound
+
+
+def test_fista_tensors_equals_the_public_fista_lasso():
+    from gaptheory.solvers.fista import fista_tensors
+
+    inst = make_instance(16, 8, 3, 20, seed=6)
+    codes, status, _, n_iter, _ = fista_tensors(torch.as_tensor(inst.X), torch.as_tensor(inst.D), 0.05,
+                                                nonnegative=True, tol=1e-9, max_iter=5000)
+    reference = lasso(inst.X, inst.D, 0.05, nonnegative=True, method="fista", tol=1e-9, return_info=True)
+    np.testing.assert_allclose(codes.numpy(), reference.codes, atol=1e-6)
+    assert (status.numpy() == reference.status).all()

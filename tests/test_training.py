@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gaptheory.encoders import MLPEncoder, MLPEncoderConfig, SAEConfig, SparseAutoencoder
+from gaptheory.flops import FlopCount
 from gaptheory.instances import make_instance
 from gaptheory.training import (
     METHODS,
@@ -76,7 +77,7 @@ def test_train_counts_flops_of_every_step_taken():
     inst = make_instance(8, 5, 2, 16, seed=0)
     sae = SparseAutoencoder(SAEConfig(M=5, N=8), seed=0)
     history = train(sae, inst.X, TrainConfig(steps=7, batch_size=4, progress=False), device="cpu")
-    assert history.flops == sae.training_step_flops(4, supervised=False) * 7
+    assert history.flops == sae.flops(4, stage="train") * 7
 
 
 @pytest.mark.parametrize(
@@ -160,7 +161,7 @@ class _ClosedFormSAE(SparseAutoencoder):
     def closed_form_step_(self, X):
         with torch.no_grad():
             self.W_enc.copy_(2 * self.W_dec.T)
-        return torch.tensor(float(len(X)))
+        return torch.tensor(float(len(X))), FlopCount()
 
 
 def test_train_takes_a_models_closed_form_step_instead_of_the_gradient_step():
@@ -186,9 +187,9 @@ def test_train_counts_the_mlp_data_initialisation_once(fit):
     history = train(mlp, inst.X, TrainConfig(steps=3, batch_size=4, progress=False), device="cpu")
     init = mlp_output_init_flops(16, (5, 12, 8), fit=fit, center=True)
     assert init.matmul > 0
-    assert history.flops == init + mlp.training_step_flops(4, supervised=False) * 3
+    assert history.flops == init + mlp.flops(4, stage="train") * 3
     again = train(mlp, inst.X, TrainConfig(steps=3, batch_size=4, progress=False), device="cpu")  # already initialised
-    assert again.flops == mlp.training_step_flops(4, supervised=False) * 3
+    assert again.flops == mlp.flops(4, stage="train") * 3
 
 
 def test_mlp_data_initialisation_on_a_row_subset_costs_and_uses_only_those_rows():
@@ -197,9 +198,9 @@ def test_mlp_data_initialisation_on_a_row_subset_costs_and_uses_only_those_rows(
     inst = make_instance(8, 5, 2, 64, seed=0)
     cfg = MLPEncoderConfig(M=5, N=8, hidden=(12,), fit_output_to_decoder=True, init_rows=16)
     mlp = MLPEncoder(cfg, seed=0).fix_decoder(inst.D)
-    assert mlp.init_from_data_flops(64) == mlp_output_init_flops(16, (5, 12, 8), fit=True, center=True)
+    assert mlp.flops(64, stage="init") == mlp_output_init_flops(16, (5, 12, 8), fit=True, center=True)
     history = train(mlp, inst.X, TrainConfig(steps=2, batch_size=8, progress=False), device="cpu")
-    assert history.flops == mlp.init_from_data_flops(64) + mlp.training_step_flops(8, supervised=False) * 2
+    assert history.flops == mlp.flops(64, stage="init") + mlp.flops(8, stage="train") * 2
     # the output bias is centred on the drawn subset of rows, not on all of them
     centred = MLPEncoder(MLPEncoderConfig(M=5, N=8, hidden=(12,), init_rows=16), seed=0)
     X = torch.as_tensor(inst.X, dtype=torch.float32)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_array, check_dictionary, check_int
+from .._validation import check_array, check_choice, check_dictionary, check_int
 from ..flops import FlopCount, encoder_flops, training_step_flops
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -23,22 +23,21 @@ _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint
 #: Rows of W_dec with a norm below this are re-drawn rather than normalised (dead atoms).
 MIN_ATOM_NORM = 1e-12
 
+#: Stages :meth:`Encoder.flops` counts.
+FLOP_STAGES = ("encode", "train", "supervised", "init")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """Fields every encoder has; subclasses add their hyperparameters."""
 
-    M: int  # input dimension (SAELens d_in)
+    architecture: ClassVar[str]  # the name written to cfg.json (SAELens's where SAELens has one)
     N: int  # number of latents (SAELens d_sae)
+    M: int  # input dimension (SAELens d_in)
 
     def __post_init__(self):
-        check_int(self.M, "M", minimum=1)
         check_int(self.N, "N", minimum=1)
-
-    @property
-    def architecture(self) -> str:
-        """Architecture name written to ``cfg.json``."""
-        return self._architecture
+        check_int(self.M, "M", minimum=1)
 
     def to_dict(self) -> dict:
         """Fields as JSON scalars plus ``architecture``."""
@@ -61,18 +60,21 @@ class EncoderConfig:
         return cfg
 
 
-
 def unit_rows(W: torch.Tensor) -> torch.Tensor:
+    """Rows of ``W`` rescaled to unit norm (rows below ``MIN_ATOM_NORM`` are divided by it)."""
     return W / W.norm(dim=1, keepdim=True).clamp_min(MIN_ATOM_NORM)
 
 
 class Encoder(nn.Module):
-    """Base class: decoder, unit-norm maintenance, NumPy/tensor I/O, save and load.
+    """Base class: decoder, unit-norm maintenance, validated NumPy/tensor I/O, save and load.
 
     Subclasses set ``config_class`` and implement ``encode_with_hidden_pre`` (and
-    ``aux_loss`` when they have a sparsity penalty), ``_widths`` and ``_activation``
-    for the FLOP counts.
+    ``aux_loss`` when they have a sparsity penalty); ``flop_activation`` and ``widths``
+    describe them to :meth:`flops`.
     """
+
+    #: The activation :func:`gaptheory.flops.encoder_flops` counts for this architecture.
+    flop_activation: ClassVar[str] = "relu"
 
     config_class: ClassVar[type] = EncoderConfig
 
@@ -144,27 +146,42 @@ class Encoder(nn.Module):
     def init_from_data(self, X: torch.Tensor) -> None:
         """Hook called by the training loop once, before the first step (default: nothing)."""
 
-    def init_from_data_flops(self, n_samples: int) -> FlopCount:
-        """FLOPs of :meth:`init_from_data` on ``n_samples`` rows (default: none); the training
-        loop adds them to the training FLOPs, and FLOP-budgeted comparisons subtract them first."""
-        return FlopCount()
+    def encode_for_training(self, X: torch.Tensor, *, rows: str) -> tuple[torch.Tensor, torch.Tensor | None, FlopCount]:
+        """Codes and pre-activations for the training loss on the trusted tensor ``X (B, M)``,
+        and the FLOPs spent beyond ``flops(B, stage)`` (per-sample solves). ``rows`` names
+        the rows of ``X`` (``"train"``, ``"val"``) for encoders that warm-start from the last
+        codes of the same rows. Default: :meth:`encode_with_hidden_pre`, nothing extra."""
+        Z, pre = self.encode_with_hidden_pre(X)
+        return Z, pre, FlopCount()
 
-    def closed_form_step_(self, X: torch.Tensor) -> torch.Tensor | None:
-        """Hook: update the parameters in closed form on the batch ``X (B, M)`` and return
-        the loss before the update, or ``None`` (default) for the loop's gradient step."""
+    def closed_form_step_(self, X: torch.Tensor) -> tuple[torch.Tensor, FlopCount] | None:
+        """Hook: update the parameters in closed form on the training batch ``X (B, M)`` and
+        return the loss before the update with the step's FLOPs, or ``None`` (default) for
+        the loop's gradient step."""
         return None
 
-    def training_step_flops(self, n_samples: int, *, supervised: bool) -> FlopCount:
-        """Analytic FLOPs of one training step on ``n_samples`` rows (see :mod:`gaptheory.flops`)."""
-        decoder = "none" if supervised else ("learned" if self.decoder_trainable else "fixed")
-        return training_step_flops(n_samples, self._widths(), activation=self._activation(),
-                                   decoder=decoder, n_dims=self.cfg.M)
-
-    def _widths(self) -> tuple[int, ...]:
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Layer widths from input to codes, ``(M, N)`` for a one-layer encoder."""
         return (self.cfg.M, self.cfg.N)
 
-    def _activation(self) -> str:
-        return "relu"
+    def flops(self, n_samples: int, *, stage: str = "encode") -> FlopCount:
+        """Analytic FLOPs on ``n_samples`` rows (:mod:`gaptheory.flops`).
+
+        ``stage``: ``"encode"`` (one forward pass), ``"train"`` (one step on the
+        reconstruction loss, the decoder learned or fixed), ``"supervised"`` (one step
+        regressing known codes) or ``"init"`` (:meth:`init_from_data`; none by default).
+        Per-sample encoders add what their solves used: :meth:`encode_with_flops`,
+        :meth:`encode_for_training`.
+        """
+        check_choice(stage, "stage", FLOP_STAGES)
+        if stage == "encode":
+            return encoder_flops(n_samples, self.widths, activation=self.flop_activation)
+        if stage == "init":
+            return FlopCount()
+        decoder = "none" if stage == "supervised" else ("learned" if self.decoder_trainable else "fixed")
+        return training_step_flops(n_samples, self.widths, activation=self.flop_activation,
+                                   decoder=decoder, n_dims=self.cfg.M)
 
     # -- public API ------------------------------------------------------------------------
     def _as_input(self, X, name: str = "X", columns: int | None = None) -> tuple[torch.Tensor, bool]:
@@ -206,15 +223,15 @@ class Encoder(nn.Module):
         """:meth:`encode` and the FLOPs it spent (per-sample solvers: from their iterations)."""
         Xt, numpy_in = self._as_input(X)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not numpy_in):
-            Z, flops = self._encode_counted(Xt)
+            Z, flops = self._encode(Xt)
         if not bool(torch.isfinite(Z).all()):
             raise ValueError(f"codes overflowed {str(self.W_dec.dtype).removeprefix('torch.')} for X with entries up "
                              f"to {float(Xt.detach().abs().max()):.3g}; rescale X or use model.double().")
         return (Z.detach().double().cpu().numpy() if numpy_in else Z), flops
 
-    def _encode_counted(self, X: torch.Tensor) -> tuple[torch.Tensor, FlopCount]:
-        Z = self.encode_with_hidden_pre(X)[0]
-        return Z, encoder_flops(X.shape[0], self._widths(), activation=self._activation())
+    def _encode(self, X: torch.Tensor) -> tuple[torch.Tensor, FlopCount]:
+        """Codes of a validated tensor and the FLOPs spent (per-sample encoders override)."""
+        return self.encode_with_hidden_pre(X)[0], self.flops(X.shape[0], stage="encode")
 
     def decode(self, Z):
         """Reconstruction ``Z @ W_dec + b_dec``: ``(B, N) -> (B, M)``; NumPy in, NumPy out."""

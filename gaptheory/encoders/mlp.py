@@ -24,7 +24,7 @@ MLP_OUTPUT_RIDGE = 1e-3
 class MLPEncoderConfig(EncoderConfig):
     """A ReLU MLP encoder ``M -> hidden[0] -> ... -> N`` with a ReLU on the codes."""
 
-    _architecture: ClassVar[str] = "mlp"
+    architecture: ClassVar[str] = "mlp"
     hidden: tuple[int, ...] = (256,)  # hidden widths; the paper used (32,), (256,), (1024,)
     l1_coefficient: float = 0.03  # weight of mean_b ||z_b||_1 in the reconstruction loss
     center_output_bias: bool = True  # before training, set the output bias so every latent is active on half the rows
@@ -55,14 +55,14 @@ class MLPEncoder(Encoder):
     bias is median-centred on the data (:meth:`init_from_data`) so no latent starts dead;
     with ``fit_output_to_decoder`` the output layer is first fitted to the SAE's start
     ``X W_dec^T``, so each latent starts on its own atom (without it, latents the L1 term
-    silences early stay dead: docs/results.md, issue 4).
+    silences early stay dead; measurements in docs/results.md).
     The loss is that of the ReLU
     SAE (reconstruction plus ``l1_coefficient * mean ||z||_1``), or the squared code error
     when trained on known codes.
 
     Examples
     --------
-    >>> mlp = MLPEncoder(MLPEncoderConfig(M=8, N=16, hidden=(32,)), seed=0)
+    >>> mlp = MLPEncoder(MLPEncoderConfig(N=16, M=8, hidden=(32,)), seed=0)
     >>> mlp.encode(np.ones((5, 8))).shape
     (5, 16)
     """
@@ -71,7 +71,7 @@ class MLPEncoder(Encoder):
 
     def __init__(self, cfg: MLPEncoderConfig, *, seed: int = 0):
         super().__init__(cfg, seed=seed)
-        widths = self._widths()
+        widths = self.widths
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for a, b in zip(widths[:-1], widths[1:]):
@@ -79,7 +79,8 @@ class MLPEncoder(Encoder):
             self.weights.append(nn.Parameter((torch.rand(a, b, generator=self._generator) * 2 - 1) * bound))
             self.biases.append(nn.Parameter((torch.rand(b, generator=self._generator) * 2 - 1) * bound))
 
-    def _widths(self):
+    @property
+    def widths(self):
         return (self.cfg.M, *self.cfg.hidden, self.cfg.N)
 
     def _saelens_state(self, input_scale):
@@ -123,11 +124,14 @@ class MLPEncoder(Encoder):
         if self.cfg.center_output_bias:
             self.biases[-1].copy_(-(H @ self.weights[-1]).median(0).values)
 
-    def init_from_data_flops(self, n_samples):
-        """:func:`mlp_output_init_flops` of this MLP's widths and initialisation options."""
+    def flops(self, n_samples, *, stage="encode"):
+        """:meth:`Encoder.flops`; ``stage="init"`` is :func:`mlp_output_init_flops` of this MLP's
+        widths and initialisation options (on at most ``init_rows`` rows)."""
+        if stage != "init":
+            return super().flops(n_samples, stage=stage)
         if self.cfg.init_rows is not None:
             n_samples = min(n_samples, self.cfg.init_rows)
-        return mlp_output_init_flops(n_samples, self._widths(), fit=self.cfg.fit_output_to_decoder,
+        return mlp_output_init_flops(n_samples, self.widths, fit=self.cfg.fit_output_to_decoder,
                                      center=self.cfg.center_output_bias)
 
     @torch.no_grad()
@@ -151,7 +155,7 @@ class MLPEncoder(Encoder):
         self.biases[-1].copy_(solution[-1].to(self.biases[-1].dtype))
 
 
-def mlp_output_init_flops(n_samples: int, widths, *, fit: bool, center: bool) -> FlopCount:
+def mlp_output_init_flops(B: int, widths, *, fit: bool, center: bool) -> FlopCount:
     r"""FLOPs of :meth:`MLPEncoder.init_from_data` on ``B`` rows (counted as training FLOPs).
 
     With widths ``(M, h_1, ..., h, N)``: the hidden features (the stack up to ``h``); with
@@ -165,11 +169,11 @@ def mlp_output_init_flops(n_samples: int, widths, *, fit: bool, center: bool) ->
     >>> mlp_output_init_flops(4, (8, 16), fit=False, center=False).total
     0
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    B = check_int(B, "B", minimum=0)
     widths = tuple(widths)
     if not (fit or center) or len(widths) < 3:
         return FlopCount()
-    B, M, h, N = n_samples, widths[0], widths[-2], widths[-1]
+    M, h, N = widths[0], widths[-2], widths[-1]
     total = encoder_flops(B, widths[:-1])
     if fit:
         total = total + FlopCount(matmul_flops(B, M, N) + matmul_flops(h + 1, B, h + 1) + matmul_flops(h + 1, B, N)

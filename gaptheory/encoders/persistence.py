@@ -15,8 +15,7 @@ import torch
 from .._device import resolve_device
 from .._validation import check_positive
 from .base import Encoder, EncoderConfig
-from .registry import ENCODERS
-from .relu import SAELENS_ARCHITECTURE, SAEConfig, SparseAutoencoder
+from .registry import ENCODERS, SAELENS_ARCHITECTURES
 
 #: SAELens file names.
 WEIGHTS_FILENAME, CONFIG_FILENAME = "sae_weights.safetensors", "cfg.json"
@@ -69,8 +68,8 @@ def save(model: Encoder, path, *, input_scale: float = 1.0, hook_name: str | Non
 def load(path, *, expected: type[Encoder] = Encoder, device=None) -> Encoder:
     """Rebuild an encoder from a folder written by :func:`save` or by SAELens 6.
 
-    SAELens folders (``standard``, ``topk``, ``jumprelu``) become a
-    :class:`SparseAutoencoder` with equal codes: where SAELens subtracts ``b_dec`` before
+    SAELens folders (``standard``, ``topk``, ``jumprelu``) become the gaptheory class of that
+    architecture (:data:`~gaptheory.encoders.ENCODERS`) with equal codes: where SAELens subtracts ``b_dec`` before
     encoding, ``b_enc - b_dec W_enc`` is folded into ``b_enc``; a TopK SAE that rescales
     by decoder norms gets ``W_enc n``, ``b_enc n``, ``W_dec / n``. The weights file's header
     is checked against ``cfg.json`` before anything is allocated. ``expected``: the class
@@ -96,13 +95,13 @@ def load(path, *, expected: type[Encoder] = Encoder, device=None) -> Encoder:
         raise ValueError(f"{cfg_file} must hold a JSON object; got {type(raw).__name__}.")
     own = raw.get("gaptheory")
     if isinstance(own, dict):
-        target = ENCODERS.get(own.get("encoder"))
+        target = ENCODERS.get(raw.get("architecture"))
         if target is None:
-            raise ValueError(f"{cfg_file} names encoder {own.get('encoder')!r}; known: {sorted(ENCODERS)}.")
+            raise ValueError(f"{cfg_file} names architecture {raw.get('architecture')!r}; known: {sorted(ENCODERS)}.")
         cfg = target.config_class.from_dict(own.get("config", {}))
         seed, trainable = own.get("seed", 0), own.get("decoder_trainable", True)
     else:
-        target, cfg = SparseAutoencoder, _config_from_saelens(raw, cfg_file)
+        target, cfg = _config_from_saelens(raw, cfg_file)
         seed, trainable = 0, True
     if not issubclass(target, expected):
         raise ValueError(f"{cfg_file} holds a {target.__name__}, not a {expected.__name__}; load it with Encoder.load.")
@@ -118,13 +117,12 @@ def load(path, *, expected: type[Encoder] = Encoder, device=None) -> Encoder:
     return model.to(resolve_device(device))
 
 
-def _config_from_saelens(raw: dict, cfg_file: Path) -> SAEConfig:
-    """The :class:`SAEConfig` of a SAELens 6 ``cfg.json``; refuses what gaptheory cannot represent."""
+def _config_from_saelens(raw: dict, cfg_file: Path) -> tuple[type[Encoder], EncoderConfig]:
+    """The encoder class and config of a SAELens 6 ``cfg.json``; refuses what gaptheory cannot represent."""
     architecture = raw.get("architecture", "standard")
-    activation = {v: k for k, v in SAELENS_ARCHITECTURE.items()}.get(architecture)
-    if activation is None:
+    if architecture not in SAELENS_ARCHITECTURES:
         raise ValueError(f"{cfg_file}: SAELens architecture {architecture!r} has no gaptheory equivalent; "
-                         f"gaptheory loads {sorted(SAELENS_ARCHITECTURE.values())}.")
+                         f"gaptheory loads {sorted(SAELENS_ARCHITECTURES)}.")
     for field_name, plain in (("normalize_activations", "none"), ("reshape_activations", "none")):
         if raw.get(field_name, plain) != plain:
             raise ValueError(f"{cfg_file}: {field_name}={raw[field_name]!r} is not representable in gaptheory "
@@ -134,8 +132,9 @@ def _config_from_saelens(raw: dict, cfg_file: Path) -> SAEConfig:
     for name in ("d_in", "d_sae"):
         if not isinstance(raw.get(name), int) or isinstance(raw.get(name), bool) or raw[name] < 1:
             raise ValueError(f"{cfg_file}: {name} must be a positive integer; got {raw.get(name)!r}.")
-    return SAEConfig(M=raw["d_in"], N=raw["d_sae"], activation=activation,
-                     k=raw.get("k", 100) if activation == "topk" else None)
+    target = ENCODERS[architecture]
+    extra = {"k": raw.get("k", 100)} if architecture == "topk" else {}  # 100: SAELens's default k
+    return target, target.config_class(N=raw["d_sae"], M=raw["d_in"], **extra)
 
 
 def _expected_shapes(target: type, cfg: EncoderConfig) -> dict:

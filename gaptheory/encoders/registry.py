@@ -1,14 +1,20 @@
-"""The architectures by name: the one table persistence and the experiment code look classes up in."""
+"""The one table of architectures: ``cfg.architecture`` name -> encoder class."""
 
 from __future__ import annotations
 
 from .base import Encoder
 from .ito import SAEWithITO
+from .jumprelu import JumpReLUSAE
 from .mlp import MLPEncoder
 from .relu import SparseAutoencoder
 from .sparse_coding import SparseCoding
+from .topk import TopKSAE
 
-#: Encoder classes by name, as written to ``cfg.json`` under ``gaptheory.encoder``.
+#: Encoder classes by architecture name (``cfg.json``'s ``architecture``; the first three are SAELens's).
 ENCODERS: dict[str, type[Encoder]] = {
-    cls.__name__: cls for cls in (SparseAutoencoder, SAEWithITO, MLPEncoder, SparseCoding)
+    cls.config_class.architecture: cls
+    for cls in (SparseAutoencoder, TopKSAE, JumpReLUSAE, SAEWithITO, MLPEncoder, SparseCoding)
 }
+
+#: The architectures SAELens itself saves and gaptheory reads from its folders.
+SAELENS_ARCHITECTURES = ("standard", "topk", "jumprelu")

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from .._validation import check_choice, check_int, check_positive
@@ -19,8 +20,9 @@ from ..flops import (
     fista_flops,
     matmul_flops,
 )
-from ..solvers import FISTA_TOL, ConvergenceWarning, best_subset, lasso
-from .base import MIN_ATOM_NORM, Encoder, EncoderConfig, unit_rows
+from ..solvers import FISTA_TOL, ConvergenceWarning, Status, best_subset
+from ..solvers.fista import fista_tensors
+from .base import FLOP_STAGES, MIN_ATOM_NORM, Encoder, EncoderConfig, unit_rows
 
 #: Ridge added to the code Gram matrix of the least-squares dictionary update, relative to
 #: its mean diagonal: keeps the N x N solve well posed when two atoms are used by almost
@@ -34,7 +36,7 @@ DEAD_ATOM_ENERGY = 1e-12
 #: Minibatch least-squares updates average the code statistics over the recent steps that
 #: hold about this many rows per atom (``statistics_window=None``): enough for a well-posed
 #: N x N solve, few enough that codes of an older dictionary do not slow learning. Measured
-#: at N = 16, batch 256, 400 steps (docs/results.md, issue 4): windows of 1, 2, 4, 8, 16, 32
+#: at N = 16, batch 256, 400 steps (docs/results.md): windows of 1, 2, 4, 8, 16, 32
 #: and all steps gave validation MCC 0.733, 0.726, 0.670, 0.588, 0.536, 0.515, 0.492.
 STATISTICS_ROWS_PER_ATOM = 4
 
@@ -51,7 +53,7 @@ SPARSE_INFERENCE = ("lasso", "best_subset")
 class SparseCodingConfig(EncoderConfig):
     """Per-sample inference (LASSO or exact K-sparse) on a dictionary learned by alternating minimisation."""
 
-    _architecture: ClassVar[str] = "sparse_coding"
+    architecture: ClassVar[str] = "sparse_coding"
     inference: str = "lasso"  # "lasso" (FISTA on the penalised problem) or "best_subset" (exact, ||z||_0 <= k)
     k: int | None = None  # K of best_subset inference (required there; unused by the LASSO)
     alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
@@ -83,38 +85,30 @@ class SparseCodingConfig(EncoderConfig):
             check_int(self.statistics_window, "statistics_window", minimum=1)
 
 
-def _per_sample_codes(model: Encoder, X: torch.Tensor, *, init, alpha, nonnegative, tol, max_iter,
-                      quiet: bool = False) -> tuple[torch.Tensor, FlopCount]:
-    """FISTA on the model's decoder for every row of ``X``; codes as a tensor and their FLOPs."""
-    start = None if init is None else init.detach().double().cpu().numpy()
-
-    def solve(target, D):
-        with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore", ConvergenceWarning)
-            result = lasso(target, D, alpha, nonnegative=nonnegative, method="fista", tol=tol, max_iter=max_iter,
-                           init=start, device=model.W_dec.device, return_info=True)
-        return result, fista_flops(result.n_iter, model.cfg.M, model.cfg.N)
-
-    return _solve_on_decoder(model, X, solve)
+def _lasso_codes(model: Encoder, X: torch.Tensor, *, init, alpha, nonnegative, tol, max_iter,
+                 quiet: bool = False) -> tuple[torch.Tensor, FlopCount]:
+    """Batched FISTA for every row of ``X`` on the model's decoder, on the model's device in
+    float64 (no validation, no host copy of the data); codes in the model's dtype and their FLOPs.
+    Rows that did not converge raise a :class:`ConvergenceWarning` unless ``quiet``."""
+    target = (X - model.b_dec).detach().double()
+    D = unit_rows(model.W_dec.detach().double())
+    start = None if init is None else init.detach().double().clamp_min(0.0) if nonnegative else init.detach().double()
+    codes, status, _, n_iter, _ = fista_tensors(target, D, alpha, nonnegative=nonnegative, tol=tol,
+                                                max_iter=max_iter, init=start)
+    failed = int((status != int(Status.OPTIMAL)).sum())
+    if failed and not quiet:
+        warnings.warn(f"{failed} of {len(status)} rows did not converge within max_iter={max_iter}; raise max_iter "
+                      f"or loosen tol={tol:g}.", ConvergenceWarning, stacklevel=3)
+    return codes.to(model.W_dec.dtype), fista_flops(n_iter, model.cfg.M, model.cfg.N)
 
 
 def _best_subset_codes(model: Encoder, X: torch.Tensor, *, k: int, nonnegative: bool) -> tuple[torch.Tensor, FlopCount]:
     """Exact K-sparse least squares on the model's decoder for every row of ``X``, and its FLOPs."""
-    def solve(target, D):
-        result = best_subset(target, D, k, nonnegative=nonnegative, device=model.W_dec.device, return_info=True)
-        return result, best_subset_flops(len(target), model.cfg.M, model.cfg.N, k)
-
-    return _solve_on_decoder(model, X, solve)
-
-
-def _solve_on_decoder(model: Encoder, X: torch.Tensor, solve) -> tuple[torch.Tensor, FlopCount]:
-    """Run a float64 per-sample solver ``solve(X - b_dec, W_dec) -> (SolveResult, FlopCount)``
-    and return its codes in the model's dtype and device (the result is kept as ``last_solve_``)."""
     target = (X - model.b_dec).detach().double().cpu().numpy()
-    result, flops = solve(target, model.decoder_float64())
-    model.last_solve_ = result
-    return torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device), flops
+    result = best_subset(target, model.decoder_float64(), k, nonnegative=nonnegative, device=model.W_dec.device,
+                         return_info=True)
+    codes = torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device)
+    return codes, best_subset_flops(len(target), model.cfg.M, model.cfg.N, k)
 
 
 class SparseCoding(Encoder):
@@ -164,9 +158,8 @@ class SparseCoding(Encoder):
 
     Examples
     --------
-    >>> import numpy as np
     >>> D = np.eye(4)
-    >>> sc = SparseCoding(SparseCodingConfig(M=4, N=4, alpha=0.01), seed=0).fix_decoder(D)
+    >>> sc = SparseCoding(SparseCodingConfig(N=4, M=4, alpha=0.01), seed=0).fix_decoder(D)
     >>> sc.encode(np.array([[0.0, 2.0, 0.0, 0.0]])).round(3).tolist()
     [[0.0, 1.99, 0.0, 0.0]]
     """
@@ -176,26 +169,38 @@ class SparseCoding(Encoder):
     def __init__(self, cfg: SparseCodingConfig, *, seed: int = 0):
         super().__init__(cfg, seed=seed)
         self.b_dec.requires_grad_(False)
-        self._warm_codes: dict = {}  # batch shape -> (rows, their last codes), for warm starts
-        self._warm_hit = False  # whether the last training solve was warm-started (same rows as before)
-        self._statistics = None  # (A (N, N), B (N, M), steps averaged) of the least-squares update
+        self.warm_codes_: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # rows name -> (X, its last codes)
+        self.statistics_ = None  # (A (N, N), B (N, M), steps averaged) of the least-squares update
 
     def encode_with_hidden_pre(self, X):
-        """The training path: inner solves at ``fit_tol`` (``encode`` uses ``tol``), warm-started
-        from the previous solve when ``X`` holds the same rows (full-batch training)."""
-        warm = self._warm_codes.get(tuple(X.shape))
-        self._warm_hit = warm is not None and torch.equal(warm[0], X)
-        Z, self._last_fit_flops = self._infer(X, init=warm[1] if self._warm_hit else None, tol=self.cfg.fit_tol,
-                                              max_iter=self.cfg.fit_max_iter, quiet=True)
-        self._warm_codes[tuple(X.shape)] = (X.detach(), Z)
-        return Z, None
+        """Codes of ``X`` by the inference of :meth:`encode` (cold start, tolerance ``tol``)."""
+        return self._encode(X)[0], None
 
-    def _infer(self, X, *, init, tol, max_iter, quiet):
-        """Codes of ``X`` on the current dictionary by the configured per-sample inference."""
+    def encode_for_training(self, X, *, rows):
+        """The training path: inner solves at ``fit_tol`` / ``fit_max_iter``, warm-started from
+        the last codes of the rows named ``rows`` when ``X`` holds exactly those rows again
+        (full-batch training); returns ``(Z, None, FLOPs of the solve)``."""
+        Z, _, flops, _ = self._training_solve(X, rows)
+        return Z, None, flops
+
+    def _training_solve(self, X, rows):
+        """``(Z, None, FLOPs, whether X repeats the last rows of that name)``; caches the codes."""
+        last = self.warm_codes_.get(rows)
+        same_rows = last is not None and last[0].shape == X.shape and torch.equal(last[0], X)
         if self.cfg.inference == "best_subset":  # exhaustive: no warm start, no tolerance
+            Z, flops = _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
+        else:
+            Z, flops = _lasso_codes(self, X, init=last[1] if same_rows else None, alpha=self.cfg.alpha,
+                                    nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol,
+                                    max_iter=self.cfg.fit_max_iter, quiet=True)
+        self.warm_codes_[rows] = (X.detach(), Z)
+        return Z, None, flops, same_rows
+
+    def _encode(self, X):
+        if self.cfg.inference == "best_subset":
             return _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
-        return _per_sample_codes(self, X, init=init, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
-                                 tol=tol, max_iter=max_iter, quiet=quiet)
+        return _lasso_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
+                            tol=self.cfg.tol, max_iter=self.cfg.max_iter)
 
     def aux_loss(self, Z, hidden_pre):
         """LASSO inference: ``2 alpha mean ||z||_1``, so that with the loop's squared error the
@@ -214,27 +219,28 @@ class SparseCoding(Encoder):
         samples = X[rows] - self.b_dec
         keep = samples.norm(dim=1) > MIN_ATOM_NORM
         self.W_dec[: len(rows)][keep] = unit_rows(samples[keep]).to(self.W_dec.dtype)
-        self._statistics = None
+        self.statistics_ = None
 
     @torch.no_grad()
     def closed_form_step_(self, X):
-        """One alternation: codes of ``X`` by warm-started FISTA, then the least-squares
-        dictionary update (see the class notes); returns the loss at the codes before the update."""
+        """One alternation on the training batch: codes of ``X`` by warm-started FISTA, then the
+        least-squares dictionary update (see the class notes); returns the loss at the codes
+        before the update and the step's FLOPs (the solve's iterations plus the update)."""
         if self.cfg.dictionary_update != "least_squares" or not self.decoder_trainable:
             return None
-        Z, _ = self.encode_with_hidden_pre(X)
+        Z, _, solve_flops, same_rows = self._training_solve(X, "train")
         target = X - self.b_dec
         loss = ((Z @ self.W_dec - target) ** 2).sum(1).mean() + self.aux_loss(Z, None)
         Zd, Xd = Z.double(), target.double()
         A_step, B_step = Zd.T @ Zd / len(X), Zd.T @ Xd / len(X)
-        if self._warm_hit or self._statistics is None:  # full batch: the current codes are all there is
+        if same_rows or self.statistics_ is None:  # full batch: the current codes are all there is
             A, B, count = A_step, B_step, 1
         else:  # minibatches: running means over a window of steps (Mairal et al. 2010, with forgetting)
-            A, B, count = self._statistics
+            A, B, count = self.statistics_
             window = self.cfg.statistics_window or math.ceil(STATISTICS_ROWS_PER_ATOM * self.cfg.N / len(X))
             count = min(count + 1, window)
             A, B = A + (A_step - A) / count, B + (B_step - B) / count
-        self._statistics = (A, B, count)
+        self.statistics_ = (A, B, count)
         used = torch.diagonal(A) > DEAD_ATOM_ENERGY
         D = self.W_dec.detach().double().clone()
         if used.any():
@@ -249,21 +255,28 @@ class SparseCoding(Encoder):
             D[dead[: len(worst)]] = Xd[worst] - Zd[worst] @ D
         norms = D.norm(dim=1).clamp_min(MIN_ATOM_NORM)
         self.W_dec.copy_((D / norms[:, None]).to(self.W_dec.dtype))
-        key = tuple(X.shape)
-        self._warm_codes[key] = (self._warm_codes[key][0], Z * norms.to(Z.dtype))  # same reconstruction
-        return loss
+        self.warm_codes_["train"] = (X.detach(), Z * norms.to(Z.dtype))  # the same reconstruction
+        return loss, solve_flops + self.flops(len(X), stage="train")
 
-    def _encode_counted(self, X):
-        return self._infer(X, init=None, tol=self.cfg.tol, max_iter=self.cfg.max_iter, quiet=False)
+    def flops(self, n_samples, *, stage="encode"):
+        """:meth:`Encoder.flops`: ``"train"`` (and ``"supervised"``) count the dictionary update
+        alone (the inner solve's FLOPs come with its codes); ``"encode"`` is the bound at
+        ``max_iter`` FISTA iterations per row (:meth:`encode_with_flops` counts those used) or
+        best_subset's enumeration; ``"init"`` draws rows and costs nothing."""
+        check_choice(stage, "stage", FLOP_STAGES)
+        N, M = self.cfg.N, self.cfg.M
+        if stage == "init":
+            return FlopCount()
+        if stage == "encode":
+            if self.cfg.inference == "best_subset":
+                return best_subset_flops(n_samples, M, N, self.cfg.k)
+            return fista_flops(np.full(n_samples, self.cfg.max_iter), M, N)
+        if self.cfg.dictionary_update == "gradient":
+            return dictionary_step_flops(n_samples, M, N)
+        return least_squares_update_flops(n_samples, N, M)
 
-    def training_step_flops(self, n_samples, *, supervised):
-        """The inner FISTA solve of this step (from its iterations) plus the dictionary update."""
-        update = (dictionary_step_flops(n_samples, self.cfg.M, self.cfg.N)
-                  if self.cfg.dictionary_update == "gradient" else least_squares_update_flops(n_samples, self.cfg.M, self.cfg.N))
-        return getattr(self, "_last_fit_flops", FlopCount()) + update
 
-
-def least_squares_update_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCount:
+def least_squares_update_flops(B: int, N: int, M: int) -> FlopCount:
     r"""FLOPs of one least-squares (MOD) dictionary update of :class:`SparseCoding` on ``B`` rows.
 
     Matmuls: the statistics :math:`Z^\top Z` (2BN^2) and :math:`Z^\top X` (2BNM), the
@@ -275,15 +288,13 @@ def least_squares_update_flops(n_samples: int, n_dims: int, n_latents: int) -> F
 
     Examples
     --------
-    >>> least_squares_update_flops(1024, 8, 16).matmul == 2*1024*16*16 + 2*2*1024*16*8 + (2*16**3)//3 + 2*16*16*8
+    >>> least_squares_update_flops(1024, 16, 8).matmul == 2*1024*16*16 + 2*2*1024*16*8 + (2*16**3)//3 + 2*16*16*8
     True
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    matmul = (matmul_flops(n_latents, n_samples, n_latents) + 2 * matmul_flops(n_latents, n_samples, n_dims)
-              + (2 * n_latents ** 3) // 3 + matmul_flops(n_latents, n_latents, n_dims))
-    elementwise = (SQUARED_ERROR_FLOPS * n_samples * n_dims + 2 * (n_latents ** 2 + n_latents * n_dims)
-                   + RENORM_FLOPS_PER_ENTRY * n_latents * n_dims)
+    B = check_int(B, "B", minimum=0)
+    N = check_int(N, "N", minimum=1)
+    M = check_int(M, "M", minimum=1)
+    matmul = matmul_flops(N, B, N) + 2 * matmul_flops(N, B, M) + (2 * N ** 3) // 3 + matmul_flops(N, N, M)
+    elementwise = SQUARED_ERROR_FLOPS * B * M + 2 * (N ** 2 + N * M) + RENORM_FLOPS_PER_ENTRY * N * M
     return FlopCount(matmul, elementwise)
 

@@ -62,20 +62,29 @@ def _lasso_gap(X, D, z, alpha, nonnegative, C=None, G=None, sparse=False):
     return primal, (primal - dual).clamp_min(0.0)
 
 
-def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> SolveResult:
-    """Batched restarted FISTA on validated inputs (see :func:`lasso`); rows are dropped
-    from the working batch as soon as their duality gap meets ``tol``."""
+def fista_tensors(X, D, alpha, *, nonnegative, tol, max_iter, init=None, lipschitz=None):
+    """Batched restarted FISTA on trusted tensors: the core of :func:`gaptheory.solvers.lasso`'s
+    ``method="fista"``, without its validation or rescaling, for callers inside a loop
+    (sparse coding's inner solves). ``X (B, M)``, ``D (N, M)``, ``init (B, N)`` are tensors of
+    one dtype on one device, where the codes stay; rows leave the working batch once their
+    duality gap is at most ``tol`` times their objective.
+
+    Returns ``(codes (B, N), status (B,), objective (B,), n_iter (B,), gap (B,))``: codes on
+    the device in the dtype of ``X``; the rest on the host (int64 status and iterations,
+    float64 objective and gap). ``lipschitz`` defaults to the largest eigenvalue of ``D D^T``.
+    """
+    device, dtype = X.device, X.dtype
     n_samples, n_latents = X.shape[0], D.shape[0]
-    Dt = torch.as_tensor(D, dtype=dtype, device=device)
-    Xt = torch.as_tensor(X, dtype=dtype, device=device)
+    Dt, Xt = D, X
     G = Dt @ Dt.T  # (N, N) Gram matrix: gradient of the loss is z G - x D^T
     C = Xt @ Dt.T  # (B, N)
-    lipschitz = float(np.linalg.eigvalsh(D @ D.T)[-1])  # float64 on host, once
+    if lipschitz is None:
+        lipschitz = torch.linalg.eigvalsh(G.double())[-1].to(dtype)
     step, threshold = 1.0 / lipschitz, alpha / lipschitz
 
     z = torch.zeros(n_samples, n_latents, dtype=dtype, device=device)
     if init is not None:
-        z = torch.as_tensor(init, dtype=dtype, device=device).clone()
+        z = init.to(dtype=dtype, device=device).clone()
     codes = z.clone()
     status = torch.full((n_samples,), int(Status.MAX_ITER), dtype=torch.int64)
     objective = torch.full((n_samples,), float("nan"), dtype=torch.float64)
@@ -119,6 +128,17 @@ def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> S
             active, x_a, c_a, y, z, t = active[keep], x_a[keep], c_a[keep], y[keep], z[keep], t[keep]
             if active.numel() == 0:
                 break
+    return codes, status, objective, n_iter, gap
+
+
+def _fista(X, D, alpha, *, nonnegative, tol, max_iter, init, device, dtype) -> SolveResult:
+    """Batched restarted FISTA on validated NumPy inputs (see :func:`lasso`): :func:`fista_tensors`
+    with the step from the host float64 spectrum of ``D D^T``, results as a :class:`SolveResult`."""
+    lipschitz = float(np.linalg.eigvalsh(D @ D.T)[-1])  # float64 on host, once
+    codes, status, objective, n_iter, gap = fista_tensors(
+        torch.as_tensor(X, dtype=dtype, device=device), torch.as_tensor(D, dtype=dtype, device=device), alpha,
+        nonnegative=nonnegative, tol=tol, max_iter=max_iter, lipschitz=lipschitz,
+        init=None if init is None else torch.as_tensor(init, dtype=dtype, device=device))
     status_np = status.numpy()
     return SolveResult(
         codes=codes.double().cpu().numpy(),

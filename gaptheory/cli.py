@@ -44,16 +44,23 @@ def _add_verify(subparsers) -> None:
     parser.add_argument("--full", action="store_true", help="also run the large sweeps (minutes)")
     parser.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
+    parser.add_argument(
+        "--checks", metavar="FILE.py", action="append", default=[],
+        help="also run the bound checks a Python file registers with gaptheory.testing.bound_check (repeatable)",
+    )
     parser.set_defaults(command=_run_verify)
 
 
 def _run_verify(args, *, show_progress: bool) -> tuple[dict, str]:
     from . import verify
 
+    user_checks = [check for path in args.checks for check in verify.load_user_checks(path)]
     if args.list:
-        names = verify.available_checks(full=True)
+        names = verify.available_checks(full=True) + [check.name for check in user_checks]
         return {"checks": names, "passed": True}, "\n".join(names)
-    rows = verify.run_checks(seed=args.seed, full=args.full, only=args.only, progress=show_progress)
+    rows = verify.run_checks(
+        seed=args.seed, full=args.full, only=args.only, progress=show_progress, user_checks=user_checks
+    )
     outcome = {
         "verb": "verify",
         "version": __version__,

@@ -219,6 +219,13 @@ class Instance:
     nonnegative: bool = True
     magnitudes: tuple[float, float] = (0.5, 1.5)
 
+    def __repr__(self) -> str:
+        # The call that rebuilds this instance (exactly, when it was drawn from an int seed).
+        return (
+            f"make_instance(N={self.N}, M={self.M}, K={self.K}, B={self.B}, kind={self.kind!r}, "
+            f"seed={self.seed!r}, nonnegative={self.nonnegative!r}, magnitudes={self.magnitudes!r})"
+        )
+
     @property
     def N(self) -> int:
         """Latents (atoms)."""

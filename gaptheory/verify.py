@@ -118,7 +118,59 @@ def _compare(worst: float, relation: str, bound: float) -> bool:
     raise ValueError(f"unknown relation {relation!r}")
 
 
-def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool = False) -> list[CheckResult]:
+def load_user_checks(path) -> list:
+    """Import the Python file at ``path`` and return the bound checks it registers.
+
+    The file registers checks with :func:`gaptheory.testing.bound_check`; each becomes a
+    row of ``gaptheory verify --checks FILE.py`` beside the built-in checks.
+
+    Raises
+    ------
+    ValueError
+        When the file is missing, is not Python, fails to import (the error is named), or
+        registers no check.
+    """
+    import importlib.util
+    import os
+
+    from . import testing
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"--checks {path}: no such file; pass the path of a Python file of bound checks.")
+    spec = importlib.util.spec_from_file_location(f"gaptheory_user_checks_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None or not path.endswith(".py"):
+        raise ValueError(f"--checks {path}: not a Python file; pass a .py file that uses gaptheory.testing.bound_check.")
+    before = len(testing.REGISTERED_BOUNDS)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # any failure of the user's file is a bad input file
+        raise ValueError(f"--checks {path}: importing it failed ({type(err).__name__}: {err}); fix the file.") from err
+    registered = testing.REGISTERED_BOUNDS[before:]
+    if not registered:
+        raise ValueError(f"--checks {path}: registers no checks; decorate a function with @gaptheory.testing.bound_check(...).")
+    return list(registered)
+
+
+def _bound_row(registered, seed: int) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        report = registered.run(seed=seed)
+    except Exception as err:  # e.g. a strategy whose filter rejects everything: a failed row
+        return CheckResult(
+            name=registered.name, description=registered.description, instances=0, worst=math.nan,
+            relation=">=", bound=0.0, passed=False, seconds=time.perf_counter() - start,
+            detail=f"{type(err).__name__}: {err}",
+        )
+    return CheckResult(
+        name=registered.name, description=registered.description, instances=report.examples,
+        worst=report.worst_margin, relation=">=", bound=0.0, passed=report.passed,
+        seconds=time.perf_counter() - start, detail="" if report.passed else str(report),
+    )
+
+
+def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool = False, user_checks=()) -> list[CheckResult]:
     """Run the registered checks and return their rows.
 
     Parameters
@@ -132,12 +184,17 @@ def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool =
         Run only the checks with these names.
     progress : bool
         Show a tqdm bar on stderr.
+    user_checks : sequence of gaptheory.testing.RegisteredBound
+        Bound checks from :func:`load_user_checks`, run after the built-in ones; a row's
+        ``worst`` is the smallest margin ``rhs - lhs`` seen, which must be ``>= 0``.
     """
     selected = [r for r in _REGISTRY if (full or not r.full_only) and (only is None or r.name in set(only))]
+    user_checks = [u for u in user_checks if only is None or u.name in set(only)] if user_checks else []
     if only is not None:
-        unknown = set(only) - {r.name for r in _REGISTRY}
+        known = [r.name for r in _REGISTRY] + [u.name for u in user_checks]
+        unknown = set(only) - set(known)
         if unknown:
-            raise ValueError(f"unknown checks {sorted(unknown)}; choose from {[r.name for r in _REGISTRY]}.")
+            raise ValueError(f"unknown checks {sorted(unknown)}; choose from {known}.")
     from tqdm.auto import tqdm
 
     rows = []
@@ -158,6 +215,8 @@ def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool =
                 seconds=time.perf_counter() - start, detail=detail,
             )
         )
+    for index, registered in enumerate(user_checks, start=len(selected)):
+        rows.append(_bound_row(registered, int(np.random.SeedSequence([seed, index]).generate_state(1)[0])))
     return rows
 
 

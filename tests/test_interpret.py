@@ -121,13 +121,12 @@ TINY_COMPARISON = dict(expansion=2, k=4, steps=15, batch_size=32, n_val=40, n_sc
 
 @pytest.fixture(scope="module")
 def tiny_activations(tmp_path_factory):
-    from gaptheory.activations import BertConfig, LoadedModel, WordPieceTokenizer, extract_activations, random_bert
+    from gaptheory.activations import extract_activations, tiny_bert
 
     words = ["the", "fire", "storm", "town", "people", "wind", "south", "hill", "said", "in", "of", "and"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + words + [",", "."]
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, name="tiny")
-    loaded = LoadedModel(random_bert(cfg, seed=0), WordPieceTokenizer(vocab), "tiny")
+    loaded = tiny_bert(vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                       max_position_embeddings=32, seed=0, name="tiny")
     rng = np.random.default_rng(0)
     documents = [" ".join(rng.choice(words + [",", "."], size=60)) for _ in range(20)]
     folder = tmp_path_factory.mktemp("acts")

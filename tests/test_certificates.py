@@ -1,0 +1,160 @@
+"""Exact rational certificates: near-degenerate and badly scaled inputs never get a false bound."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaptheory import certificates
+from gaptheory.gap import (
+    KIND_LOWER,
+    KIND_UPPER,
+    GapCertificate,
+    certify_gap,
+    enumerate_codes,
+    gap_lower_bound,
+    relu_minimax_gap,
+    relu_minimax_gap_codes,
+    verify_certificate,
+)
+from gaptheory.instances import normalize_atoms, random_dictionary
+
+#: Two LP solves of the same optimum at unit code scale agree to this (HiGHS tolerances 1e-7),
+#: relative to the largest code magnitude.
+LP_RTOL = 1e-7
+
+
+def _fraction_check(certificate, check, D):
+    """Re-check the exact weights with Python's Fraction, independently of python-flint."""
+    Z = [[Fraction(float(v)) for v in row] for row in certificate.codes]
+    Dq = [[Fraction(float(v)) for v in row] for row in D]
+    y = check.exact_weights
+    sign = [1 if kind == KIND_LOWER else -1 for kind in certificate.kinds]
+    assert all(w >= 0 for w in y) and sum(y) == 1
+    assert sum(s * w for s, w in zip(sign, y)) == 0
+    for m in range(D.shape[1]):
+        assert sum(s * w * sum(z[j] * Dq[j][m] for j in range(len(z))) for s, w, z in zip(sign, y, Z)) == 0
+    i = certificate.latent
+    bound = sum(
+        (w * z[i] if kind == KIND_LOWER else -w * z[i] if kind == KIND_UPPER else 0) for w, z, kind in zip(y, Z, certificate.kinds)
+    )
+    lower = [z[i] for z, kind in zip(Z, certificate.kinds) if kind == KIND_LOWER]
+    assert check.exact_bound == max(min([bound] + lower), 0)
+    assert check.lower_bound <= check.exact_bound  # rounded down
+
+
+def test_invertible_but_nearly_singular_dictionary_is_not_certified():
+    D = normalize_atoms([[1.0, 0.0], [1.0, 1e-9]])  # invertible: eps* = 0 for every latent
+    result = relu_minimax_gap(D, 2)
+    report = certify_gap(D, 2)
+    assert not report.passed and not report.exact.any() and not result.exact.any()
+    # Whatever is certified is a true lower bound on eps* = 0.
+    assert (report.certified_lower <= 0).all()
+    for certificate in result.certificates:
+        check = verify_certificate(certificate, D, k=2)
+        assert not check.valid or check.lower_bound <= 0
+
+
+def test_scaled_dictionary_fails_the_unit_norm_check():
+    D = random_dictionary(6, 3, seed=0)
+    result = relu_minimax_gap(D, 2)
+    for certificate in result.certificates:
+        assert verify_certificate(certificate, D, k=2).valid
+        scaled = verify_certificate(certificate, D * 1e-10, k=2)
+        assert not scaled.valid and "normalize_atoms" in scaled.reason
+
+
+def test_a_certificate_claiming_more_than_eps_star_is_rejected_at_any_scale():
+    D = random_dictionary(6, 3, seed=0)
+    result = relu_minimax_gap(D, 2)
+    certificate = result.certificates[0]
+    # Drop the zero/upper rows: the weights then cannot balance exactly (any bound "proved" would be 1).
+    keep = certificate.kinds == KIND_LOWER
+    forged = GapCertificate(certificate.latent, certificate.codes[keep], certificate.kinds[keep], certificate.weights[keep])
+    for scale in (1.0, 1e-10):
+        check = verify_certificate(forged, D * scale, k=2)
+        assert not check.valid or check.lower_bound <= result.eps[0] + LP_RTOL
+
+
+def test_unit_norm_tolerance_accepts_float64_normalisation():
+    rng = np.random.default_rng(0)
+    for M in (2, 64, 1024):
+        D = normalize_atoms(rng.normal(size=(50, M)) * 10.0 ** rng.uniform(-200, 200, size=(50, 1)))
+        assert certificates.unit_norm_deviation(D).max() <= certificates.unit_norm_tolerance(M)
+        assert certificates.unit_norm_deviation(D * (1 + 1e-12)).max() > certificates.unit_norm_tolerance(M)
+
+
+def test_t2_refuses_a_representation_that_only_holds_to_the_solver_tolerance():
+    D = normalize_atoms([[1.0, 0.0], [1.0, 1e-7]])  # invertible: eps* = 0
+    assert relu_minimax_gap(D, 2).eps.max() <= LP_RTOL
+    assert (gap_lower_bound(D) == 0).all() and (gap_lower_bound(D, exact=True) == 0).all()
+    # A genuine representation is kept, confirmed exactly.
+    D3 = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    np.testing.assert_allclose(gap_lower_bound(D3, exact=True), gap_lower_bound(D3), rtol=1e-12)
+    assert (gap_lower_bound(D3, exact=True) <= relu_minimax_gap(D3, 2).eps + LP_RTOL).all()
+
+
+def test_tiny_magnitudes_scale_eps_exactly():
+    D = random_dictionary(6, 3, seed=0)
+    unit = relu_minimax_gap(D, 2)
+    tiny = relu_minimax_gap(D, 2, magnitudes=(1e-10, 1e-10))
+    assert (tiny.eps > 0).all()
+    np.testing.assert_allclose(tiny.eps, unit.eps * 1e-10, rtol=LP_RTOL)
+    assert tiny.exact.all() and (np.abs(tiny.certified_lower - tiny.eps) <= tiny.tolerance).all()
+    codes = enumerate_codes(6, 2)
+    np.testing.assert_allclose(relu_minimax_gap_codes(D, codes * 1e-10).eps, unit.eps * 1e-10, rtol=LP_RTOL)
+
+
+def test_enumeration_lp_gives_zero_for_a_latent_never_active():
+    D = random_dictionary(6, 3, seed=0)
+    Z = np.array([[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0.0]])
+    result = relu_minimax_gap_codes(D, Z)
+    assert result.success and (result.eps[2:] == 0).all() and result.exact[2:].all()
+    assert (result.encoder.encode(Z @ D)[:, 2:] == 0).all()
+
+
+def test_solve_exact_finds_a_solution_or_proves_inconsistency():
+    assert certificates.solve_exact(np.array([[1, 2], [2, 4]], dtype=object), [3, 6]) == [Fraction(3), Fraction(0)]
+    assert certificates.solve_exact(np.array([[1, 2], [2, 4]], dtype=object), [3, 7]) is None
+    ints, exponent = certificates.to_integers([0.1, -3.0, 0.0])
+    assert [Fraction(int(v)) * Fraction(2) ** exponent for v in ints] == [Fraction(0.1), Fraction(-3), 0]
+    assert certificates.floor_float(Fraction(1, 3)) <= Fraction(1, 3) <= certificates.ceil_float(Fraction(1, 3))
+
+
+@st.composite
+def small_problems(draw):
+    kind = draw(st.sampled_from(["gaussian", "rademacher", "dct"]))
+    N = draw(st.integers(3, 7))
+    M = draw(st.integers(2, N))
+    K = draw(st.integers(1, min(3, N)))
+    magnitudes = draw(st.sampled_from([(1.0, 1.0), (0.5, 1.5), (3e-9, 3e-9)]))
+    return random_dictionary(N, M, kind, seed=draw(st.integers(0, 2**31))), K, magnitudes
+
+
+@settings(max_examples=20, deadline=None)
+@given(small_problems())
+def test_every_exact_latent_has_an_exact_certificate_that_matches_the_enumeration_lp(problem):
+    D, K, magnitudes = problem
+    result = relu_minimax_gap(D, K, magnitudes=magnitudes)
+    codes = enumerate_codes(D.shape[0], K, magnitudes=magnitudes)
+    enumerated = relu_minimax_gap_codes(D, codes)
+    tolerance = LP_RTOL * magnitudes[1]
+    for certificate in result.certificates:
+        i = certificate.latent
+        check = result.checks[i]
+        if check.valid and check.exact_weights:
+            _fraction_check(certificate, check, D)
+        if result.exact[i]:
+            assert abs(result.eps[i] - enumerated.eps[i]) <= 2 * tolerance
+            assert result.certified_lower[i] <= enumerated.eps[i] + tolerance
+        if check.valid:  # sound whether or not eps is matched
+            assert check.lower_bound <= enumerated.eps[i] + tolerance
+    assert (result.certified_lower <= result.eps + tolerance).all()
+
+
+@pytest.mark.parametrize("N, M, K", [(8, 4, 2), (12, 6, 3)])
+def test_generic_dictionaries_are_certified_exactly(N, M, K):
+    report = certify_gap(random_dictionary(N, M, seed=N), K)
+    assert report.passed and report.exact.all() and report.certificate_valid.all()

@@ -893,7 +893,7 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     >>> D = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     >>> result = relu_minimax_gap(D, 2, latents=[2])
     >>> check = verify_certificate(result.certificates[0], D, k=2)
-    >>> check.valid, round(check.lower_bound, 9) == round(result.eps[2], 9)
+    >>> check.valid, bool(round(check.lower_bound, 9) == round(result.eps[2], 9))
     (True, True)
     """
     D = check_array(D, "D")
@@ -1001,7 +1001,7 @@ def _representation(D: np.ndarray, i: int):
 
 
 def _gamma(n: int) -> float:
-    """Higham's :math:`\gamma_n = n u / (1 - n u)`, the round-off of an n-term dot product."""
+    r"""Higham's :math:`\gamma_n = n u / (1 - n u)`, the round-off of an n-term dot product."""
     return n * certificates.UNIT_ROUNDOFF / (1 - n * certificates.UNIT_ROUNDOFF)
 
 

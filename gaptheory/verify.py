@@ -401,7 +401,7 @@ def _check_compact_vs_enumeration(seed: int, full: bool):
         for magnitudes in ((1.0, 1.0), (1.0, 2.0)):
             compact = relu_minimax_gap(D, k, magnitudes=magnitudes)
             enumerated = relu_minimax_gap_codes(D, enumerate_codes(D.shape[0], k, magnitudes=magnitudes))
-            exact = compact.exact  # box sets: equal where eps* < lo (always for binary codes)
+            exact = compact.lp_exact  # box sets: equal where eps* < lo (always for binary codes)
             if magnitudes == (1.0, 1.0) and not exact.all():
                 return count, math.inf, "<=", LP_ATOL, "binary codes gave eps* >= 1, impossible by T3"
             worst = max(worst, float(np.abs(compact.eps - enumerated.eps)[exact].max(initial=0.0)))

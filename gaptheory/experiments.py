@@ -327,7 +327,7 @@ def _check_gap(config: dict) -> dict:
 
 _TRAINING_DEFAULTS = {
     "setting": "known_dictionary",  # known_dictionary | known_codes | unknown (the paper's settings 1-3)
-    "method": "sae",        # sae, sae_topk, sae_jumprelu, mlp / mlp_<width>, sae_ito, sparse_coding
+    "method": "sae",        # sae, sae_topk, sae_jumprelu, mlp / mlp_<width>, sae_ito, sparse_coding, best_subset
     "N": 16,
     "M": 8,
     "K": 3,
@@ -337,31 +337,170 @@ _TRAINING_DEFAULTS = {
     "dictionary": "gaussian",
     "steps": 2000,
     "lr": 1e-3,
+    "batch_size": 0,        # rows per step; 0: the full training split
+    "eval_every": 100,      # steps between validation evaluations
+    "patience": 0,          # evaluations without validation improvement before stopping; 0: never
     "hparams": "{}",        # JSON object of method options, e.g. '{"l1_coefficient": 0.01}'
+    "select": "none",       # validation selection: "none", "paper" (PAPER_GRIDS) or a JSON object of lists
+    "refit_steps": 0,       # > 0: retrain the selected point for this many steps (no early stopping)
     "data_seed": None,      # seed of D and the codes; None uses ``seed``
     "seed": 0,
 }
 
+#: Adam learning rates tried for every amortised encoder in the paper-size comparison.
+LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+#: Sparsity weights tried: ReLU SAE L1, MLP L1, JumpReLU L0 (TopK's k is K).
+SAE_L1_GRID = (0.03, 0.1, 0.3, 1.0)
+MLP_L1_GRID = (0.03, 0.1, 0.3)
+JUMPRELU_L0_GRID = (0.01, 0.03, 0.1)
+#: LASSO weights of per-sample inference on the true dictionary (setting 1).
+LASSO_ALPHA_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+#: LASSO weights of sparse coding with an unknown dictionary (the SAE loss's l1 coefficient
+#: is 2 alpha, so this spans l1 = 0.05 ... 0.4).
+SC_ALPHA_GRID = (0.025, 0.05, 0.1, 0.2)
+#: MLPs start where the SAE starts (``MLPEncoderConfig.fit_output_to_decoder``; without it latents die).
+MLP_INIT = {"fit_output_to_decoder": True}
+
+#: The paper-size grids (``select = "paper"``): per (setting, base method) the axes tried,
+#: each point trained on the training split and scored on validation MCC. ``lr`` goes to
+#: the training loop, the rest to the model config; supervised training (setting 2) has no
+#: sparsity term, so only the learning rate is tuned there. ``sae_ito`` trains the SAE at the
+#: point chosen for ``sae`` and refines with the alpha chosen for ``sparse_coding`` (its
+#: entry names those two). Missing entries train once at the given hparams.
+PAPER_GRIDS = {
+    "known_dictionary": {
+        "sparse_coding": {"alpha": LASSO_ALPHA_GRID},
+        "sae": {"l1_coefficient": SAE_L1_GRID, "lr": LR_GRID},
+        "sae_topk": {"lr": LR_GRID},
+        "sae_jumprelu": {"l0_coefficient": JUMPRELU_L0_GRID, "lr": LR_GRID},
+        "mlp": {**{k: (v,) for k, v in MLP_INIT.items()}, "l1_coefficient": MLP_L1_GRID, "lr": LR_GRID},
+        "sae_ito": ("sae", "sparse_coding"),
+    },
+    "known_codes": {
+        "sae": {"lr": LR_GRID},
+        "mlp": {**{k: (v,) for k, v in MLP_INIT.items()}, "lr": LR_GRID},
+    },
+    "unknown": {
+        "sae": {"l1_coefficient": SAE_L1_GRID, "lr": LR_GRID},
+        "mlp": {**{k: (v,) for k, v in MLP_INIT.items()}, "l1_coefficient": MLP_L1_GRID, "lr": LR_GRID},
+        "sparse_coding": {"alpha": SC_ALPHA_GRID},
+        "sae_ito": ("sae", "sparse_coding"),
+    },
+}
+
+
+def grid_points(axes: dict) -> list[dict]:
+    """Every combination of the axes' values, each a dict, in grid order (last axis fastest).
+
+    Examples
+    --------
+    >>> grid_points({"a": (1, 2), "b": ("x",)})
+    [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}]
+    """
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+
+
+def _selection_axes(config: dict):
+    """The grid ``config["select"]`` asks for: None (no selection), a dict of axes, or a
+    (sae method, sparse-coding method) pair for ``sae_ito``."""
+    import json
+
+    from .training import _parse_method
+
+    select = config["select"]
+    if select == "none":
+        return None
+    if select == "paper":
+        base, _ = _parse_method(config["method"])
+        return PAPER_GRIDS[config["setting"]].get(base)
+    axes = json.loads(select)
+    return {name: tuple(values) for name, values in axes.items()}
+
+
+def select_on_validation(candidates, score=lambda result: result.val_mcc) -> int:
+    """Index of the candidate with the highest validation score (the first among ties).
+
+    Only the validation score enters; test scores of the candidates are never read.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> select_on_validation([R(val_mcc=0.5), R(val_mcc=0.9), R(val_mcc=0.9)])
+    1
+    """
+    scores = [score(c) for c in candidates]
+    if not scores:
+        raise ValueError("select_on_validation needs at least one candidate.")
+    finite = [s if s == s else -math.inf for s in scores]  # NaN (a diverged run) never wins
+    return max(range(len(finite)), key=lambda i: (finite[i], -i))
+
+
+def _train_one(config: dict, splits, method: str, point: dict, *, steps: int | None = None, patience="config"):
+    """Train ``method`` at grid ``point`` (``lr`` and model options) on ``splits``; a RunResult."""
+    import json
+
+    from .training import TrainConfig, run_setting
+
+    point = dict(point)
+    lr = point.pop("lr", config["lr"])
+    hparams = {**json.loads(config["hparams"]), **point}
+    patience = config["patience"] if patience == "config" else patience
+    train_cfg = TrainConfig(steps=config["steps"] if steps is None else steps, lr=lr,
+                            batch_size=config["batch_size"] or None, eval_every=config["eval_every"],
+                            patience=patience or None,
+                            seed=config["seed"], progress=False)
+    return run_setting(config["setting"], method, splits, seed=config["seed"], device="cpu", hparams=hparams,
+                       train_cfg=train_cfg)
+
+
+def _select(config: dict, splits, method: str, axes):
+    """Train every point of ``axes`` and return (best RunResult, its point, number of points)."""
+    if isinstance(axes, tuple):  # sae_ito: the SAE's chosen point refined with sparse coding's chosen alpha
+        sae_axes, sc_axes = (PAPER_GRIDS[config["setting"]][name] for name in axes)
+        _, sae_point, n_sae = _select(config, splits, axes[0], sae_axes)
+        _, sc_point, n_sc = _select(config, splits, axes[1], sc_axes)
+        point = {**sae_point, "ito_alpha": sc_point["alpha"]}
+        return _train_one(config, splits, method, point), point, n_sae + n_sc + 1
+    points = grid_points(axes) if axes else [{}]
+    results = [_train_one(config, splits, method, point) for point in points]
+    best = select_on_validation(results)
+    return results[best], points[best], len(points)
+
 
 def run_training(config: dict) -> dict:
-    """Train one method in one of the paper's settings (:func:`gaptheory.training.run_setting`).
+    """Train one method in one of the paper's settings, with validation selection.
+
+    Without ``select`` the method trains once (:func:`gaptheory.training.run_setting`).
+    With it, every point of the grid (``select = "paper"``: :data:`PAPER_GRIDS`; or a JSON
+    object of lists) is trained on the training split and scored on the validation split,
+    the point with the best validation MCC is kept (:func:`select_on_validation`) and only
+    its test scores are reported; the test split is never read for selection.
+    ``refit_steps > 0`` retrains the selected point for that many steps without early
+    stopping (an "is it undertrained?" check at a longer budget).
 
     Metrics: every field of :class:`gaptheory.training.RunResult` that is not a config
-    field (``test_mcc``, ``train_flops``, ``inference_flops_per_sample``, ...); the record's
-    ``split`` is the split those scores come from (``test``).
+    field (``test_mcc``, ``val_mcc``, ``train_flops``, ``inference_flops_per_sample``, ...),
+    ``selected`` (JSON of the chosen point) and ``n_points`` (grid points trained); the
+    record's ``split`` is the split the scores come from (``test``). ``train_flops``
+    counts the kept run only.
     """
     import json
 
-    from .training import DataConfig, TrainConfig, run_setting
+    from .training import DataConfig, make_splits
 
     data_seed = config["seed"] if config["data_seed"] is None else config["data_seed"]
     data = DataConfig(N=config["N"], M=config["M"], K=config["K"], n_train=config["n_train"], n_val=config["n_val"],
                       n_test=config["n_test"], kind=config["dictionary"], seed=data_seed)
-    train_cfg = TrainConfig(steps=config["steps"], lr=config["lr"], seed=config["seed"], progress=False)
-    result = run_setting(config["setting"], config["method"], data, seed=config["seed"],
-                         hparams=json.loads(config["hparams"]), train_cfg=train_cfg)
-    out = {name: value for name, value in result.to_dict().items() if name not in config and name != "version"}
+    splits = make_splits(data)
+    result, point, n_points = _select(config, splits, config["method"], _selection_axes(config))
+    if config["refit_steps"] > 0:
+        result = _train_one(config, splits, config["method"], point, steps=config["refit_steps"], patience=None)
+    out = {name: value for name, value in result.to_dict().items()
+           if name not in config and name not in ("version", "hparams")}
     out["split"] = out.pop("metrics_split", "test")
+    out["selected"] = json.dumps(point, sort_keys=True, default=list)
+    out["n_points"] = n_points
     return out
 
 
@@ -375,14 +514,24 @@ def _check_training(config: dict) -> dict:
     if config["setting"] not in METHODS[base]:
         raise ValueError(f"method={config['method']!r} does not run in setting={config['setting']!r}; "
                          f"it runs in {list(METHODS[base])}.")
-    for name in ("N", "M", "n_train", "n_val", "n_test", "steps"):
-        check_int(config[name], name, minimum=1 if name != "steps" else 0)
+    for name in ("N", "M", "n_train", "n_val", "n_test", "eval_every"):
+        check_int(config[name], name, minimum=1)
+    for name in ("steps", "refit_steps", "batch_size", "patience"):
+        check_int(config[name], name, minimum=0)
     check_int(config["K"], "K", minimum=1, maximum=config["N"])
     try:
         if not isinstance(json.loads(config["hparams"]), dict):
             raise ValueError
     except (TypeError, ValueError):
         raise ValueError(f"hparams={config['hparams']!r} must be a JSON object string, e.g. '{{\"l1_coefficient\": 0.01}}'.") from None
+    if config["select"] not in ("none", "paper"):
+        try:
+            axes = json.loads(config["select"])
+            if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"select={config['select']!r} must be 'none', 'paper' or a JSON object of non-empty lists, "
+                             "e.g. '{\"lr\": [0.001, 0.01], \"l1_coefficient\": [0.1, 0.3]}'.") from None
     return config
 
 
@@ -434,19 +583,26 @@ class Sweep:
         Parameters shared by every task.
     grid : dict
         Parameter name -> tuple of values; tasks are their Cartesian product.
+    cases : tuple of dict
+        Partial configs (TOML ``[[case]]`` tables); the grid is expanded once per case,
+        the case's values over ``fixed``. Lets one sweep hold the paper's (setting,
+        method) pairs without the invalid combinations of a product.
     """
 
     name: str
     kind: str
     fixed: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
+    cases: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"sweep name must be a non-empty string; got {self.name!r}.")
         check_choice(self.kind, "kind", TASK_KINDS)
         allowed = set(TASK_KINDS[self.kind].defaults) | {"M_over_N", "K_over_M"}
-        for section, params in (("fixed", self.fixed), ("grid", self.grid)):
+        object.__setattr__(self, "cases", tuple(dict(case) for case in self.cases))
+        sections = [("fixed", self.fixed), ("grid", self.grid)] + [(f"case[{i}]", c) for i, c in enumerate(self.cases)]
+        for section, params in sections:
             unknown = sorted(set(params) - allowed)
             if unknown:
                 raise ValueError(
@@ -456,21 +612,26 @@ class Sweep:
         for name, values in self.grid.items():
             if not isinstance(values, (list, tuple)) or len(values) == 0:
                 raise ValueError(f"grid.{name} must be a non-empty list; got {values!r}. Put single values in [fixed].")
-        both = sorted(set(self.fixed) & set(self.grid))
+        both = sorted((set(self.fixed) | {n for case in self.cases for n in case}) & set(self.grid))
         if both:
             raise ValueError(f"{both} appear in both [fixed] and [grid]; keep each parameter in one.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "Sweep":
         """Build from the parsed TOML document (keys ``name``, ``kind``, ``fixed``, ``grid``)."""
-        unknown = sorted(set(data) - {"name", "kind", "fixed", "grid", "description"})
+        unknown = sorted(set(data) - {"name", "kind", "fixed", "grid", "case", "description"})
         if unknown:
-            raise ValueError(f"sweep file has unknown top-level keys {unknown}; use name, kind, description, [fixed], [grid].")
+            raise ValueError(f"sweep file has unknown top-level keys {unknown}; use name, kind, description, [fixed], "
+                             "[grid], [[case]].")
         for name in ("name", "kind"):
             if name not in data:
                 raise ValueError(f"sweep file needs a top-level {name!r}.")
         grid = {name: tuple(values) if isinstance(values, list) else values for name, values in data.get("grid", {}).items()}
-        return cls(name=data["name"], kind=data["kind"], fixed=dict(data.get("fixed", {})), grid=grid)
+        cases = data.get("case", [])
+        if not isinstance(cases, list) or not all(isinstance(case, dict) for case in cases):
+            raise ValueError("[[case]] must be an array of tables, e.g. [[case]] setting = \"unknown\" method = \"sae\".")
+        return cls(name=data["name"], kind=data["kind"], fixed=dict(data.get("fixed", {})), grid=grid,
+                   cases=tuple(cases))
 
     def tasks(self) -> list[Task]:
         """Expand the grid into tasks, in grid order, dropping duplicate keys.
@@ -479,14 +640,15 @@ class Sweep:
         one raises ValueError or TypeError naming ``fixed.NAME`` or ``grid.NAME``.
         """
         kind = TASK_KINDS[self.kind]
-        for section, params in (("fixed", self.fixed), ("grid", self.grid)):
+        sections = [("fixed", self.fixed), ("grid", self.grid)] + [(f"case[{i}]", c) for i, c in enumerate(self.cases)]
+        for section, params in sections:
             for name, values in params.items():
                 for value in (values if section == "grid" else (values,)):
                     _check_value(self.kind, f"{section}.{name}", name, value)
         names = list(self.grid)
         seen, tasks = set(), []
-        for values in itertools.product(*(self.grid[n] for n in names)):
-            config = {**kind.defaults, **self.fixed, **dict(zip(names, values))}
+        for case, values in itertools.product(self.cases or ({},), itertools.product(*(self.grid[n] for n in names))):
+            config = {**kind.defaults, **self.fixed, **case, **dict(zip(names, values))}
             config = _CHECKS.get(self.kind, dict)(config)
             config = {"kind": self.kind, **config}
             # The sweep name is part of the key: the same grid under two names is two sets of tasks.

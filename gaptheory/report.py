@@ -36,9 +36,35 @@ FIGURE_DPI = 150
 
 PLOT_KINDS = ("compute", "phase", "gap")
 
-#: Okabe-Ito colours in the order series use them: yellow last (low contrast on white),
-#: black kept for the Pareto front.
-SERIES_COLOURS = tuple(OKABE_ITO[i] for i in (1, 2, 3, 5, 6, 7, 4))
+#: Colours in the order series use them: the Okabe-Ito colours (yellow last, low contrast on
+#: white; black kept for the Pareto front), then Paul Tol's muted scheme, so twelve methods
+#: each get a colour of their own.
+SERIES_COLOURS = tuple(OKABE_ITO[i] for i in (1, 2, 3, 5, 6, 7, 4)) + (
+    "#332288", "#88CCEE", "#44AA99", "#999933", "#882255")
+
+#: Markers in the order series use them, one per colour.
+SERIES_MARKERS = "osD^v<>pXhP*"
+
+
+def series_styles(names) -> dict:
+    """A distinct (colour, marker) per name, in sorted name order (stable across figures).
+
+    Examples
+    --------
+    >>> styles = series_styles(["b", "a"])
+    >>> styles["a"] != styles["b"]
+    True
+    """
+    names = sorted({str(name) for name in names})
+    if len(names) > len(SERIES_COLOURS):
+        raise ValueError(f"{len(names)} series exceed the {len(SERIES_COLOURS)} distinct colours; plot fewer methods "
+                         "per figure (filter with --where).")
+    return {name: (SERIES_COLOURS[i], SERIES_MARKERS[i]) for i, name in enumerate(names)}
+
+
+def _nonnegative_yerr(means, spreads):
+    """Error bars of a nonnegative quantity: the lower arm stops at 0 (mean - spread clipped)."""
+    return [[min(s, max(m, 0.0)) for m, s in zip(means, spreads)], list(spreads)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,8 +301,9 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     from matplotlib.ticker import LogLocator, NullFormatter
 
     methods = sorted({str(r.get("method")) for r in records})
-    colours = {m: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, m in enumerate(methods)}
-    markers = dict(zip(methods, "osD^v<>px*"))
+    styles = series_styles(methods)
+    colours = {m: styles[m][0] for m in methods}
+    markers = {m: styles[m][1] for m in methods}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     fronts, handles = {}, {}
     for ax, field, label in ((axes[0], "inference_flops_per_sample", "inference cost per sample"),
@@ -353,7 +380,9 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
                 continue
             plotted.add(name)
             top = max(top, max(p[1][0] + p[1][1] for p in pts))
-            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], color=colour,
+            # Errors are nonnegative: the lower arm stops at 0.
+            yerr = _nonnegative_yerr([p[1][0] for p in pts], [p[1][1] for p in pts])
+            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=yerr, color=colour,
                         marker=marker, linestyle=style, linewidth=1.8, markersize=5, capsize=2, label=label)
         ax.set_xlabel("M/N (input dimension per latent, dimensionless)")
         ax.set_title(f"K = {K}", fontsize=10)

@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -32,20 +31,20 @@ import time
 import numpy as np
 import torch
 
+from gaptheory.experiments import (
+    JUMPRELU_L0_GRID,
+    LASSO_ALPHA_GRID,
+    LR_GRID,
+    MLP_INIT,
+    MLP_L1_GRID,
+    SAE_L1_GRID,
+    SC_ALPHA_GRID,
+    grid_points,
+)
 from gaptheory.training import DataConfig, TrainConfig, make_splits, run_setting
 
-#: Adam learning rates tried for every amortised encoder (1e-1 added after the ReLU SAE and
-#: the MLP-32 chose 3e-2, the top of an earlier grid).
-LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-#: Sparsity weights tried: ReLU SAE L1, MLP L1, JumpReLU L0 (TopK's k is K).
-SAE_L1_GRID = (0.03, 0.1, 0.3, 1.0)
-MLP_L1_GRID = (0.03, 0.1, 0.3)
-JUMPRELU_L0_GRID = (0.01, 0.03, 0.1)
-#: LASSO weights tried for per-sample inference on the true dictionary (setting 1).
-LASSO_ALPHA_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
-#: LASSO weights tried for sparse coding with an unknown dictionary (the SAE loss's l1
-#: coefficient is 2 alpha, so this spans l1 = 0.05 ... 0.4).
-SC_ALPHA_GRID = (0.025, 0.05, 0.1, 0.2)
+#: The grids live with the sweep machinery (``gaptheory.experiments``, ``select = "paper"``);
+#: examples/paper.toml runs the same comparison through ``gaptheory run``.
 #: The "amortised_long" budget: this many times the amortised steps, for the ReLU SAE of
 #: setting 3 with the hyperparameters selected at the normal budget (sparse coding spends
 #: ~40x the SAE's training FLOPs; this checks the SAE is not just undertrained).
@@ -55,9 +54,6 @@ LONG_FACTOR = 16
 #: validation loss, the validation-best parameters kept.
 AMORTISED = dict(lr=3e-3, batch_size=256, eval_every=250)
 TUNED_FACTOR, PATIENCE = 2, 4
-#: MLPs start where the SAE starts: output layer fitted to X W_dec^T, then median-centred
-#: (``MLPEncoderConfig.fit_output_to_decoder``; without it latents die).
-MLP_INIT = {"fit_output_to_decoder": True}
 #: Sparse coding learns its dictionary full-batch: each step is a (warm-started) per-sample
 #: solve then the least-squares (MOD) dictionary update (lr is unused by that update).
 DICTIONARY_LEARNING = dict(lr=1e-2, batch_size=None, eval_every=50)
@@ -65,8 +61,7 @@ DICTIONARY_LEARNING = dict(lr=1e-2, batch_size=None, eval_every=50)
 
 def _grid(fixed=None, **axes):
     """Every combination of the axes' values, each a dict (with ``fixed`` merged in)."""
-    names = list(axes)
-    return [{**(fixed or {}), **dict(zip(names, values))} for values in itertools.product(*axes.values())]
+    return [{**(fixed or {}), **point} for point in grid_points(axes)]
 
 
 #: Hyperparameter grids, each point chosen per seed by validation MCC ("lr" goes to the

@@ -342,3 +342,68 @@ def test_cli_run_exits_1_and_names_the_failures_when_a_task_fails(tmp_path, caps
     assert main(["run", str(sweep_file), "--store", str(tmp_path / "r.db"), "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert "1 ok, 1 failed" in out and "ValueError" in out
+
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def test_cases_expand_the_grid_once_each_without_invalid_products():
+    sweep = Sweep(name="c", kind="training", fixed={"steps": 1}, grid={"seed": [0, 1]},
+                  cases=({"setting": "known_codes", "method": "sae"}, {"setting": "unknown", "method": "sparse_coding"}))
+    pairs = [(t.config["setting"], t.config["method"], t.config["seed"]) for t in sweep.tasks()]
+    assert pairs == [("known_codes", "sae", 0), ("known_codes", "sae", 1),
+                     ("unknown", "sparse_coding", 0), ("unknown", "sparse_coding", 1)]
+    with pytest.raises(ValueError, match="both"):
+        Sweep(name="c", kind="training", grid={"method": ["sae"]}, cases=({"method": "mlp"},))
+    with pytest.raises(ValueError, match=r"case\[0\]"):
+        Sweep(name="c", kind="training", cases=({"no_such": 1},))
+    with pytest.raises(ValueError, match="select"):
+        Sweep(name="c", kind="training", fixed={"select": '{"lr": 0.1}'}).tasks()
+
+
+def test_validation_selection_keeps_the_best_validation_point_and_reports_its_test_scores():
+    from gaptheory.training import DataConfig, TrainConfig, make_splits, run_setting
+
+    fixed = {"N": 8, "M": 4, "K": 2, "n_train": 64, "n_val": 32, "n_test": 32, "steps": 15, "eval_every": 5}
+    grid = [1e-4, 3e-2, 1e-2]
+    sweep = Sweep(name="sel", kind="training", fixed={**fixed, "select": json.dumps({"lr": grid})})
+    record = execute_task(sweep.tasks()[0])
+    assert record["status"] == "ok", record.get("traceback")
+    # Each point trained on its own: the kept one must have the highest validation MCC,
+    # and the record's test scores must be that point's (not the best test score).
+    splits = make_splits(DataConfig(N=8, M=4, K=2, n_train=64, n_val=32, n_test=32, seed=0))
+    runs = [run_setting("known_dictionary", "sae", splits, device="cpu",
+                        train_cfg=TrainConfig(steps=15, lr=lr, eval_every=5, progress=False)) for lr in grid]
+    best = max(range(len(grid)), key=lambda i: (runs[i].val_mcc, -i))
+    assert len({round(r.val_mcc, 9) for r in runs}) > 1  # the grid points really differ
+    assert json.loads(record["selected"]) == {"lr": grid[best]} and record["n_points"] == len(grid)
+    assert record["val_mcc"] == pytest.approx(runs[best].val_mcc, abs=1e-12)
+    assert record["test_mcc"] == pytest.approx(runs[best].test_mcc, abs=1e-12)
+
+
+def test_paper_grid_of_sae_ito_uses_the_points_chosen_for_sae_and_sparse_coding():
+    from gaptheory.experiments import LR_GRID, PAPER_GRIDS, _selection_axes
+
+    assert _selection_axes({"select": "paper", "method": "sae_ito", "setting": "unknown"}) == ("sae", "sparse_coding")
+    assert _selection_axes({"select": "paper", "method": "mlp_256", "setting": "known_codes"})["lr"] == LR_GRID
+    for setting, methods in PAPER_GRIDS.items():
+        for method, axes in methods.items():
+            if method != "sparse_coding" and isinstance(axes, dict):  # amortised: the learning rate is tuned
+                assert axes["lr"] == LR_GRID, (setting, method)
+
+
+def test_paper_tiny_runs_tables_and_plots_and_a_rerun_computes_nothing(tmp_path, capsys):
+    db, png = str(tmp_path / "t.db"), tmp_path / "t.png"
+    sweep = os.path.join(EXAMPLES, "paper_tiny.toml")
+    assert main(["run", sweep, "--store", db, "--workers", "1", "--json"]) == EXIT_OK
+    first = json.loads(capsys.readouterr().out)
+    assert first["ok"] == first["total"] == 4 and first["failed"] == 0
+    assert main(["run", sweep, "--store", db, "--workers", "1", "--json"]) == EXIT_OK
+    second = json.loads(capsys.readouterr().out)
+    assert second["skipped"] == 4 and second["ok"] == 0 and second["executor"] == "none"
+    assert main(["table", db, "--sweep", "paper_tiny", "--group-by", "setting", "method",
+                 "--metrics", "test_mcc", "val_mcc"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "| known_dictionary | sae | 2 |" in out and "| unknown | sparse_coding | 2 |" in out
+    assert main(["plot", db, "--kind", "compute", "--out", str(png)]) == EXIT_OK
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -124,3 +124,22 @@ def test_table_and_plot_read_from_a_store(tmp_path):
 
 def test_palette_is_okabe_ito():
     assert len(OKABE_ITO) == 8 and OKABE_ITO[1] == "#E69F00" and all(c.startswith("#") for c in OKABE_ITO)
+
+
+def test_series_styles_give_every_method_its_own_colour_and_marker():
+    from gaptheory.report import series_styles
+
+    methods = ["sae", "sae_topk", "sae_jumprelu", "sae_ito", "mlp_32", "mlp_256", "mlp_1024", "sparse_coding",
+               "best_subset", "sae (24000 steps)"]
+    styles = series_styles(methods)
+    assert len({c for c, _ in styles.values()}) == len(methods)
+    assert len({m for _, m in styles.values()}) == len(methods)
+    with pytest.raises(ValueError, match="distinct colours"):
+        series_styles([f"m{i}" for i in range(13)])
+
+
+def test_nonnegative_error_bars_stop_at_zero():
+    from gaptheory.report import _nonnegative_yerr
+
+    lower, upper = _nonnegative_yerr([0.05, 1.0], [0.2, 0.3])
+    assert lower == [0.05, 0.3] and upper == [0.2, 0.3]

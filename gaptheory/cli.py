@@ -168,10 +168,12 @@ def _run_table(args, *, show_progress: bool) -> tuple[dict, str]:
 
 
 def _add_plot(subparsers) -> None:
-    parser = subparsers.add_parser("plot", help="PNG figure from a store: compute | phase | gap")
+    from .report import PLOT_KINDS
+
+    parser = subparsers.add_parser("plot", help=f"PNG figure from a store: {' | '.join(PLOT_KINDS)}")
     _common(parser)
     _add_store_reader(parser)
-    parser.add_argument("--kind", required=True, choices=["compute", "phase", "gap"], help="which figure")
+    parser.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which figure")
     parser.add_argument("--out", required=True, help="output PNG path")
     parser.set_defaults(command=_run_plot)
 

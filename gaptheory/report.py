@@ -34,7 +34,7 @@ TABLE_DIGITS = 3
 #: Figure resolution; 150 dpi keeps lines crisp in a PDF and files small.
 FIGURE_DPI = 150
 
-PLOT_KINDS = ("compute", "phase", "gap")
+PLOT_KINDS = ("compute", "phase", "gap", "ev_l0", "curves")
 
 #: Colours in the order series use them: the Okabe-Ito colours (yellow last, low contrast on
 #: white; black kept for the Pareto front), then Paul Tol's muted scheme, so twelve methods
@@ -405,7 +405,84 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
     return {"records": len(gap), "series": sorted(plotted), "K": Ks}
 
 
-_PLOTS = {"compute": plot_compute, "phase": plot_phase, "gap": plot_gap}
+#: (L0 field, EV field) pairs :func:`plot_ev_l0` reads, the first a record has.
+EV_L0_FIELDS = (("mean_l0", "explained_variance"), ("test_mean_l0", "test_explained_variance"))
+
+
+def plot_ev_l0(records: list[dict], out, *, title: str | None = None) -> dict:
+    """Explained variance against L0 (mean active latents), one colour and marker per method.
+
+    The standard SAE trade-off plot: up and to the left is better. Each point is one record
+    (a seed, a sparsity setting); points of one method are joined in L0 order.
+    """
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in records:
+        for l0_field, ev_field in EV_L0_FIELDS:
+            if _is_number(r.get(l0_field)) and _is_number(r.get(ev_field)):
+                points[str(r.get("method"))].append((r[l0_field], r[ev_field]))
+                break
+    if not points:
+        raise ValueError("no records with explained variance and L0 to plot (fields mean_l0/explained_variance or "
+                         "test_mean_l0/test_explained_variance); run a training sweep first.")
+    plt = _pyplot()
+    styles = series_styles(points)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for method in sorted(points):
+        colour, marker = styles[method]
+        xs, ys = zip(*sorted(points[method]))
+        ax.plot(xs, ys, color=colour, marker=marker, linewidth=1.2, markersize=6, label=method)
+    ax.set_xlabel("L0: mean active latents per row (held-out split)")
+    ax.set_ylabel("explained variance, held-out split (dimensionless)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, framealpha=0.9)
+    ax.set_title(title or "Explained variance vs L0", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {"records": sum(len(v) for v in points.values()), "methods": sorted(points)}
+
+
+def plot_curves(records: list[dict], out, *, title: str | None = None) -> dict:
+    """Training curves: the validation loss (solid) and training-batch loss (dotted) against the
+    step, one colour per method and one line per record (seed), log loss axis.
+
+    Reads the ``loss_curve`` field (JSON ``{"steps", "train", "val"}``) of training records.
+    """
+    import json
+
+    curves = []
+    for r in records:
+        curve = json.loads(r.get("loss_curve") or "{}")
+        if curve.get("steps"):
+            curves.append((str(r.get("method")), curve))
+    if not curves:
+        raise ValueError("no records with a loss curve (field loss_curve) to plot; run a training sweep with steps > 0.")
+    plt = _pyplot()
+    styles = series_styles(method for method, _ in curves)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    labelled = set()
+    for method, curve in curves:
+        colour, marker = styles[method]
+        for name, style in (("val", "-"), ("train", ":")):
+            pts = [(s, v) for s, v in zip(curve["steps"], curve.get(name, [])) if _is_number(v) and v > 0]
+            if pts:
+                label = f"{method} ({'validation' if name == 'val' else 'training batch'})"
+                ax.plot(*zip(*pts), color=colour, linestyle=style, marker=marker if name == "val" else None,
+                        markersize=4, linewidth=1.2, label=None if label in labelled else label)
+                labelled.add(label)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss (log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, framealpha=0.9)
+    ax.set_title(title or "Training curves", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {"records": len(curves), "methods": sorted({m for m, _ in curves})}
+
+
+_PLOTS = {"compute": plot_compute, "phase": plot_phase, "gap": plot_gap, "ev_l0": plot_ev_l0, "curves": plot_curves}
 
 
 def plot(store_or_records, kind: str, out, **filters) -> dict:

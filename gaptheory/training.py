@@ -402,6 +402,7 @@ class RunResult:
     device: str
     metrics_split: str = "test"
     selection_split: str = "val"
+    loss_curve: str = "{}"  # JSON {"steps", "train", "val"}: the losses at each validation check (null: none)
     version: str = __version__
 
     def to_dict(self) -> dict:
@@ -544,5 +545,14 @@ def run_setting(setting, method: str, data: DataConfig | Instance | Splits | Non
         dict_recovery_chance_std=None if recovery is None else recovery.chance_std,
         train_flops=history.flops.total, inference_flops=inference.total,
         inference_flops_per_sample=inference.total / len(splits.X_test), wall_seconds=wall,
-        device=str(device),
+        device=str(device), loss_curve=_curve_json(history),
     )
+
+
+def _curve_json(history: TrainHistory) -> str:
+    """The loss curves of ``history`` as JSON (non-finite losses as null)."""
+    def values(array):
+        return [float(v) if math.isfinite(v) else None for v in np.asarray(array, dtype=float)]
+
+    return json.dumps({"steps": [int(s) for s in history.steps], "train": values(history.train_loss),
+                       "val": values(history.val_loss)})

@@ -405,5 +405,7 @@ def test_paper_tiny_runs_tables_and_plots_and_a_rerun_computes_nothing(tmp_path,
                  "--metrics", "test_mcc", "val_mcc"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "| known_dictionary | sae | 2 |" in out and "| unknown | sparse_coding | 2 |" in out
-    assert main(["plot", db, "--kind", "compute", "--out", str(png)]) == EXIT_OK
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind in ("compute", "ev_l0", "curves"):
+        assert main(["plot", db, "--kind", kind, "--out", str(png)]) == EXIT_OK, kind
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        png.unlink()

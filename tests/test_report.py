@@ -143,3 +143,17 @@ def test_nonnegative_error_bars_stop_at_zero():
 
     lower, upper = _nonnegative_yerr([0.05, 1.0], [0.2, 0.3])
     assert lower == [0.05, 0.3] and upper == [0.2, 0.3]
+
+
+def test_every_plot_kind_draws_and_ev_l0_reads_training_records(tmp_path):
+    from gaptheory.report import _PLOTS, PLOT_KINDS, plot
+
+    assert set(_PLOTS) == set(PLOT_KINDS)
+    records = [{"kind": "training", "method": m, "test_mean_l0": l0, "test_explained_variance": ev}
+               for m, l0, ev in (("sae", 3.0, 0.8), ("sae", 5.0, 0.9), ("mlp_256", 4.0, 0.95))]
+    out = tmp_path / "ev.png"
+    summary = plot(records, "ev_l0", out)
+    assert summary == {"records": 3, "methods": ["mlp_256", "sae"]}
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="explained variance and L0"):
+        plot([{"method": "sae"}], "ev_l0", out)

@@ -22,7 +22,7 @@ import scipy.optimize
 import scipy.special
 import sympy as sp
 
-from ._validation import check_array, check_int, check_k, check_positive
+from ._validation import check_array, check_bool, check_int, check_k, check_positive
 
 # ----- symbols ---------------------------------------------------------------------------
 
@@ -95,6 +95,21 @@ def welch(n_latents: int, n_dims: int) -> float:
     return 0.0 if n_latents <= n_dims else float(_welch(n_latents, n_dims))
 
 
+def _check_coherence(mu) -> float:
+    mu = check_positive(mu, "mu", allow_zero=True)
+    if mu > 1:
+        raise ValueError(f"mu={mu} is a mutual coherence, in [0, 1]; pass mutual_coherence(D) of unit-norm atoms.")
+    return mu
+
+
+def _check_real(values, name: str) -> np.ndarray:
+    """Any-shape finite real array (elementwise functions); ``allow_inf`` keeps +inf."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}. Pass a float array.")
+    return array.astype(np.float64)
+
+
 def spark_lower_bound(mu: float) -> float:
     r"""Donoho-Elad lower bound :math:`1 + 1/\mu` on the spark (inf when mu = 0).
 
@@ -103,7 +118,7 @@ def spark_lower_bound(mu: float) -> float:
     >>> spark_lower_bound(0.5)
     3.0
     """
-    mu = check_positive(mu, "mu", allow_zero=True)
+    mu = _check_coherence(mu)
     return math.inf if mu == 0 else 1.0 + 1.0 / mu
 
 
@@ -115,7 +130,7 @@ def coherence_sparsity(mu: float) -> float:
     >>> coherence_sparsity(0.2)
     3.0
     """
-    mu = check_positive(mu, "mu", allow_zero=True)
+    mu = _check_coherence(mu)
     return math.inf if mu == 0 else 0.5 * (1.0 + 1.0 / mu)
 
 
@@ -139,7 +154,10 @@ def gaussian_tail_integral(tau) -> np.ndarray | float:
     >>> round(float(gaussian_tail_integral(0.0)), 12)  # half the second moment
     0.5
     """
-    return _gaussian_tail(np.asarray(tau, dtype=np.float64))
+    tau = _check_real(tau, "tau")
+    if not np.isfinite(tau).all():
+        raise ValueError(f"tau must be finite; got {int((~np.isfinite(tau)).sum())} NaN/inf entries.")
+    return _gaussian_tail(tau)
 
 
 def _stationarity(tau: float, rho: float, factor: int) -> float:
@@ -161,7 +179,7 @@ def statistical_dimension_threshold(rho: float, *, nonnegative: bool = False) ->
         raise ValueError(f"rho={rho} must be in (0, 1]; it is K / N.")
     if rho == 1:
         return 0.0
-    factor = 1 if nonnegative else 2
+    factor = 1 if check_bool(nonnegative, "nonnegative") else 2
     upper = 1.0
     while _stationarity(upper, rho, factor) <= 0:
         upper *= 2
@@ -204,7 +222,7 @@ def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) 
     k = check_k(k, n_latents)
     rho = k / n_latents
     tau = statistical_dimension_threshold(rho, nonnegative=nonnegative)
-    factor = 1 if nonnegative else 2
+    factor = 1 if check_bool(nonnegative, "nonnegative") else 2
     value = rho * (1 + tau**2) + (1 - rho) * factor * float(gaussian_tail_integral(tau))
     return n_latents * value
 
@@ -217,7 +235,7 @@ def t2_bound(beta) -> np.ndarray:
     >>> t2_bound([1.0, np.inf]).tolist()
     [0.25, 0.0]
     """
-    beta = np.asarray(beta, dtype=np.float64)
+    beta = _check_real(beta, "beta")
     if np.isnan(beta).any() or (beta < 0).any():
         raise ValueError(f"beta must be >= 0 (an l1 norm) or inf; got {beta!r}.")
     return np.where(np.isinf(beta), 0.0, _t2(np.where(np.isinf(beta), 0.0, beta)))
@@ -339,7 +357,10 @@ def t2_proof_lp(coefficients) -> sp.Rational:
     ----------
     coefficients : sequence of rationals (ints, Fractions or strings like "3/5")
     """
-    coefficients = [sp.Rational(str(Fraction(c))) for c in coefficients]
+    try:
+        coefficients = [sp.Rational(str(Fraction(c))) for c in coefficients]
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"coefficients must be finite rationals (ints, Fractions or strings like '3/5'); {err}.") from None
     if not coefficients:
         raise ValueError("coefficients must be non-empty: atom i written with at least one other atom.")
     eps, u_i = sp.symbols("eps u_i")

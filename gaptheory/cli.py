@@ -1,8 +1,9 @@
 """Command-line interface: ``gaptheory VERB [options]``.
 
 stdout carries only the result (a table, or one JSON document with ``--json``);
-progress goes to stderr. Exit codes: 0 all good, 1 a check failed, 2 bad usage or
-input (a message, no traceback), 130 interrupted (rerun to resume).
+progress goes to stderr. Exit codes: 0 all good, 1 a check, task or computation failed,
+2 bad usage, input or file (one line naming the flag or file, no traceback), 130
+interrupted (rerun to resume). ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from .store import StoreError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+EXIT_CODES_EPILOG = """exit codes:
+  0    all good
+  1    a check, task or computation failed (numerical failure included)
+  2    bad usage, input or file: one line names the flag or file and the fix
+  130  interrupted (Ctrl-C); rerun the same command to resume
+add --debug to see the traceback of an error"""
+
+#: Library argument names that a CLI flag of another name sets.
+_FLAG_ALIASES = {"n_jobs": "jobs", "max_tokens": "tokens", "split_seed": "seed", "workers": "workers"}
+
+#: Seconds to wait for a Dask scheduler to answer before refusing ``--scheduler``.
+SCHEDULER_CONNECT_TIMEOUT_S = 5.0
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so ``main`` returns EXIT_USAGE."""
@@ -29,10 +43,23 @@ class _UsageError(Exception):
     pass
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)  # argparse turns the ValueError of a non-integer into "invalid value"
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; pass an integer >= 0")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXIT_CODES_EPILOG
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
-    parser.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="master seed, >= 0 (default 0)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only the result and errors (no progress)")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr (every failure)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 # ----- verify ---------------------------------------------------------------------------
@@ -95,7 +122,16 @@ def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
     from .experiments import load_sweep, run_sweep
     from .store import ResultStore
 
-    sweep = load_sweep(args.sweep)
+    if os.path.isdir(args.sweep):
+        raise ValueError(f"{args.sweep} is a folder; pass a sweep file, e.g. examples/phase_transition.toml.")
+    try:
+        sweep = load_sweep(args.sweep)
+    except UnicodeDecodeError:
+        raise ValueError(f"{args.sweep} is not a text (TOML) sweep file; pass e.g. examples/phase_transition.toml.") from None
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers} must be >= 1; pass --workers 1 to run in this process.")
+    if args.scheduler is not None:
+        _check_scheduler(args.scheduler)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     with ResultStore(args.store) as store:
         summary = run_sweep(sweep, store, workers=workers, scheduler=args.scheduler, dask_local=args.dask_local,
@@ -107,9 +143,28 @@ def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
             f"{summary.failed} failed in {summary.wall_time_s:.1f} s ({summary.executor}); store {args.store}")
     if summary.elsewhere:
         text += f"\n  {summary.elsewhere} tasks are being run by another runner on this store"
-    for record in failures[:5]:
+    for record in failures if args.verbose else failures[:5]:
         text += f"\n  failed {record['key']}: {record.get('error')}"
     return outcome, text
+
+
+def _check_scheduler(address: str) -> None:
+    """Refuse a ``--scheduler`` that does not accept a TCP connection within a few seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise ValueError(f"--scheduler {address!r} is not an address; pass tcp://HOST:PORT, e.g. tcp://10.0.0.1:8786.")
+    try:
+        socket.create_connection((host, port), timeout=SCHEDULER_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise ValueError(f"--scheduler {address}: no Dask scheduler answers ({err.strerror or err}); start one "
+                         f"(dask scheduler) or use --workers / --dask-local.") from None
 
 
 def _filters(pairs) -> dict:
@@ -162,6 +217,12 @@ def _run_table(args, *, show_progress: bool) -> tuple[dict, str]:
     records, filters = _open_records(args)
     if not records:
         raise ValueError(f"no successful records in {args.store} match {filters or 'anything'}.")
+    fields = sorted({name for record in records for name in record})
+    for flag, names in (("--group-by", args.group_by), ("--metrics", args.metrics or [])):
+        unknown = [name for name in names if name not in fields]
+        if unknown:
+            known = [f for f in fields if f not in report.BOOKKEEPING or flag == "--group-by"]
+            raise ValueError(f"{flag} {' '.join(unknown)}: no such field in these records; known: {', '.join(known)}.")
     rows = report.summarize(records, args.group_by, args.metrics)
     text = report.format_table(records, args.group_by, args.metrics, latex=args.latex)
     return {"verb": "table", "version": __version__, "seed": args.seed, "rows": rows, "passed": True}, text
@@ -181,11 +242,33 @@ def _add_plot(subparsers) -> None:
 def _run_plot(args, *, show_progress: bool) -> tuple[dict, str]:
     from . import report
 
+    args.out = _figure_path(args.out)
     records, _ = _open_records(args)
     summary = report.plot(records, args.kind, args.out)
     outcome = {"verb": "plot", "version": __version__, "seed": args.seed, "kind": args.kind, "out": args.out,
                **summary, "passed": True}
-    return outcome, f"wrote {args.out} ({summary['records']} records)"
+    return outcome, f"wrote {outcome['out']} ({summary['records']} records)"
+
+
+#: Figure formats ``--out`` may end in (matplotlib writes each of them without extra packages).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".ps", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def _figure_path(out: str) -> str:
+    """``--out`` as the path the figure is written to: ``x`` becomes ``x.png``; folders and unknown formats refused."""
+    import os
+
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a folder; pass a file name such as {os.path.join(out, 'figure.png')}.")
+    root, suffix = os.path.splitext(out)
+    if not suffix:
+        out = out + ".png"
+    elif suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {out}: unknown figure format {suffix!r}; end the name in one of {', '.join(FIGURE_SUFFIXES)}.")
+    folder = os.path.dirname(out) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {out}: folder {folder} does not exist; create it first (mkdir -p {folder}).")
+    return out
 
 
 # ----- activations (issue 7: real transformer activations) ------------------------------
@@ -374,7 +457,8 @@ _SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gaptheory", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="gaptheory", description=__doc__.splitlines()[0], epilog=EXIT_CODES_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gaptheory {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for add in _SUBCOMMANDS:
@@ -382,32 +466,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser, verb: str | None, action: str | None) -> dict[str, str]:
+    """``dest -> --flag`` of the (sub)command that ran, so library messages can name the flag."""
+    for sub in (verb, action):
+        if sub is None:
+            break
+        choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        parser = choices.get(sub, parser)
+    flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings and a.dest != "help"}
+    flags.update({library: flags[dest] for library, dest in _FLAG_ALIASES.items() if dest in flags})
+    return flags
+
+
+def _naming_the_flag(message: str, flags: dict[str, str]) -> str:
+    """Prefix a library message that starts with an argument name by the flag that set it."""
+    import re
+
+    match = re.match(r"(?:grid\.)?([A-Za-z_][A-Za-z0-9_]*)\b", message)
+    flag = flags.get(match.group(1)) if match else None
+    if flag and flag not in message:
+        return f"{flag}: {message}"
+    return message
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``gaptheory`` console script; returns the exit code."""
+    """Entry point of the ``gaptheory`` console script; returns the exit code.
+
+    Errors end as one line on stderr and an exit code (see ``EXIT_CODES_EPILOG``);
+    ``--debug`` re-raises them with their traceback.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except _UsageError as err:
-        print(err, file=sys.stderr)
+        print(_one_line(err), file=sys.stderr)
         return EXIT_USAGE
     if getattr(args, "command", None) is None:
-        parser.print_help(sys.stderr)
+        verbs = ", ".join(name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices)
+        print(f"gaptheory: choose a verb ({verbs}); see gaptheory --help.", file=sys.stderr)
         return EXIT_USAGE
-    show_progress = sys.stderr.isatty() and not (getattr(args, "json", False) or getattr(args, "no_progress", False))
+    debug, say = getattr(args, "debug", False), f"gaptheory {args.verb}"
+    quiet = getattr(args, "quiet", False)
+    show_progress = sys.stderr.isatty() and not (quiet or getattr(args, "json", False) or getattr(args, "no_progress", False))
+    flags = _flags(parser, args.verb, getattr(args, "action", None))
     try:
         with stdout_to_stderr():  # solver banners and child processes must not pollute the result
             outcome, text = args.command(args, show_progress=show_progress)
-    except ValueError as err:
-        print(f"gaptheory {args.verb}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except StoreError as err:  # a results file that is missing, corrupt, read-only or full
-        print(f"gaptheory {args.verb}: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"gaptheory {args.verb}: interrupted; rerun the same command to resume.", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{say}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - every error becomes one line and an exit code
+        if debug:
+            raise
+        code, message = _exit_code_and_message(err, flags)
+        print(f"{say}: {message}", file=sys.stderr)
+        return code
     print(json.dumps(outcome, sort_keys=True, default=str) if getattr(args, "json", False) else text)
     return EXIT_OK if outcome.get("passed", True) else EXIT_CHECK_FAILED
+
+
+def _exit_code_and_message(err: Exception, flags: dict[str, str]) -> tuple[int, str]:
+    """The contract's exit code for an error, and its one-line message."""
+    import sqlite3
+
+    from .solvers import SolverFailedError
+
+    if isinstance(err, SolverFailedError):  # a numerical failure is a failed computation, not bad input
+        return EXIT_CHECK_FAILED, _one_line(f"numerical failure: {err}")
+    if isinstance(err, StoreError):  # a results file that is missing, corrupt, read-only or full
+        return EXIT_USAGE, _one_line(err)
+    if isinstance(err, (ValueError, TypeError)):
+        return EXIT_USAGE, _naming_the_flag(_one_line(err), flags)
+    if isinstance(err, OSError):  # IsADirectoryError, FileNotFoundError, PermissionError, ENOSPC ...
+        where = f"{err.filename}: " if err.filename else ""
+        fix = ("free some space and rerun" if getattr(err, "errno", None) == 28
+               else "check the path and its permissions")
+        return EXIT_USAGE, _one_line(f"{where}{err.strerror or err}; {fix}.")
+    if isinstance(err, sqlite3.Error):
+        return EXIT_USAGE, _one_line(f"results store error ({err}); check the --store file.")
+    if type(err).__name__ == "SafetensorError":
+        return EXIT_USAGE, _one_line(f"not a readable safetensors file ({err}); check the file passed.")
+    return EXIT_CHECK_FAILED, _one_line(f"internal error {type(err).__name__}: {err}; rerun with --debug for the "
+                                        "traceback and report it.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -229,7 +229,11 @@ def fista_flops(n_iter, n_dims: int, n_latents: int, *, check_every: int = FISTA
     >>> fista_flops([10], 8, 16).matmul == 2*16*16*8 + 2*8*16 + 10*2*16*16 + (2*16*8 + 2*16*16)
     True
     """
-    n_iter = np.asarray(n_iter, dtype=np.int64).reshape(-1)
+    n_iter = np.asarray(n_iter).reshape(-1)
+    if n_iter.dtype.kind not in "iu" and not (n_iter.dtype.kind == "f" and np.all(np.isfinite(n_iter))
+                                              and np.all(n_iter == np.rint(n_iter))):
+        raise TypeError(f"n_iter must be whole iteration counts (ints) per row; got {n_iter[:5].tolist()}.")
+    n_iter = n_iter.astype(np.int64)
     if (n_iter < 0).any():
         raise ValueError(f"n_iter must be >= 0 per row; got minimum {int(n_iter.min())}.")
     n_dims = check_int(n_dims, "n_dims", minimum=1)
@@ -297,7 +301,7 @@ def best_subset_flops(n_samples: int, n_dims: int, n_latents: int, k: int) -> Fl
     n_samples = check_int(n_samples, "n_samples", minimum=0)
     n_dims = check_int(n_dims, "n_dims", minimum=1)
     n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_int(k, "k", minimum=1)
+    k = check_int(k, "k", minimum=1, maximum=n_latents)
     counts = {s: math.comb(n_latents, s) for s in range(1, k + 1)}
     per_row_matmul = 2 * matmul_flops(1, n_dims, n_latents) + sum(c * matmul_flops(1, s, s) for s, c in counts.items())
     per_row_elementwise = sum(c * (3 * s + 2) for s, c in counts.items()) + SQUARED_ERROR_FLOPS * n_dims

@@ -372,6 +372,7 @@ def spark(D, *, max_subsets: int = MAX_EXHAUSTIVE_SUPPORTS) -> int | float:
     N, M = D.shape
     largest = min(N, M + 1)
     work = _count_subsets(N, range(1, largest + 1))
+    max_subsets = check_int(max_subsets, "max_subsets", minimum=1)
     if work > max_subsets:
         raise ValueError(
             f"exact spark of a ({N}, {M}) dictionary enumerates up to {work:.3g} "
@@ -434,6 +435,7 @@ def rip_constant(
     N = D.shape[0]
     K = check_k(K, N)
     check_choice(method, "method", ("exact", "sampled"))
+    n_subsets = check_int(n_subsets, "n_subsets", minimum=1)
     gram = D @ D.T
     if method == "exact":
         work = math.comb(N, K)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._validation import as_generator, check_array, check_int, check_positive, row_norms
+from ._validation import as_generator, check_array, check_bool, check_int, check_positive, row_norms
 from .instances import random_dictionary
 
 #: A latent whose standard deviation over the batch is at most this (relative to the
@@ -146,6 +146,7 @@ def mcc(Z_true, Z_hat, *, return_matching: bool = False):
     >>> mcc(Z, Z[:, ::-1] * 5.0)
     1.0
     """
+    return_matching = check_bool(return_matching, "return_matching")
     Z_true, Z_hat = _check_pair(Z_true, Z_hat, ("Z_true", "Z_hat"), axis=0)
     rows, cols, score = _match(_abs_correlation(Z_true, Z_hat))
     return (score, (rows, cols)) if return_matching else score

@@ -149,6 +149,52 @@ def _loss(model: Encoder, X: torch.Tensor, codes: torch.Tensor | None, rows: str
     return ((model.decode_tensor(Z) - X) ** 2).sum(1).mean() + model.aux_loss(Z, pre), solve_flops
 
 
+def _training_tensors(model: Encoder, X, codes, X_val, codes_val):
+    """The training and validation arrays as tensors in the model's dtype and device, checked."""
+    like = model.W_dec
+    Xt = _as_tensor(X, "X", like, model.cfg.M)
+    Zt = None if codes is None else _as_tensor(codes, "codes", like, model.cfg.N)
+    if Zt is not None and len(Zt) != len(Xt):
+        raise ValueError(f"codes must have one row per row of X ({len(Xt)}); got {len(Zt)}.")
+    Xv = None if X_val is None else _as_tensor(X_val, "X_val", like, model.cfg.M)
+    Zv = None
+    if Zt is not None and Xv is not None:
+        if codes_val is None:
+            raise ValueError("supervised training (codes given) needs codes_val with X_val.")
+        Zv = _as_tensor(codes_val, "codes_val", like, model.cfg.N)
+    return Xt, Zt, Xv, Zv
+
+
+def _batches(n_rows: int, batch: int, generator: torch.Generator, device):
+    """Row indices of each step, endlessly: all rows (``slice``) when ``batch == n_rows``, else
+    consecutive slices of a fresh permutation per epoch drawn from ``generator``."""
+    if batch == n_rows:
+        while True:
+            yield slice(None)
+    while True:
+        order = torch.randperm(n_rows, generator=generator).to(device)
+        for cursor in range(0, n_rows - batch + 1, batch):
+            yield order[cursor:cursor + batch]
+
+
+def _step(model: Encoder, optimiser, X: torch.Tensor, codes: torch.Tensor | None) -> tuple[torch.Tensor, FlopCount]:
+    """One training step on a batch: the model's closed-form update when it has one (reconstruction
+    only), else an Adam step on :func:`_loss`; decoder rows renormalised. Returns the loss before
+    the update and the step's FLOPs."""
+    closed_form = model.closed_form_step_(X) if codes is None else None
+    if closed_form is not None:
+        loss, flops = closed_form
+    else:
+        loss, flops = _loss(model, X, codes, "train")
+        flops = flops + model.flops(len(X), stage="train" if codes is None else "supervised")
+        if torch.isfinite(loss):
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    model.normalize_decoder_()
+    return loss, flops
+
+
 def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_val=None, codes_val=None,
           device=None) -> TrainHistory:
     """Train ``model`` in place: the single loop shared by every architecture.
@@ -193,62 +239,34 @@ def train(model: Encoder, X, cfg: TrainConfig | None = None, *, codes=None, X_va
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig; got {type(cfg).__name__}.")
     model.to(resolve_device(device))
-    like = model.W_dec
-    Xt = _as_tensor(X, "X", like, model.cfg.M)
-    Zt = None if codes is None else _as_tensor(codes, "codes", like, model.cfg.N)
-    if Zt is not None and len(Zt) != len(Xt):
-        raise ValueError(f"codes must have one row per row of X ({len(Xt)}); got {len(Zt)}.")
-    Xv = None if X_val is None else _as_tensor(X_val, "X_val", like, model.cfg.M)
-    Zv = None
-    if Zt is not None and Xv is not None:
-        if codes_val is None:
-            raise ValueError("supervised training (codes given) needs codes_val with X_val.")
-        Zv = _as_tensor(codes_val, "codes_val", like, model.cfg.N)
-
+    Xt, Zt, Xv, Zv = _training_tensors(model, X, codes, X_val, codes_val)
     parameters = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     if not parameters or cfg.steps == 0:  # e.g. per-sample inference on a known dictionary
         empty = np.zeros(0)
         return TrainHistory(empty, empty, empty, 0, 0, FlopCount(), time.perf_counter() - start, False)
 
-    init_flops = FlopCount()
-    if not getattr(model, "data_initialised_", False):
+    flops = FlopCount()
+    if not model.data_initialised_:
         model.init_from_data(Xt)
         model.data_initialised_ = True
-        init_flops = model.flops(len(Xt), stage="init")  # a data-dependent initialisation's own cost
+        flops = model.flops(len(Xt), stage="init")  # a data-dependent initialisation's own cost
     optimiser = torch.optim.Adam(parameters, lr=cfg.lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    n_rows = len(Xt)
-    batch = n_rows if cfg.batch_size is None else min(cfg.batch_size, n_rows)
+    batch = len(Xt) if cfg.batch_size is None else min(cfg.batch_size, len(Xt))
+    batches = _batches(len(Xt), batch, torch.Generator().manual_seed(cfg.seed), Xt.device)
     show = sys.stderr.isatty() if cfg.progress is None else bool(cfg.progress)
     record_steps, train_curve, val_curve = [], [], []
     best = (math.inf, 0, None)  # (validation loss, step, state)
-    flops, bad_evals, stopped_early, order, cursor = init_flops, 0, False, None, n_rows
-    step = 0
+    bad_evals, stopped_early, step = 0, False, 0
     for step in tqdm(range(1, cfg.steps + 1), disable=not show, file=sys.stderr, desc=type(model).__name__,
                      leave=False):
-        if batch == n_rows:
-            index = slice(None)
-        else:  # epochs of a fresh permutation, drawn from the private generator
-            if cursor + batch > n_rows:
-                order, cursor = torch.randperm(n_rows, generator=generator).to(Xt.device), 0
-            index, cursor = order[cursor:cursor + batch], cursor + batch
-        closed_form = model.closed_form_step_(Xt[index]) if Zt is None else None
-        if closed_form is None:
-            loss, step_flops = _loss(model, Xt[index], None if Zt is None else Zt[index], "train")
-            step_flops = step_flops + model.flops(batch, stage="train" if Zt is None else "supervised")
-        else:
-            loss, step_flops = closed_form
+        index = next(batches)
+        loss, step_flops = _step(model, optimiser, Xt[index], None if Zt is None else Zt[index])
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"training loss of {type(model).__name__} is {loss.item()} at step {step} with lr={cfg.lr:g}; "
                 "lower lr (e.g. by 10x) or check X for extreme values."
             )
-        if closed_form is None:
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-        model.normalize_decoder_()
         flops = flops + step_flops
         if step % cfg.eval_every and step != cfg.steps:
             continue

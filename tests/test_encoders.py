@@ -207,7 +207,7 @@ def test_sparse_coding_initialises_atoms_at_normalised_training_rows():
 
 
 def test_least_squares_dictionary_learning_beats_adam_from_random_atoms_at_equal_steps():
-    # The default (MOD from data samples) against the earlier algorithm (Adam, random atoms).
+    # The default (MOD from data samples) against Adam from random atoms.
     inst = make_instance(16, 8, 3, 256, seed=0)
     cfg = TrainConfig(steps=40, lr=0.01, eval_every=40, progress=False)
     scores = {}

@@ -88,6 +88,7 @@ class Encoder(nn.Module):
         self._generator = torch.Generator().manual_seed(self.seed)
         self.W_dec = nn.Parameter(unit_rows(self._randn(cfg.N, cfg.M)))  # (N, M)
         self.b_dec = nn.Parameter(torch.zeros(cfg.M))  # (M,)
+        self.data_initialised_ = False  # set by the training loop after init_from_data (and by load)
 
     def _randn(self, *shape) -> torch.Tensor:
         return torch.randn(*shape, generator=self._generator)

@@ -35,8 +35,8 @@ class SAEWithITO(SparseAutoencoder):
 
     .. math:: \min_{z \ge 0} \tfrac12 \|x - b_{dec} - z W_{dec}\|_2^2 + \alpha \|z\|_1
 
-    by batched FISTA (the torch path of :func:`gaptheory.solvers.lasso`, ``method="fista"``) **started from the SAE's
-    codes** (the reference implementation discarded them and started from scratch).
+    by batched FISTA (the torch core of :func:`gaptheory.solvers.lasso`'s ``method="fista"``),
+    **started from the SAE's codes** rather than from zero.
     The inference FLOPs are the SAE's plus those of the iterations FISTA actually used.
 
     Examples

@@ -140,8 +140,8 @@ class SparseCoding(Encoder):
     norm (the cached codes are rescaled inversely, so the warm start reconstructs the same
     X). Atoms no row has used (``resample_dead``) are re-drawn at the rows with the largest
     residual, the standard K-SVD/MOD restart. ``"gradient"`` instead takes the shared loop's
-    Adam step on the reconstruction loss (with ``init_from_samples=False``, the earlier
-    algorithm). Atoms start at
+    Adam step on the reconstruction loss (with ``init_from_samples=False``: plain alternating
+    minimisation from random atoms). Atoms start at
     normalised training rows (``init_from_samples``). The loss the loop reports and
     validates is twice the mean LASSO objective, ``mean ||x - x_hat||^2 + 2 alpha mean ||z||_1``.
 

@@ -146,7 +146,8 @@ def load_user_checks(path) -> list:
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # any failure of the user's file is a bad input file
-        raise ValueError(f"--checks {path}: importing it failed ({type(err).__name__}: {err}); fix the file.") from err
+        message = " ".join(f"{type(err).__name__}: {err}".split())  # one line, as the CLI prints it
+        raise ValueError(f"--checks {path}: importing it failed ({message}); fix the file.") from err
     registered = testing.REGISTERED_BOUNDS[before:]
     if not registered:
         raise ValueError(f"--checks {path}: registers no checks; decorate a function with @gaptheory.testing.bound_check(...).")
@@ -188,6 +189,10 @@ def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool =
         Bound checks from :func:`load_user_checks`, run after the built-in ones; a row's
         ``worst`` is the smallest margin ``rhs - lhs`` seen, which must be ``>= 0``.
     """
+    names = [r.name for r in _REGISTRY] + [u.name for u in user_checks]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"user checks {repeated} repeat the name of another check (built-in or user); rename them.")
     selected = [r for r in _REGISTRY if (full or not r.full_only) and (only is None or r.name in set(only))]
     user_checks = [u for u in user_checks if only is None or u.name in set(only)] if user_checks else []
     if only is not None:

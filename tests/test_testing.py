@@ -140,3 +140,22 @@ def test_verify_checks_refuses_a_bad_file_with_exit_2(tmp_path, capsys, content,
     assert cli.main(["verify", "--checks", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and str(path) in err
+
+
+def test_verify_checks_import_error_is_one_line(tmp_path, capsys):
+    path = tmp_path / "checks.py"
+    path.write_text("raise RuntimeError('first line\\nsecond line')\n")
+    assert cli.main(["verify", "--checks", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "RuntimeError: first line second line" in err
+
+
+def test_verify_checks_refuse_a_name_taken_by_another_check(tmp_path, capsys):
+    clash = tmp_path / "clash.py"
+    clash.write_text(USER_CHECKS.replace("user_welch", "welch_bound"))
+    assert cli.main(["verify", "--checks", str(clash), "--only", "welch_bound"]) == 2
+    assert "['welch_bound']" in capsys.readouterr().err
+    good = tmp_path / "bounds.py"
+    good.write_text(USER_CHECKS)
+    assert cli.main(["verify", "--checks", str(good), "--checks", str(good), "--only", "user_welch"]) == 2
+    assert "['user_welch']" in capsys.readouterr().err

@@ -272,16 +272,26 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter, dtype) -> Sol
     status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
     missed = np.flatnonzero(~certified)
     handed = ""
-    if missed.size:
+    if missed.size and np_dtype != np.float64:  # a float32 path that went astray: redo it in float64
+        rescue = _lasso_lars_kernel(X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
+                                    dtype=torch.float64)
+        codes[missed], status[missed] = rescue.codes, rescue.status
+        primal[missed], gap[missed] = rescue.objective, rescue.duality_gap
+        n_events[missed] += rescue.n_iter
+        handed = f"; float32 rows redone by a float64 path{rescue.message[rescue.message.rfind('('):]}"
+    elif missed.size:
         rescue = _lasso_homotopy(X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
                                  device=torch.device("cpu"), dtype=torch.float64)
         codes[missed], status[missed] = rescue.codes, rescue.status
         primal[missed], gap[missed] = rescue.objective, rescue.duality_gap
         n_events[missed] += rescue.n_iter
         handed = ": " + rescue.message[rescue.message.rfind("(") + 1:].rstrip(")")
+    if np_dtype != np.float64:
+        message_rows = f"{missed.size} redone in float64{handed}"
+    else:
+        message_rows = f"{missed.size} handed to the batched path{handed}"
     message = status_message(status, f"raise max_iter={max_iter} or loosen tol={tol:g}")
-    message += (f" ({n_samples - missed.size} certified on a compiled LARS path, {missed.size} handed to the "
-                f"batched path{handed})")
+    message += f" ({n_samples - missed.size} certified on a compiled LARS path, {message_rows})"
     return SolveResult(codes=codes, status=status, objective=primal, n_iter=n_events, duality_gap=gap,
                        message=message, form="gram")
 

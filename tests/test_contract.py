@@ -671,8 +671,6 @@ API_CASES = api_cases(_API_TMP)
 KNOWN_OPEN = {
     **{f"certify_gap-scale-{s:g}": "certify_gap's report at scaled magnitudes: gap.certify_gap"
        for s in SCALES},
-    **{f"{name}-scale-{s:g}": "float32 models flush |X| below ~1e-38 to zero without refusing: encoders input check"
-       for name in ("SparseAutoencoder.encode", "TopK.encode", "SparseAutoencoder.decode") for s in (1e-200, 1e-150)},
     "basis_pursuit_lp-unit_norm='yes'": "unit_norm not checked as a bool: solvers/lp.py",
     "summarize-metrics-unknown": "an unknown metric gives a column of None: report.summarize",
     "format_table-metrics-unknown": "an unknown metric gives a column of '-': report.format_table",

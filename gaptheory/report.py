@@ -1,8 +1,8 @@
 r"""Tables and figures, built from the results store only.
 
-``report`` imports nothing from gaptheory but :mod:`gaptheory.store`, so every table and
-figure can be rebuilt from the database file: ``gaptheory table results.db`` and
-``gaptheory plot results.db --kind compute|phase|gap``.
+``report`` reads nothing from gaptheory but :mod:`gaptheory.store` (and writes its files
+through :mod:`gaptheory._io`), so every table and figure can be rebuilt from the database
+file: ``gaptheory table results.db`` and ``gaptheory plot results.db --kind compute|phase|gap``.
 
 Record fields each figure reads (written by :mod:`gaptheory.experiments`):
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 
+from ._io import atomic_file
 from .store import ResultStore
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black first.
@@ -204,6 +206,14 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig, out) -> None:
+    """Write ``fig`` to ``out`` atomically, in the format its suffix names (PNG without one), and close it."""
+    try:
+        with atomic_file(out) as handle:
+            fig.savefig(handle, format=Path(out).suffix[1:].lower() or "png", dpi=FIGURE_DPI)
+    finally:
+        _pyplot().close(fig)
+
 
 def pareto_front(points) -> list[tuple[float, float]]:
     """The points not dominated when cost (first) is minimised and score (second) maximised.
@@ -287,8 +297,7 @@ def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
     solvers = sorted({str(r.get("solver")) for r in records})
     ax.set_title(title or f"l1 phase transition, N = {', '.join(map(str, Ns))}, solver: {', '.join(solvers)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"cells": len(cells), "records": len(records), "prediction_agreement": agree}
 
 
@@ -340,8 +349,7 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     sizes = "; ".join(f"N = {n}, M = {m}, K = {k}" for n, m, k in Ns)
     fig.suptitle(title or f"Compute-optimal inference: MCC vs FLOPs ({sizes})", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(records), "methods": methods, "pareto_points": fronts}
 
 
@@ -400,8 +408,7 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
     Ns = sorted({r["N"] for r in gap})
     fig.suptitle(title or f"Amortisation gap of ReLU encoders, N = {', '.join(map(str, Ns))}", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(gap), "series": sorted(plotted), "K": Ks}
 
 
@@ -437,8 +444,7 @@ def plot_ev_l0(records: list[dict], out, *, title: str | None = None) -> dict:
     ax.legend(fontsize=8, framealpha=0.9)
     ax.set_title(title or "Explained variance vs L0", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": sum(len(v) for v in points.values()), "methods": sorted(points)}
 
 
@@ -477,8 +483,7 @@ def plot_curves(records: list[dict], out, *, title: str | None = None) -> dict:
     ax.legend(fontsize=7, framealpha=0.9)
     ax.set_title(title or "Training curves", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(curves), "methods": sorted({m for m, _ in curves})}
 
 

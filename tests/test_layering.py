@@ -116,4 +116,4 @@ def test_report_reads_only_the_store():
     report = PACKAGE / "report.py"
     paths = [report] if report.exists() else sorted((PACKAGE / "report").rglob("*.py"))
     imported = set().union(*(_imported_units(p) for p in paths)) - {"report"}
-    assert imported <= {"store", "experiments", "_validation", "__init__", "__version__"}, imported
+    assert imported <= {"store", "experiments", "_validation", "_io", "__init__", "__version__"}, imported

@@ -673,17 +673,6 @@ KNOWN_OPEN = {
        for s in SCALES},
     **{f"{name}-scale-{s:g}": "float32 models flush |X| below ~1e-38 to zero without refusing: encoders input check"
        for name in ("SparseAutoencoder.encode", "TopK.encode", "SparseAutoencoder.decode") for s in (1e-200, 1e-150)},
-    "basis_pursuit_lp-unit_norm='yes'": "unit_norm not checked as a bool: solvers/lp.py",
-    "summarize-metrics-unknown": "an unknown metric gives a column of None: report.summarize",
-    "format_table-metrics-unknown": "an unknown metric gives a column of '-': report.format_table",
-    "summarize-records-dict": "records not a list of dicts: report.summarize",
-    "summarize-records-none": "records not a list of dicts: report.summarize",
-    "format_table-metrics-string": "a string metrics iterated by character: report.format_table",
-    "pareto_front-nan": "NaN points dropped silently: report.pareto_front",
-    "pareto_front-not-pairs": "points not pairs: report.pareto_front",
-    "plot-out-missing-folder": "FileNotFoundError from matplotlib: report.plot (the CLI checks --out)",
-    "plot-out-a-folder": "a folder out writes folder.png: report.plot (the CLI checks --out)",
-    "table-store-missing": "a path string is iterated as records: report.table",
 }
 
 

@@ -122,6 +122,40 @@ def test_table_and_plot_read_from_a_store(tmp_path):
             table(store, ["method"], method="nope")
 
 
+def test_a_store_path_is_read_like_the_store(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        for i, record in enumerate(_records()):
+            store.put({**record, "key": f"k{i}", "status": "ok"})
+        expected = table(store, ["method"], ["test_mcc"])
+    assert table(tmp_path / "r.db", ["method"], ["test_mcc"]) == table(str(tmp_path / "r.db"), "method", "test_mcc") \
+        == expected
+
+
+def test_an_unknown_field_is_refused_with_the_ones_available():
+    with pytest.raises(ValueError, match=r"metrics: 'tset_mcc' .*available: K, M, N, inference_flops_per_sample, "
+                                         r"test_mcc, train_flops\.$"):
+        summarize(_records(), ["method"], ["tset_mcc"])
+    with pytest.raises(ValueError, match=r"group_by: 'mthod' .*available: .*method"):
+        format_table(_records(), ["mthod"])
+    with pytest.raises(TypeError, match="metrics must be field names"):
+        summarize(_records(), ["method"], [1])
+
+
+@pytest.mark.parametrize("suffix", ["", ".pdf", ".svg"])
+def test_a_figure_is_written_to_exactly_the_path_given_in_its_suffix_format(tmp_path, suffix):
+    out = tmp_path / f"figure{suffix}"
+    plot_compute(_records(), out)
+    head = out.read_bytes()[:8]
+    assert {"": head == PNG_MAGIC, ".pdf": head.startswith(b"%PDF"), ".svg": b"<svg" in out.read_bytes()[:2000]}[suffix]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_an_unknown_figure_format_is_refused_before_drawing(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown figure format '\.txt'"):
+        plot_compute(_records(), tmp_path / "f.txt")
+    assert not list(tmp_path.iterdir())
+
+
 def test_palette_is_okabe_ito():
     assert len(OKABE_ITO) == 8 and OKABE_ITO[1] == "#E69F00" and all(c.startswith("#") for c in OKABE_ITO)
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ._io import atomic_file
+from ._table import tabulate
 from .store import ResultStore
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black first.
@@ -199,14 +200,8 @@ def _format_cell(mean, spread, n: int) -> str:
     return f"{mean:.{TABLE_DIGITS}g} ± {spread:.{TABLE_DIGITS - 1}g}" if n > 1 else f"{mean:.{TABLE_DIGITS}g}"
 
 
-def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-        text = text.replace(char, escaped)
-    return text
-
-
 def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = False, caption: str | None = None) -> str:
-    r"""A table of ``mean ± std`` over seeds, one row per group, as Markdown or LaTeX.
+    r"""A table of ``mean ± std`` over seeds, one row per group, as Markdown or LaTeX (:func:`tabulate`).
 
     LaTeX output uses booktabs (``\toprule``, ``\midrule``, ``\bottomrule``) and writes
     each cell as ``$mean \pm std$``; add ``\usepackage{booktabs}`` to the preamble.
@@ -215,7 +210,7 @@ def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = F
     --------
     >>> print(format_table([{"a": 1, "x": 1.0, "metrics": "x"}, {"a": 1, "x": 3.0, "metrics": "x"}], ["a"]))
     | a | n | x |
-    | --- | --- | --- |
+    | --- | ---: | ---: |
     | 1 | 2 | 2 ± 1.4 |
     """
     records, group_by, metrics = _check_table_arguments(records, group_by, metrics)
@@ -223,22 +218,8 @@ def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = F
     header = group_by + ["n"] + list(metrics)
     body = [[str(row[name]) for name in group_by] + [str(row["n"])]
             + [_format_cell(row[m], row[f"{m}_spread"], row["n"]) for m in metrics] for row in rows]
-    if not latex:
-        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
-    lines += [r"\begin{tabular}{" + "l" * len(group_by) + "r" * (1 + len(metrics)) + "}", r"\toprule",
-              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    for cells in body:
-        n_plain = len(group_by) + 1
-        plain = [_latex_escape(c) for c in cells[:n_plain]]
-        numbers = ["$" + c.replace(" ± ", r" \pm ") + "$" if c != "-" else "--" for c in cells[n_plain:]]
-        lines.append(" & ".join(plain + numbers) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
+    return tabulate(header, body, style="latex" if latex else "markdown",
+                    align="l" * len(group_by) + "r" * (1 + len(metrics)), caption=caption)
 
 
 # ---------------------------------------------------------------------------------------

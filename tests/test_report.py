@@ -14,6 +14,7 @@ from gaptheory.report import (
     plot_phase,
     summarize,
     table,
+    tabulate,
 )
 from gaptheory.store import ResultStore
 
@@ -154,6 +155,36 @@ def test_an_unknown_figure_format_is_refused_before_drawing(tmp_path):
     with pytest.raises(ValueError, match=r"unknown figure format '\.txt'"):
         plot_compute(_records(), tmp_path / "f.txt")
     assert not list(tmp_path.iterdir())
+
+
+def test_tabulate_aligns_text_columns_to_their_widest_cell():
+    lines = tabulate(["name", "us"], [["omp", 1.5], ["lasso_long", 12345]], align="lr").splitlines()
+    assert lines == ["name           us", "----------  -----", "omp           1.5", "lasso_long  12345"]
+    assert tabulate(["a", "b"], []).splitlines() == ["a  b", "-  -"]  # a header alone is a table
+
+
+def test_tabulate_markdown_escapes_pipes_and_marks_right_aligned_columns():
+    text = tabulate(["a|b", "x"], [["1|2", 3]], style="markdown", align="lr")
+    assert text.splitlines() == [r"| a\|b | x |", "| --- | ---: |", r"| 1\|2 | 3 |"]
+
+
+def test_tabulate_latex_escapes_text_and_sets_numbers_in_math_mode():
+    text = tabulate(["test_mcc", "value"], [["a_b & c", "0.91 ± 0.01"], ["-", "-1.5e-03"], ["50%", "12%"]],
+                    style="latex", align="lr", caption="N = 16, 5% done")
+    assert r"\caption{N = 16, 5\% done}" in text and r"\begin{tabular}{lr}" in text
+    assert r"test\_mcc & value \\" in text
+    assert r"a\_b \& c & $0.91 \pm 0.01$ \\" in text
+    assert r"-- & $-1.5e-03$ \\" in text and r"$50\%$ & $12\%$ \\" in text
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: tabulate(["a", "b"], [[1]]), r"rows\[0\] has 1 cells for 2 columns"),
+    (lambda: tabulate(["a"], [[1]], align="c"), "align='c'"),
+    (lambda: tabulate(["a"], [[1]], style="html"), "style='html'"),
+])
+def test_tabulate_refuses_ragged_rows_and_unknown_options(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def test_palette_is_okabe_ito():

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse
 import scipy.stats
 
+from ._io import write_atomic
 from ._validation import as_generator, check_array, check_int, check_k
 
 #: A latent "fires" on a token when its code exceeds this. ReLU/TopK/soft-thresholded codes
@@ -690,8 +691,8 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     report_path = out_dir / "report.md"
     comparison = ActivationsComparison(config.to_dict(), dict(train_acts.metadata), scale, int(budget), results,
                                        comparisons, exports, str(report_path), sweep)
-    _write_atomic(out_dir / "results.json", json.dumps(comparison.to_dict(), indent=2, sort_keys=True, default=float))
-    _write_atomic(report_path, render_markdown(comparison))
+    write_atomic(out_dir / "results.json", json.dumps(comparison.to_dict(), indent=2, sort_keys=True, default=float))
+    write_atomic(report_path, render_markdown(comparison))
     return comparison
 
 
@@ -764,15 +765,6 @@ def _export_and_reload(model, path, X_check, encoder_class) -> dict:
     loaded = encoder_class.load(path, device="cpu")
     difference = float(np.abs(loaded.encode(X_check) - model.to("cpu").encode(X_check)).max())
     return {"path": str(path), "round_trip_max_abs_diff": difference}
-
-
-def _write_atomic(path, text: str) -> None:
-    import os
-
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def render_markdown(comparison: ActivationsComparison) -> str:

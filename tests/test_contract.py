@@ -671,17 +671,6 @@ API_CASES = api_cases(_API_TMP)
 KNOWN_OPEN = {
     **{f"certify_gap-scale-{s:g}": "certify_gap's report at scaled magnitudes: gap.certify_gap"
        for s in SCALES},
-    "basis_pursuit_lp-unit_norm='yes'": "unit_norm not checked as a bool: solvers/lp.py",
-    "summarize-metrics-unknown": "an unknown metric gives a column of None: report.summarize",
-    "format_table-metrics-unknown": "an unknown metric gives a column of '-': report.format_table",
-    "summarize-records-dict": "records not a list of dicts: report.summarize",
-    "summarize-records-none": "records not a list of dicts: report.summarize",
-    "format_table-metrics-string": "a string metrics iterated by character: report.format_table",
-    "pareto_front-nan": "NaN points dropped silently: report.pareto_front",
-    "pareto_front-not-pairs": "points not pairs: report.pareto_front",
-    "plot-out-missing-folder": "FileNotFoundError from matplotlib: report.plot (the CLI checks --out)",
-    "plot-out-a-folder": "a folder out writes folder.png: report.plot (the CLI checks --out)",
-    "table-store-missing": "a path string is iterated as records: report.table",
 }
 
 

@@ -669,8 +669,6 @@ API_CASES = api_cases(_API_TMP)
 #: Cases still answered wrongly, each with where the fix belongs; strict, so a fix flips them
 #: to XPASS and fails the suite until the entry is removed.
 KNOWN_OPEN = {
-    **{f"certify_gap-scale-{s:g}": "certify_gap's report at scaled magnitudes: gap.certify_gap"
-       for s in SCALES},
     **{f"{name}-scale-{s:g}": "float32 models flush |X| below ~1e-38 to zero without refusing: encoders input check"
        for name in ("SparseAutoencoder.encode", "TopK.encode", "SparseAutoencoder.decode") for s in (1e-200, 1e-150)},
     "basis_pursuit_lp-unit_norm='yes'": "unit_norm not checked as a bool: solvers/lp.py",

@@ -666,12 +666,10 @@ _API_TMP.mkdir(exist_ok=True)
 API_CASES = api_cases(_API_TMP)
 
 
-#: Cases still answered wrongly, each with where the fix belongs; strict, so a fix flips them
-#: to XPASS and fails the suite until the entry is removed.
-KNOWN_OPEN = {
-    **{f"certify_gap-scale-{s:g}": "certify_gap's report at scaled magnitudes: gap.certify_gap"
-       for s in SCALES},
-}
+#: Cases still answered wrongly, each with where the fix belongs (case id -> reason); strict,
+#: so a fix flips one to XPASS and fails the suite until its entry is removed. Empty: every
+#: case is refused or answered right.
+KNOWN_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_OPEN[c.id], strict=True))

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaptheory import metrics
+from gaptheory._validation import times_power_of_two
 from gaptheory.gap import relu_minimax_gap, worst_case_error
 from gaptheory.instances import make_instance, random_dictionary
 
@@ -97,3 +98,19 @@ def test_make_instance_codes_scale_with_the_magnitudes():
     scaled = make_instance(12, 6, 3, 20, seed=5, magnitudes=(0.5e100, 1.5e100))
     np.testing.assert_array_equal(base.Z != 0, scaled.Z != 0)
     np.testing.assert_allclose(scaled.Z / 1e100, base.Z, rtol=8 * U, atol=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), low=st.integers(-1100, 1100), width=st.integers(0, 60),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_times_power_of_two_is_ldexp_bit_for_bit(seed, low, width, dtype):
+    # the solvers and metrics rescale by this; it must round (to subnormals, past the largest
+    # float) exactly where ldexp does, for exponents inside and outside the normal range
+    rng = np.random.default_rng(seed)
+    A = (rng.standard_normal((5, 7)) * np.exp2(rng.integers(-30, 30, (5, 7)))).astype(dtype)
+    A[0, 0] = np.finfo(dtype).smallest_subnormal
+    exponent = rng.integers(low, low + width + 1, size=(5, 1))
+    with np.errstate(over="ignore", under="ignore"):
+        expected, got = np.ldexp(A, exponent), times_power_of_two(A, exponent)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))

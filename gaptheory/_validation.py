@@ -163,7 +163,12 @@ def row_norms(A: np.ndarray) -> np.ndarray:
     overflow), and rows of size 1e-200 or 1e200 get their norms too (``np.linalg.norm``
     squares first and returns 0 or inf beyond about 1e-154 and 1e154). A zero row has norm 0.
     """
-    exponent = np.frexp(np.max(np.abs(A), axis=-1, keepdims=True))[1]
+    peak = np.max(np.abs(A), axis=-1, keepdims=True)
+    if A.size and peak.min() > 2.0**-400 and peak.max() < 2.0**400:
+        # no square overflows, and a square small enough to be subnormal is below 2^-440 of
+        # the row's sum, which it cannot change: the norms of the exact rescaling, unrescaled
+        return np.linalg.norm(A, axis=-1)
+    exponent = np.frexp(peak)[1]
     return times_power_of_two(np.linalg.norm(times_power_of_two(A, -exponent), axis=-1), exponent[..., 0])
 
 

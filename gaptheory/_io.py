@@ -73,19 +73,26 @@ def _replacing(path):
     ``tempfile.mkstemp`` creates the temporary with ``O_CREAT | O_EXCL`` under a random name,
     so a symlink planted in the folder is never followed, and a temporary is never shared
     with another writer. It is then given the permissions ``open`` would have given the
-    target (0666 less the umask) instead of mkstemp's private 0600. On any error (the caller's included) the temporary is removed and
-    ``path`` is left as it was.
+    target (0666 less the umask) instead of mkstemp's private 0600. On any error (the
+    caller's included) the temporary is removed and ``path`` is left as it was; an
+    ``OSError`` from the write names ``path``, the file the caller asked for.
     """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # a read-only or full folder: name the target, not a random temporary
+        err.filename = str(path)
+        raise
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(descriptor, 0o666 & ~_umask())
         yield descriptor, Path(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(err, OSError) and err.filename in (None, temporary):
+            err.filename = str(path)  # a failed write (ENOSPC, EFBIG) names the file the user asked for
         raise
     _fsync_folder(path.parent)
 

@@ -1,8 +1,9 @@
 r"""Tables and figures, built from the results store only.
 
-``report`` reads nothing from gaptheory but :mod:`gaptheory.store` (and writes its files
-through :mod:`gaptheory._io`), so every table and figure can be rebuilt from the database
-file: ``gaptheory table results.db`` and ``gaptheory plot results.db --kind compute|phase|gap``.
+``report`` reads nothing from gaptheory but :mod:`gaptheory.store` (it writes its files
+through :mod:`gaptheory._io` and renders its tables with :func:`tabulate`, the package's one
+table renderer), so every table and figure can be rebuilt from the database file:
+``gaptheory table results.db`` and ``gaptheory plot results.db --kind compute|phase|gap``.
 
 Record fields each figure reads (written by :mod:`gaptheory.experiments`):
 

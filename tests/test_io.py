@@ -101,9 +101,10 @@ def test_a_failure_before_the_rename_leaves_the_old_files_and_no_temporary(write
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)  # the data is written; making it durable fails
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as failure:
         write(tmp_path, seed=1)
     monkeypatch.undo()
+    assert Path(failure.value.filename).parent == tmp_path and Path(failure.value.filename).name in targets
     assert _snapshot(tmp_path) == before
     write(tmp_path, seed=1)  # the same writer with a working disk does replace them
     assert set(_snapshot(tmp_path)) == set(before) and _snapshot(tmp_path) != before

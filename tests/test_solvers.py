@@ -720,7 +720,7 @@ def test_compiled_kernels_give_the_batched_paths_supports_and_codes(monkeypatch,
     monkeypatch.setattr(lasso_module, "USE_KERNELS", False)
     torch_omp = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu", return_info=True)
     torch_lasso = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu", return_info=True)
-    assert "compiled LARS path" in kernel_lasso.message and "compiled" not in torch_lasso.message
+    assert "compiled float64 LARS path" in kernel_lasso.message and "compiled" not in torch_lasso.message
     np.testing.assert_array_equal(kernel_omp.codes != 0, torch_omp.codes != 0)
     # both finish in float64 on the same support: codes differ by round-off of |z| ~ 1 (K^2 eps)
     np.testing.assert_allclose(kernel_omp.codes, torch_omp.codes, atol=1e-12)

@@ -237,34 +237,32 @@ def _pad_slots(tensor, capacity):
     return torch.cat([tensor, torch.zeros(pad, dtype=tensor.dtype, device=tensor.device)], dim=1)
 
 
-def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter, dtype) -> SolveResult:
+def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResult:
     """LARS-lasso on the CPU, one row at a time in compiled kernels
-    (:func:`gaptheory.solvers._kernels.lars_path` in ``dtype`` on ``C = X D^T`` and
-    ``G = D D^T`` formed once in float64, then the exact float64 finish and duality-gap
-    certificate of :func:`~gaptheory.solvers._kernels.lasso_finish`). Rows whose path
-    did not finish or whose certificate fails go to the batched torch homotopy, which
+    (:func:`gaptheory.solvers._kernels.lars_path` on ``C = X D^T`` and ``G = D D^T``, then the
+    exact finish and duality-gap certificate of :func:`~gaptheory.solvers._kernels.lasso_finish`),
+    all in float64: the finish needs the float64 ``C`` and ``G`` anyway, and a float32 path
+    over them is no faster per row (it only adds rows whose path goes astray). Rows whose
+    path did not finish or whose certificate fails go to the batched torch homotopy, which
     ends in warm-started FISTA where it must."""
     from . import _kernels
 
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
     n_samples, n_latents = X.shape[0], D.shape[0]
-    G64, C64 = D @ D.T, X @ D.T
-    C, G = (C64, G64) if np_dtype == np.float64 else (C64.astype(np_dtype), G64.astype(np_dtype))
+    G, C = D @ D.T, X @ D.T
     cap = min(D.shape)
     max_steps = min(HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS, HOMOTOPY_MAX_EVENTS)
     support = np.zeros((n_samples, cap), dtype=np.int64)
-    signs = np.zeros((n_samples, cap), dtype=np_dtype)
+    signs = np.zeros((n_samples, cap))
     n_active = np.zeros(n_samples, dtype=np.int64)
     n_events = np.zeros(n_samples, dtype=np.int64)
     finished = np.zeros(n_samples, dtype=np.bool_)
-    floor = np_dtype(HOMOTOPY_EVENT_EPS * np.finfo(np_dtype).eps)
-    _kernels.lars_path(C, G, np_dtype(alpha), nonnegative, max_steps, floor, support, signs, n_active, n_events,
-                       finished)
+    floor = HOMOTOPY_EVENT_EPS * np.finfo(np.float64).eps
+    _kernels.lars_path(C, G, float(alpha), nonnegative, max_steps, floor, support, signs, n_active, n_events, finished)
     coef = np.zeros((n_samples, cap))
     primal, gap = np.empty(n_samples), np.empty(n_samples)
     singular = np.zeros(n_samples, dtype=np.bool_)
-    _kernels.lasso_finish(X, D, G64, C64, float(alpha), nonnegative, support, signs.astype(np.float64), n_active,
-                          coef, primal, gap, singular)
+    _kernels.lasso_finish(X, D, G, C, float(alpha), nonnegative, support, signs, n_active, coef, primal, gap,
+                          singular)
     codes = np.zeros((n_samples, n_latents))
     rows, slots = np.nonzero(np.arange(cap)[None, :] < n_active[:, None])
     codes[rows, support[rows, slots]] = coef[rows, slots]
@@ -272,26 +270,16 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter, dtype) -> Sol
     status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
     missed = np.flatnonzero(~certified)
     handed = ""
-    if missed.size and np_dtype != np.float64:  # a float32 path that went astray: redo it in float64
-        rescue = _lasso_lars_kernel(X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
-                                    dtype=torch.float64)
-        codes[missed], status[missed] = rescue.codes, rescue.status
-        primal[missed], gap[missed] = rescue.objective, rescue.duality_gap
-        n_events[missed] += rescue.n_iter
-        handed = f"; float32 rows redone by a float64 path{rescue.message[rescue.message.rfind('('):]}"
-    elif missed.size:
+    if missed.size:
         rescue = _lasso_homotopy(X[missed], D, alpha, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
                                  device=torch.device("cpu"), dtype=torch.float64)
         codes[missed], status[missed] = rescue.codes, rescue.status
         primal[missed], gap[missed] = rescue.objective, rescue.duality_gap
         n_events[missed] += rescue.n_iter
         handed = ": " + rescue.message[rescue.message.rfind("(") + 1:].rstrip(")")
-    if np_dtype != np.float64:
-        message_rows = f"{missed.size} redone in float64{handed}"
-    else:
-        message_rows = f"{missed.size} handed to the batched path{handed}"
     message = status_message(status, f"raise max_iter={max_iter} or loosen tol={tol:g}")
-    message += f" ({n_samples - missed.size} certified on a compiled LARS path, {message_rows})"
+    message += (f" ({n_samples - missed.size} certified on a compiled float64 LARS path, "
+                f"{missed.size} handed to the batched path{handed})")
     return SolveResult(codes=codes, status=status, objective=primal, n_iter=n_events, duality_gap=gap,
                        message=message, form="gram")
 

@@ -49,16 +49,17 @@ def lasso(
     one event (an atom enters or leaves) per step, one GEMM per step, about K steps on
     K-sparse data. It then solves exactly on the support and signs it ends with,
     :math:`G_{SS} z_S = c_S - \alpha s_S` in float64, and certifies every row by its
-    float64 duality gap. With ``dtype="float32"`` the path runs in float32 and only the
-    finish and certificate are float64. A row whose certificate fails is retried with a
-    float64 path, then finished by warm-started FISTA, so every returned row carries a
-    true gap bound whatever the path did.
+    float64 duality gap. With ``dtype="float32"`` the batched (torch) path runs in float32
+    and only the finish and certificate are float64. A row whose certificate fails is
+    retried with a float64 path, then finished by warm-started FISTA, so every returned row
+    carries a true gap bound whatever the path did.
 
     On the CPU the path of each row runs in a compiled kernel (numba,
     :func:`gaptheory.solvers._kernels.lars_path`: Gram form, the Cholesky factor of
     :math:`G_{AA}` extended by one row per entry) and the finish and certificate in
-    another (:func:`~gaptheory.solvers._kernels.lasso_finish`); rows those do not certify
-    take the batched torch path, as on a GPU.
+    another (:func:`~gaptheory.solvers._kernels.lasso_finish`), in float64 whatever
+    ``dtype`` says (the finish needs float64 correlations, and a float32 path is no faster
+    there); rows those do not certify take the batched torch path, as on a GPU.
 
     ``method="fista"`` runs batched FISTA (Beck & Teboulle 2009) over all rows at once
     in torch, with step :math:`1/L`, :math:`L = \lambda_{\max}(D D^\top)`, adaptive
@@ -96,7 +97,8 @@ def lasso(
     device : str or torch.device, optional
         Where the batched solvers run; default ``cuda`` when available.
     dtype : {"float64", "float32"}
-        Arithmetic of the FISTA iterations or of the homotopy path; results are float64.
+        Arithmetic of the FISTA iterations or of the batched homotopy path (the compiled CPU
+        path is float64); results are float64.
     solver : str, optional
         cvxpy solver for ``method="cvxpy"``.
     return_info : bool
@@ -162,8 +164,7 @@ def lasso(
     else:
         device, dtype = resolve_device(device), resolve_dtype(dtype)
         if (method == "homotopy" or (method == "auto" and init is None)) and device.type == "cpu" and USE_KERNELS:
-            result = _lasso_lars_kernel(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
-                                        dtype=dtype)
+            result = _lasso_lars_kernel(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter)
         elif method == "homotopy" or (method == "auto" and init is None):
             result = _lasso_homotopy(X, D, alpha_s, nonnegative=nonnegative, tol=tol, max_iter=max_iter,
                                      device=device, dtype=dtype)

@@ -197,6 +197,14 @@ def support_refit(X, D, support, n_selected, coef, singular):
 
 
 @_jit
+def scatter_codes(support, coef, n_used, codes):
+    """``codes[b, support[b, s]] = coef[b, s]`` for each row's first ``n_used[b]`` slots."""
+    for b in range(support.shape[0]):
+        for s in range(n_used[b]):
+            codes[b, support[b, s]] = coef[b, s]
+
+
+@_jit
 def sparse_residual_energy(X, D, support, coef, n_used, out):
     r"""Per row :math:`\tfrac12\|x - \sum_s z_s d_{S_s}\|^2`, formed explicitly (float64)."""
     n_rows, n_dims = X.shape
@@ -351,7 +359,7 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
 
 
 @_jit
-def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, coef, primal, gap, singular):
+def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, codes, primal, gap, singular):
     r"""Exact float64 LASSO on each row's support and signs, with its duality-gap certificate.
 
     :math:`z_S = G_{SS}^{-1}(c_S - \alpha s_S)` (``c = x D^T``, ``G = D D^T``; clamped at 0 when
@@ -359,6 +367,7 @@ def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, coef,
     :math:`r = x - z_S D_S` formed explicitly; dual point :math:`\theta = r\min(1, \alpha/m)`
     with :math:`m = \max_j (c - z_S G_{S:})_j` (signed: the largest magnitude), whose value
     :math:`x\cdot\theta - \tfrac12\|\theta\|^2` is subtracted to give the gap.
+    Writes the codes into the rows of ``codes`` (B, N), which must be zero on entry.
     """
     n_rows, n_dims = X.shape
     n_atoms = G.shape[0]
@@ -386,14 +395,15 @@ def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, coef,
             v = out[s]
             if nonnegative and v < 0.0:
                 v = 0.0
-            coef[b, s] = v
+            out[s] = v
+            codes[b, support[b, s]] = v
             l1 += abs(v)
         for m in range(n_dims):
             rv[m] = X[b, m]
         for i in range(n_atoms):
             corr[i] = C[b, i]
         for s in range(n):
-            v = coef[b, s]
+            v = out[s]
             d = D[support[b, s]]
             for m in range(n_dims):
                 rv[m] -= v * d[m]

@@ -258,14 +258,11 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResul
     finished = np.zeros(n_samples, dtype=np.bool_)
     floor = HOMOTOPY_EVENT_EPS * np.finfo(np.float64).eps
     _kernels.lars_path(C, G, float(alpha), nonnegative, max_steps, floor, support, signs, n_active, n_events, finished)
-    coef = np.zeros((n_samples, cap))
+    codes = np.zeros((n_samples, n_latents))
     primal, gap = np.empty(n_samples), np.empty(n_samples)
     singular = np.zeros(n_samples, dtype=np.bool_)
-    _kernels.lasso_finish(X, D, G, C, float(alpha), nonnegative, support, signs, n_active, coef, primal, gap,
+    _kernels.lasso_finish(X, D, G, C, float(alpha), nonnegative, support, signs, n_active, codes, primal, gap,
                           singular)
-    codes = np.zeros((n_samples, n_latents))
-    rows, slots = np.nonzero(np.arange(cap)[None, :] < n_active[:, None])
-    codes[rows, support[rows, slots]] = coef[rows, slots]
     certified = finished & ~singular & np.isfinite(gap) & (gap <= tol * np.maximum(primal, np.finfo(float).tiny))
     status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
     missed = np.flatnonzero(~certified)

@@ -142,11 +142,7 @@ def _omp_kernel(X, D, K, *, dtype) -> SolveResult:
     objective = np.empty(n_samples)
     _kernels.sparse_residual_energy(X, D, support, coef, n_selected, objective)
     codes = np.zeros((n_samples, n_latents))
-    used = np.arange(K)[None, :] < n_selected[:, None]
-    np.put_along_axis(codes, support, np.where(used, coef, 0.0), axis=1)
-    if not used.all():  # unused slots point at atom 0: write the used ones last
-        rows, slots = np.nonzero(used)
-        codes[rows, support[rows, slots]] = coef[rows, slots]
+    _kernels.scatter_codes(support, coef, n_selected, codes)
     status = np.where(singular, int(Status.NUMERICAL), int(Status.OPTIMAL))
     return SolveResult(codes=codes, status=status, objective=objective, n_iter=n_selected,
                        duality_gap=np.full(n_samples, np.nan), form="gram",

@@ -271,8 +271,16 @@ def _scaled(*names, factor_of=None):
     return rule
 
 
-def _reconstructs(result, args, rtol=1e-6) -> bool:
-    """Codes that reproduce ``X`` (basis pursuit, OMP, best subset with a duplicated atom)."""
+#: Codes of an LP vertex or a least-squares refit agree with the unscaled ones to about the
+#: solvers' relative feasibility tolerance (1e-9) times the conditioning of the small
+#: instances (< 1e2), well below 1e-6; a wrong answer is off by O(1).
+SOLVER_RTOL = 1e-6
+
+
+def _reconstructs(result, args, rtol=SOLVER_RTOL) -> bool:
+    """Codes that reproduce ``X`` (basis pursuit, OMP, best subset with a duplicated atom):
+    the solvers' own residual checks are far tighter (basis pursuit: BP_RESIDUAL_RTOL = 1e-9
+    of ||x||; least squares: M K eps cond), and codes that do not reconstruct are off by O(1)."""
     codes = _values(result).reshape(args["X"].shape[0], -1)
     residual = np.abs(codes @ args["D"] - args["X"]).max()
     return bool(np.isfinite(codes).all() and residual <= rtol * np.abs(args["X"]).max())
@@ -283,10 +291,6 @@ def _finite(result, args=None) -> bool:
     return bool(values.size and np.isfinite(values).all())
 
 
-#: Codes of an LP vertex or a least-squares refit agree with the unscaled ones to about the
-#: solvers' relative feasibility tolerance (1e-9) times the conditioning of the small
-#: instances (< 1e2), well below 1e-6; a wrong answer is off by O(1).
-SOLVER_RTOL = 1e-6
 #: Metrics are ratios of sums over a few dozen entries: a product of the scaled inputs
 #: rounds to ~1e-15 relatively; 1e-10 leaves margin and still catches a 0.0 for 1.0.
 METRIC_RTOL = 1e-10
@@ -416,7 +420,9 @@ def _encoder_specs() -> list[Spec]:
     mlp = MLPEncoder(MLPEncoderConfig(N, M), seed=0)
     coding = SparseCoding(SparseCodingConfig(N, M), seed=0)
     # A bias-free ReLU/TopK layer is positively homogeneous: codes scale with X. A float32
-    # model holds |X| in about [1e-38, 1e38], so 1e+-150 and beyond must be refused.
+    # model holds |X| in about [1e-38, 1e38], so 1e+-150 and beyond must be refused. Where
+    # it answers, c X rounds to float32 (eps32 = 1.2e-7) before dot products of M terms:
+    # codes agree to about (M + 1) eps32 < 1e-5 relative.
     return [
         Spec("SparseAutoencoder.encode", lambda X: sae.encode(X), {"X": X}, {"X": 2}, columns=("X",),
              scale=_scaled("X", factor_of="X"), rtol=1e-5, int_data=("X",)),

@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 from ._io import stdout_to_stderr
-from .store import StoreError
+from .experiments.store import StoreError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -119,8 +119,9 @@ def _add_run(subparsers) -> None:
 def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
     import os
 
-    from .experiments import load_sweep, run_sweep
-    from .store import ResultStore
+    from .experiments.runner import run_sweep
+    from .experiments.store import ResultStore
+    from .experiments.sweep import load_sweep
 
     if os.path.isdir(args.sweep):
         raise ValueError(f"{args.sweep} is a folder; pass a sweep file, e.g. examples/phase_transition.toml.")
@@ -190,7 +191,7 @@ def _add_store_reader(parser) -> None:
 def _open_records(args) -> tuple[list, dict]:
     import os
 
-    from .store import ResultStore
+    from .experiments.store import ResultStore
 
     if not os.path.exists(args.store):
         raise ValueError(f"store {args.store!r} does not exist; run `gaptheory run SWEEP.toml --store {args.store}` first.")

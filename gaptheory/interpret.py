@@ -296,7 +296,7 @@ def holm(p_values) -> np.ndarray:
 
 # ----- the real-activations comparison (issue 7) -----------------------------------------
 
-#: Methods compared on real activations (names of ``gaptheory.training.build_model``).
+#: Methods compared on real activations (names of :data:`gaptheory.experiments.methods.METHODS`).
 COMPARISON_METHODS = ("sae", "sae_topk", "mlp", "sae_ito", "sparse_coding")
 
 #: The sparsity knob each method's sweep varies (``ComparisonConfig.grid``); SAE + ITO reuses the
@@ -610,7 +610,8 @@ def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: C
     from .activations import load_activations
     from .encoders import Encoder, SparseAutoencoder
     from .metrics import dead_latents, explained_variance, mean_l0
-    from .training import TrainConfig, build_model, train
+    from .experiments.settings import build_model
+    from .training import TrainConfig, train
 
     config = ComparisonConfig() if config is None else config
     check_int(seed, "seed", minimum=0)
@@ -705,7 +706,7 @@ def _sparsity_sweep(config: ComparisonConfig, fit, X_val, N: int, M: int, seed: 
     import logging
 
     from .metrics import dead_latents, explained_variance, mean_l0
-    from .training import build_model
+    from .experiments.settings import build_model
 
     log = logging.getLogger(__name__)
     saes, chosen, sweep = {}, {}, []

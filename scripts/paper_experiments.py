@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from gaptheory.experiments import (
+from gaptheory.experiments.selection import (
     JUMPRELU_L0_GRID,
     LASSO_ALPHA_GRID,
     LR_GRID,
@@ -41,9 +41,10 @@ from gaptheory.experiments import (
     SC_ALPHA_GRID,
     grid_points,
 )
-from gaptheory.training import DataConfig, TrainConfig, make_splits, run_setting
+from gaptheory.experiments.settings import DataConfig, make_splits, run_setting
+from gaptheory.training import TrainConfig
 
-#: The grids live with the sweep machinery (``gaptheory.experiments``, ``select = "paper"``);
+#: The grids live with the sweep machinery (``gaptheory.experiments.selection``, ``select = "paper"``);
 #: examples/paper.toml runs the same comparison through ``gaptheory run``.
 #: The "amortised_long" budget: this many times the amortised steps, for the ReLU SAE of
 #: setting 3 with the hyperparameters selected at the normal budget (sparse coding spends

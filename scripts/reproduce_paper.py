@@ -21,13 +21,14 @@ import sys
 import time
 
 from gaptheory import report
-from gaptheory.experiments import Sweep, load_sweep, run_sweep
-from gaptheory.store import ResultStore
+from gaptheory.experiments.runner import run_sweep
+from gaptheory.experiments.store import ResultStore
+from gaptheory.experiments.sweep import Sweep, load_sweep
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
 
 #: The paper's three synthetic settings and the methods that apply to each
-#: (gaptheory.training.METHODS); "mlp_32" / "mlp_256" are one-hidden-layer MLP encoders.
+#: (gaptheory.experiments.methods.METHODS); "mlp_32" / "mlp_256" are one-hidden-layer MLP encoders.
 SETTINGS = {
     "known_dictionary": ["sae", "sae_topk", "sae_jumprelu", "mlp_32", "mlp_256", "sae_ito", "sparse_coding"],
     "known_codes": ["sae", "sae_topk", "sae_jumprelu", "mlp_32", "mlp_256"],

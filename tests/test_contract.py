@@ -525,7 +525,7 @@ seed = [0]
 
 def cli_files(tmp: Path) -> dict[str, Path]:
     """Files a user might pass: a good store, a sweep, and every kind of bad file."""
-    from gaptheory.store import ResultStore
+    from gaptheory.experiments.store import ResultStore
 
     files = {"dir": tmp / "a_folder", "missing": tmp / "missing.db", "random": tmp / "random.db",
              "empty": tmp / "empty.db", "truncated": tmp / "truncated.db", "good": tmp / "good.db",

@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gaptheory"
 #: The layers, bottom to top. A new module or package must be placed here.
 LAYERS = [
     "__init__", "_validation", "_device", "_io", "instances", "solvers", "bounds", "certificates", "gap", "metrics", "flops",
-    "strategies", "testing", "encoders", "training", "estimators", "activations", "real", "interpret", "store",
-    "experiments", "report", "bench", "verify", "cli", "__main__",
+    "strategies", "testing", "encoders", "training", "estimators", "activations", "real", "experiments", "interpret",
+    "report", "bench", "verify", "cli", "__main__",
 ]
 
 
@@ -95,7 +95,7 @@ def test_module_imports_point_only_downward(path):
         assert imported in LAYERS, f"{path.name} imports unknown gaptheory module {imported}"
         assert LAYERS.index(imported) < rank or imported == "__init__", (
             f"gaptheory.{unit} ({path.relative_to(PACKAGE)}) imports gaptheory.{imported}, which sits "
-            "above it; data flows instances -> solvers/encoders -> metrics -> store -> report"
+            "above it; data flows instances -> solvers/encoders -> metrics -> training -> experiments -> report -> cli"
         )
 
 
@@ -116,4 +116,9 @@ def test_report_reads_only_the_store():
     report = PACKAGE / "report.py"
     paths = [report] if report.exists() else sorted((PACKAGE / "report").rglob("*.py"))
     imported = set().union(*(_imported_units(p) for p in paths)) - {"report"}
-    assert imported <= {"store", "experiments", "_validation", "__init__", "__version__"}, imported
+    assert imported <= {"experiments", "_validation", "__init__", "__version__"}, imported
+    experiment_modules = {
+        node.module for path in paths for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments")
+    }
+    assert experiment_modules <= {"experiments.store"}, experiment_modules

@@ -4,7 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from gaptheory.training import DataConfig, TrainConfig, run_setting
+from gaptheory.experiments.settings import DataConfig, run_setting
+from gaptheory.training import TrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper_experiments.py"
 

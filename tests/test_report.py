@@ -15,7 +15,7 @@ from gaptheory.report import (
     summarize,
     table,
 )
-from gaptheory.store import ResultStore
+from gaptheory.experiments.store import ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

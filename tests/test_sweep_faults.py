@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gaptheory.experiments import load_sweep
-from gaptheory.store import ResultStore, StoreError
+from gaptheory.experiments.store import ResultStore, StoreError
+from gaptheory.experiments.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds to wait for a sweep subprocess to reach the state a test needs before failing.

@@ -7,7 +7,7 @@ else), so any table or figure can be rebuilt from the database alone.
 A *record* is a flat dict of JSON scalars (str, int, float, bool, None). It always
 holds ``key`` (the task key: a hash of the task's canonical JSON config, see
 :func:`task_key`), ``status`` (``"ok"`` or ``"failed"``) and whatever the task
-measured; :mod:`gaptheory.experiments` adds the sweep name, task kind, package
+measured; :mod:`gaptheory.experiments.runner` adds the sweep name, task kind, package
 version, seed, device, data split, wall time, FLOPs and, for failures, the traceback.
 
 Exactly-once: ``key`` is the table's primary key and :meth:`ResultStore.put` writes

@@ -276,7 +276,8 @@ def _figure_path(out: str) -> str:
 
 
 def _add_activations(subparsers) -> None:
-    parser = subparsers.add_parser("activations", help="extract real transformer activations; compare encoders on them")
+    parser = subparsers.add_parser("activations", help="extract real transformer activations (encoders are compared "
+                                   "on them by `gaptheory run` of an activations sweep, e.g. examples/real_minilm.toml)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     extract = actions.add_parser("extract", help="write one hook point's activations over a token budget (safetensors)")
     _common(extract)
@@ -295,39 +296,6 @@ def _add_activations(subparsers) -> None:
     extract.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     extract.add_argument("--out", required=True, help="output .safetensors file")
     extract.set_defaults(command=_run_activations_extract)
-    compare = actions.add_parser("compare", help="train every encoder on the same activations; score interpretability")
-    _common(compare)
-    compare.add_argument("--train", required=True, help="activations file of the training split")
-    compare.add_argument("--test", required=True, help="activations file of the held-out split")
-    compare.add_argument("--out", required=True, help="folder for the JSON results, the Markdown report and the SAEs")
-    from .interpret import ComparisonConfig  # defaults come from the config dataclass
-
-    defaults = ComparisonConfig()
-    for name, kind, help_text in [
-        ("expansion", int, "N / M"), ("k", int, "active latents of the TopK SAE"),
-        ("l1_coefficient", float, "ReLU SAE / MLP sparsity weight (ITO and sparse coding use half)"),
-        ("steps", int, "ReLU-SAE steps whose FLOPs are every method's training budget"),
-        ("batch_size", int, "rows per training step"), ("n_val", int, "last training rows kept for validation"),
-        ("n_score_train", int, "training tokens scored"),
-        ("n_score_test", int, "held-out tokens scored"),
-    ]:
-        compare.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
-                             help=f"{help_text} (default {getattr(defaults, name)})")
-    compare.add_argument("--methods", nargs="+", default=list(defaults.methods), help="subset of the methods")
-    compare.add_argument("--l1-grid", type=float, nargs="+", default=[],
-                         help="sparsity sweep: l1 values of the ReLU SAE, MLP and SAE + ITO (a grid turns the sweep on)")
-    compare.add_argument("--k-grid", type=int, nargs="+", default=[], help="sparsity sweep: k values of the TopK SAE")
-    compare.add_argument("--alpha-grid", type=float, nargs="+", default=[],
-                         help="sparsity sweep: alpha values of sparse coding")
-    compare.add_argument("--target-l0", type=float, default=defaults.target_l0,
-                         help="sparsity sweep: per method keep the grid point whose validation L0 is closest "
-                              f"(default {defaults.target_l0:g})")
-    compare.add_argument("--mlp-fit-output", action="store_true",
-                         help="MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)")
-    compare.add_argument("--mlp-init-rows", type=int, default=None,
-                         help="MLP: training rows its data initialisation uses (default all; paid from the budget)")
-    compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    compare.set_defaults(command=_run_activations_compare)
 
 
 def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
@@ -343,22 +311,6 @@ def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
     text = (f"wrote {result.n_tokens} x {result.d_model} activations of {result.metadata['model']} "
             f"{result.hook_name} ({args.corpus}, {args.split} split) to {result.path}")
     return outcome, text
-
-
-def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
-    from .interpret import ComparisonConfig, compare_encoders_on_activations
-
-    config = ComparisonConfig(expansion=args.expansion, k=args.k, l1_coefficient=args.l1_coefficient,
-                              steps=args.steps, batch_size=args.batch_size, n_val=args.n_val, n_score_train=args.n_score_train,
-                              n_score_test=args.n_score_test, methods=tuple(args.methods),
-                              l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid), alpha_grid=tuple(args.alpha_grid),
-                              target_l0=args.target_l0, mlp_fit_output=args.mlp_fit_output,
-                              mlp_init_rows=args.mlp_init_rows)
-    report = compare_encoders_on_activations(args.train, args.test, args.out, config=config, seed=args.seed,
-                                             device=args.device, progress=show_progress)
-    outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,
-               **report.to_dict(), "passed": True}
-    return outcome, report.render_text()
 
 
 # ----- bench ----------------------------------------------------------------------------

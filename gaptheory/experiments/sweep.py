@@ -3,7 +3,7 @@ r"""Sweeps: a TOML grid expanded into keyed tasks.
 A sweep file names a task *kind* and a grid::
 
     name = "phase_transition"
-    kind = "recovery"              # recovery | gap | training
+    kind = "recovery"              # recovery | gap | training | activations
 
     [fixed]                        # parameters shared by every task
     N = 100
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .._validation import check_choice
 from .store import task_key
-from .tasks import CHECKS, TASK_KINDS, check_value
+from .tasks import TASK_KINDS, check_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,7 +126,7 @@ class Sweep:
         seen, tasks = set(), []
         for case, values in itertools.product(self.cases or ({},), itertools.product(*(self.grid[n] for n in names))):
             config = {**kind.defaults, **self.fixed, **case, **dict(zip(names, values))}
-            config = CHECKS.get(self.kind, dict)(config)
+            config = kind.check(config)
             config = {"kind": self.kind, **config}
             # The sweep name is part of the key: the same grid under two names is two sets of tasks.
             key = task_key({**config, "sweep": self.name})

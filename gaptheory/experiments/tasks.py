@@ -8,7 +8,9 @@ anything runs, and maps a resolved config to flat JSON-scalar metrics:
 - ``gap``: the exact best ReLU encoder (LP), the T2 lower bound and per-sample inference on
   one dictionary;
 - ``training``: one method trained in one of the paper's three settings, with validation
-  selection (:mod:`~gaptheory.experiments.selection`).
+  selection (:mod:`~gaptheory.experiments.selection`);
+- ``activations``: one method trained on real transformer activations and scored on held-out
+  text (:mod:`~gaptheory.experiments.real`).
 
 Model code is imported inside the task functions: sweeps are expanded and checked in the
 parent without torch, and workers import only what their kind needs.
@@ -25,6 +27,7 @@ import numpy as np
 
 from .._validation import check_choice, check_int
 from .methods import SETTINGS, check_method_in_setting, parse_method
+from .real import REAL_DEFAULTS, check_real, run_real
 
 #: A recovered code counts as exact when ``max_i |z_hat_i - z_i| <= RECOVERY_RTOL * max_i |z_i|``.
 #: Interior-point solvers are accurate to ~1e-8; failed l1 recoveries are off by O(1), so
@@ -40,15 +43,18 @@ SOLVERS = ("basis_pursuit", "lasso", "omp")
 
 @dataclass(frozen=True)
 class TaskKind:
-    """A task kind: its parameters with defaults and the function that runs one task.
+    """A task kind: its parameters with defaults, their check, and the function that runs one task.
 
-    ``run(config) -> dict`` returns flat JSON-scalar metrics; it may include ``device``
-    and ``split`` to override the record's defaults.
+    ``check(config) -> config`` runs when a sweep is expanded (so a bad grid fails before
+    anything runs) and may resolve parameters (ratios to integers). ``run(config) -> dict``
+    returns flat JSON-scalar metrics; it may include ``device`` and ``split`` to override the
+    record's defaults.
     """
 
     name: str
     defaults: dict
     run: Callable[[dict], dict]
+    check: Callable[[dict], dict]
     description: str = ""
 
 
@@ -340,21 +346,19 @@ def _device_name() -> str:
 
 
 TASK_KINDS: dict[str, TaskKind] = {
-    "recovery": TaskKind("recovery", _RECOVERY_DEFAULTS, run_recovery,
+    "recovery": TaskKind("recovery", _RECOVERY_DEFAULTS, run_recovery, _check_recovery,
                          "basis pursuit / LASSO / OMP recovery of K-sparse codes from M measurements"),
-    "gap": TaskKind("gap", _GAP_DEFAULTS, run_gap,
+    "gap": TaskKind("gap", _GAP_DEFAULTS, run_gap, _check_gap,
                     "exact best ReLU encoder (LP), the T2 lower bound and per-sample inference on one dictionary"),
-    "training": TaskKind("training", _TRAINING_DEFAULTS, run_training,
+    "training": TaskKind("training", _TRAINING_DEFAULTS, run_training, _check_training,
                          "one method trained in one of the paper's three settings"),
+    "activations": TaskKind("activations", REAL_DEFAULTS, run_real, check_real,
+                            "one encoder trained on real transformer activations, scored on held-out text"),
 }
-
-#: Per-kind config checks applied at expansion time (so bad grids fail before running).
-CHECKS: dict[str, Callable[[dict], dict]] = {"recovery": _check_recovery, "gap": _check_gap,
-                                               "training": _check_training}
 
 
 #: Parameters that are not of their default's type, with the values they take.
-_NULLABLE = {"M", "K", "data_seed"}
+_NULLABLE = {"M", "K", "data_seed", "mlp_init_rows"}
 _RATIOS = ("M_over_N", "K_over_M")
 
 
@@ -389,7 +393,7 @@ def check_value(kind: str, where: str, name: str, value) -> None:
         check_int(value, where, minimum=0)
     if name in ("magnitude_lo", "magnitude_hi") and not value > 0:
         raise ValueError(f"{where}={value} must be > 0 (nonzero magnitudes are uniform in [lo, hi]).")
-    if kind == "training" and name == "method":
+    if kind in ("training", "activations") and name == "method":
         try:
             parse_method(value)
         except ValueError as err:

@@ -412,7 +412,7 @@ SPECS = [
 def _encoder_specs() -> list[Spec]:
     """encode/decode of each encoder kind: arrays in, codes out, float32 models."""
     sae = SparseAutoencoder(SAEConfig(N, M), seed=0)
-    topk = TopKSAE(TopKSAEConfig(N, M, k=2), seed=0)
+    topk = TopKSAE(TopKSAEConfig(N, M, K=2), seed=0)
     mlp = MLPEncoder(MLPEncoderConfig(N, M), seed=0)
     coding = SparseCoding(SparseCodingConfig(N, M), seed=0)
     # A bias-free ReLU/TopK layer is positively homogeneous: codes scale with X. A float32
@@ -428,7 +428,7 @@ def _encoder_specs() -> list[Spec]:
         Spec("SparseCoding.encode", lambda X: coding.encode(X), {"X": X}, {"X": 2}, columns=("X",), int_data=("X",)),
         Spec("SAEConfig", SAEConfig, {"M": M, "N": N}, ints={"M": 1, "N": 1},
              bad={"l1_coefficient": [-1.0, math.nan]}),
-        Spec("TopKSAEConfig", TopKSAEConfig, {"M": M, "N": N, "k": 2}, k="k"),
+        Spec("TopKSAEConfig", TopKSAEConfig, {"M": M, "N": N, "K": 2}, k="K"),
         Spec("SparseAutoencoder", SparseAutoencoder, {"cfg": SAEConfig(N, M)},
              bad={"seed": [-1, 1.5]}),
     ]

@@ -120,9 +120,9 @@ def test_run_setting_rejects_unknown_settings_methods_and_options(kwargs, match)
 
 def test_build_model_parses_mlp_widths_and_topk_default():
     assert build_model("mlp_4_6", 8, 5, 2).cfg.hidden == (4, 6)
-    assert build_model("sae_topk", 8, 5, 2).cfg.k == 2
+    assert build_model("sae_topk", 8, 5, 2).cfg.K == 2
     exact = build_model("best_subset", 8, 5, 2).cfg
-    assert (exact.architecture, exact.inference, exact.k) == ("sparse_coding", "best_subset", 2)
+    assert (exact.architecture, exact.inference, exact.K) == ("sparse_coding", "best_subset", 2)
 
 
 def test_exact_per_sample_inference_recovers_every_code_on_the_true_dictionary():

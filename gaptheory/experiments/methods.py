@@ -33,7 +33,7 @@ class Method:
     defaults : dict
         Config overrides of the architecture's own defaults.
     K_fields : tuple of str
-        Config fields that default to the task's K (e.g. TopK's ``k``).
+        Config fields that default to the task's K (e.g. TopK's ``K``).
     sparsity : str or None
         The config field that sets how sparse its codes are (swept on real activations);
         None where the method has none to tune.
@@ -52,13 +52,13 @@ class Method:
 #: (:func:`gaptheory.solvers.best_subset`) instead of the LASSO.
 METHODS: dict[str, Method] = {
     "sae": Method("standard", sparsity="l1_coefficient"),
-    "sae_topk": Method("topk", K_fields=("k",), sparsity="k"),
+    "sae_topk": Method("topk", K_fields=("K",), sparsity="K"),
     "sae_jumprelu": Method("jumprelu", sparsity="l0_coefficient"),
     "mlp": Method("mlp", sparsity="l1_coefficient"),
     "sae_ito": Method("sae_ito", ("known_dictionary", "unknown"), sparsity="l1_coefficient"),
     "sparse_coding": Method("sparse_coding", ("known_dictionary", "unknown"), sparsity="alpha"),
     # Exact K-sparse search: its K is the task's, and it is feasible at small N only.
-    "best_subset": Method("sparse_coding", ("known_dictionary", "unknown"), {"inference": "best_subset"}, ("k",)),
+    "best_subset": Method("sparse_coding", ("known_dictionary", "unknown"), {"inference": "best_subset"}, ("K",)),
 }
 
 

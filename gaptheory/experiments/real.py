@@ -123,9 +123,9 @@ def sparsity_grid(config: dict) -> tuple:
                          "e.g. '[0.05, 0.1, 0.2]'.") from None
     if len(set(values)) != len(values):
         raise ValueError(f"sparsity_grid={values} repeats a value; each point trains a model, so list each once.")
-    if knob == "k":
+    if knob == "K":
         if not all(float(v).is_integer() for v in values):
-            raise ValueError(f"sparsity_grid={values} must hold integers: it sets the k of {config['method']}.")
+            raise ValueError(f"sparsity_grid={values} must hold integers: it sets the K of {config['method']}.")
         return tuple(int(v) for v in values) or (config["K"],)
     default = config["l1_coefficient"] / 2 if knob == "alpha" else config[knob]
     return tuple(float(v) for v in values) or (default,)

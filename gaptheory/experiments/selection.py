@@ -17,7 +17,7 @@ from .settings import RunResult, Splits, run_setting
 
 #: Adam learning rates tried for every amortised encoder in the paper-size comparison.
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-#: Sparsity weights tried: ReLU SAE L1, MLP L1, JumpReLU L0 (TopK's k is K).
+#: Sparsity weights tried: ReLU SAE L1, MLP L1, JumpReLU L0 (TopK's K is the task's).
 SAE_L1_GRID = (0.03, 0.1, 0.3, 1.0)
 MLP_L1_GRID = (0.03, 0.1, 0.3)
 JUMPRELU_L0_GRID = (0.01, 0.03, 0.1)

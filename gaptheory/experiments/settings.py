@@ -169,7 +169,7 @@ class RunResult:
 def build_model(method: str, N: int, M: int, K: int, *, hparams: dict | None = None, seed: int = 0) -> Encoder:
     """The encoder of a method name with config overrides ``hparams``.
 
-    ``sae_topk`` and ``best_subset`` default to ``k = K``. Unknown ``hparams`` keys raise ``ValueError``.
+    ``sae_topk`` and ``best_subset`` default to the task's ``K``. Unknown ``hparams`` keys raise ``ValueError``.
 
     Examples
     --------

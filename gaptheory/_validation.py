@@ -140,6 +140,21 @@ def check_array(array, name: str, *, ndim: int = 2) -> np.ndarray:
     return array
 
 
+def times_power_of_two(A: np.ndarray, exponent) -> np.ndarray:
+    r"""``A * 2**exponent`` (``exponent`` broadcast against ``A``), bit for bit ``np.ldexp``.
+
+    Where every ``2**exponent`` is a normal number of ``A``'s dtype this multiplies by it (an
+    exact power of two, so the product is rounded only where ``np.ldexp``'s is: to a
+    subnormal, or past the largest float), which NumPy runs about a hundred times faster than
+    ``np.ldexp``; otherwise it calls ``np.ldexp``.
+    """
+    A, exponent = np.asarray(A), np.asarray(exponent)
+    info = np.finfo(A.dtype if A.dtype.kind == "f" else np.float64)
+    if exponent.size and info.minexp <= exponent.min() and exponent.max() < info.maxexp:
+        return A * np.ldexp(np.ones((), dtype=info.dtype), exponent)
+    return np.ldexp(A, exponent)
+
+
 def row_norms(A: np.ndarray) -> np.ndarray:
     r"""Euclidean norms of the rows of a finite float64 array, without overflow or underflow.
 
@@ -148,8 +163,13 @@ def row_norms(A: np.ndarray) -> np.ndarray:
     overflow), and rows of size 1e-200 or 1e200 get their norms too (``np.linalg.norm``
     squares first and returns 0 or inf beyond about 1e-154 and 1e154). A zero row has norm 0.
     """
-    exponent = np.frexp(np.max(np.abs(A), axis=-1, keepdims=True))[1]
-    return np.ldexp(np.linalg.norm(np.ldexp(A, -exponent), axis=-1), exponent[..., 0])
+    peak = np.max(np.abs(A), axis=-1, keepdims=True)
+    if A.size and peak.min() > 2.0**-400 and peak.max() < 2.0**400:
+        # no square overflows, and a square small enough to be subnormal is below 2^-440 of
+        # the row's sum, which it cannot change: the norms of the exact rescaling, unrescaled
+        return np.linalg.norm(A, axis=-1)
+    exponent = np.frexp(peak)[1]
+    return times_power_of_two(np.linalg.norm(times_power_of_two(A, -exponent), axis=-1), exponent[..., 0])
 
 
 def check_dictionary(D, *, name: str = "D", require_unit_norm: bool = True) -> np.ndarray:

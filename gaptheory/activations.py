@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
 import sys
 from contextlib import contextmanager, redirect_stdout
@@ -55,6 +54,7 @@ import numpy as np
 import torch
 
 from ._device import resolve_device
+from ._io import atomic_path, write_atomic
 from ._validation import as_generator, check_choice, check_int, check_positive
 
 #: Hook points of a block, named as in TransformerLens / SAELens (``blocks.{l}.hook_{site}``).
@@ -341,9 +341,9 @@ def save_transformer_lens(loaded: LoadedModel, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {**loaded.config_dict(), "gaptheory_name": loaded.name}
-    (folder / TL_CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
-    save_file({k: v.detach().contiguous() for k, v in loaded.model.state_dict().items()},
-              str(folder / TL_WEIGHTS_FILE))
+    write_atomic(folder / TL_CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True))
+    with atomic_path(folder / TL_WEIGHTS_FILE) as temporary:
+        save_file({k: v.detach().contiguous() for k, v in loaded.model.state_dict().items()}, str(temporary))
     loaded.tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -550,8 +550,9 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
     token count, the extraction settings and ``token_strings`` (JSON id -> string of every token
     id present, so reports print text without the tokenizer). Tokenization runs first (cheap) so the file size is
     known; the model then runs batch by batch and writes into a memory map of a temporary file,
-    so memory holds one chunk of ``chunk_tokens`` rows at a time; ``os.replace`` moves the
-    finished file into place, so an interrupted run never leaves a truncated file.
+    so memory holds one chunk of ``chunk_tokens`` rows at a time; the temporary replaces ``path``
+    only once complete (:func:`gaptheory._io.atomic_path`), so an interrupted run never leaves a
+    truncated file.
 
     Parameters
     ----------
@@ -609,8 +610,7 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(header)
             handle.truncate(len(header) + sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in shapes.values()))
@@ -622,10 +622,6 @@ def extract_activations(loaded: LoadedModel, documents, path, *, layer: int, sit
                      batch_size=batch_size, chunk_tokens=chunk_tokens, progress=progress)
         out.flush()
         del out
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return ExtractionResult(str(path), T, M, hook_name, metadata)
 
 

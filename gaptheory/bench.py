@@ -34,6 +34,7 @@ import torch
 from . import __version__
 from ._device import resolve_device
 from .instances import make_instance, random_dictionary
+from .report import tabulate
 from .solvers import CvxpyProblem, Status, lasso, omp
 
 #: Objective agreement with cvxpy promised by the batched LASSO (issue 3, issue 8).
@@ -666,8 +667,8 @@ def render_versus(versus: list[dict]) -> str:
                              f"{point.get(f'omp_identical_support_fraction_sparse_encode/{dt}', float('nan')):.1%}")
                 rows.append([size, problem, dt, _us(per[f"{problem}/gaptheory/{dt}"]), cell("spams"),
                              cell("sparse_encode") + (f" [{se}]" if se else ""), point["forms"][dt][problem], agree])
-    table = _table(["N,M,K,B", "problem", "dtype", "gaptheory us", "SPAMS us (ratio)",
-                    "sparse_encode us (ratio) [algorithm]", "form", "agreement"], rows)
+    table = tabulate(["N,M,K,B", "problem", "dtype", "gaptheory us", "SPAMS us (ratio)",
+                       "sparse_encode us (ratio) [algorithm]", "form", "agreement"], rows)
     notes = sorted({note for point in versus for note in point["notes"]})
     return "\n".join([table, *notes, "(ratio = their time / gaptheory's: above 1, gaptheory is faster; "
                                      f"sparse_encode timed on the first {SPARSE_ENCODE_ROWS} rows)"])
@@ -795,14 +796,6 @@ def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
 # ----- rendering --------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f}"
 
@@ -843,7 +836,7 @@ def render(outcome: dict) -> str:
             note = (f"supports identical to sklearn: {omp_out['identical_supports'][name]}; "
                     f"max |dz| {omp_out['max_code_difference'][name]:.1e}")
         rows.append(["omp", name, _us(seconds), _us(omp_out["per_instance_cpu_s"][name]), note])
-    parts.append(_table(["problem", "solver", "us/instance (wall)", "us/instance (cpu)", "accuracy"], rows))
+    parts.append(tabulate(["problem", "solver", "us/instance (wall)", "us/instance (cpu)", "accuracy"], rows))
     dense = outcome["dense"]
     parts += ["", f"homotopy float32: {dense['solver_wall_s'] * 1e3:.1f} ms; its two float64 GEMMs alone (torch matmul, "
                   f"{dense['matmul_float64_gflops']:.1f} GFLOP/s) take {dense['gemm_fraction_of_solver_time']:.0%} of that"]
@@ -861,16 +854,16 @@ def render(outcome: dict) -> str:
     if outcome.get("sae_scale"):
         parts += ["", "SAE scale (form: gram = N x N Gram matrix formed; direct = Gram rows from D per step, "
                       "the Gram matrix being over the memory budget):",
-                  _table(["solver", "N", "M", "K", "B", "us/instance", "peak MiB", "form", "all optimal"],
-                         [[r["solver"], r["N"], r["M"], r["K"], r["B"], _us(r["per_instance_s"]),
-                           f"{r['peak_mib']:.0f}", r["form"], r["all_optimal"]] for r in outcome["sae_scale"]]),
+                  tabulate(["solver", "N", "M", "K", "B", "us/instance", "peak MiB", "form", "all optimal"],
+                            [[r["solver"], r["N"], r["M"], r["K"], r["B"], _us(r["per_instance_s"]),
+                              f"{r['peak_mib']:.0f}", r["form"], r["all_optimal"]] for r in outcome["sae_scale"]]),
                   f"(memory: {outcome['sae_scale'][0]['memory_measure']})"]
-    parts += ["", _table(["target", "value", "bound", "met"],
-                         [[t["target"], f"{t['value']:.3g}", f"{t['relation']} {t['bound']:g}", t["met"]]
-                          for t in outcome["targets"]])]
-    parts += ["", _table(["solver", "B", "N", "M", "us/instance", "peak MiB"],
-                         [[r["solver"], r["B"], r["N"], r["M"], _us(r["per_instance_s"]), f"{r['peak_mib']:.1f}"]
-                          for r in outcome["scaling"]])]
+    parts += ["", tabulate(["target", "value", "bound", "met"],
+                            [[t["target"], f"{t['value']:.3g}", f"{t['relation']} {t['bound']:g}", t["met"]]
+                             for t in outcome["targets"]])]
+    parts += ["", tabulate(["solver", "B", "N", "M", "us/instance", "peak MiB"],
+                            [[r["solver"], r["B"], r["N"], r["M"], _us(r["per_instance_s"]), f"{r['peak_mib']:.1f}"]
+                             for r in outcome["scaling"]])]
     if outcome["scaling"]:
         parts.append(f"(memory: {outcome['scaling'][0]['memory_measure']})")
     if outcome["machine"]["device"] == "cpu":

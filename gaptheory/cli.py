@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_code_and_message(err: Exception, flags: dict[str, str]) -> tuple[int, str]:
     """The contract's exit code for an error, and its one-line message."""
+    import errno
     import sqlite3
 
     from .solvers import SolverFailedError
@@ -498,8 +499,10 @@ def _exit_code_and_message(err: Exception, flags: dict[str, str]) -> tuple[int, 
         return EXIT_USAGE, _naming_the_flag(_one_line(err), flags)
     if isinstance(err, OSError):  # IsADirectoryError, FileNotFoundError, PermissionError, ENOSPC ...
         where = f"{err.filename}: " if err.filename else ""
-        fix = ("free some space and rerun" if getattr(err, "errno", None) == 28
-               else "check the path and its permissions")
+        fix = {errno.ENOSPC: "free some space and rerun", errno.EDQUOT: "free some space or raise the quota and rerun",
+               errno.EFBIG: "the file size limit (ulimit -f) is reached; raise it or write elsewhere",
+               errno.EROFS: "the filesystem is read-only; write elsewhere"}.get(
+                   getattr(err, "errno", None), "check the path and its permissions")
         return EXIT_USAGE, _one_line(f"{where}{err.strerror or err}; {fix}.")
     if isinstance(err, sqlite3.Error):
         return EXIT_USAGE, _one_line(f"results store error ({err}); check the --store file.")

@@ -1071,14 +1071,15 @@ def gap_lower_bound(D, *, exact: bool = False) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GapReport:
-    """eps* per latent with everything that certifies it (see :func:`certify_gap`).
+    r"""eps* per latent with everything that certifies it (see :func:`certify_gap`).
 
     Attributes
     ----------
     result : GapResult
     t2_bound : ndarray of shape (N,)
-        T2 lower bound, confirmed in exact arithmetic; NaN where it does not apply (K = 1, or
-        1 outside [lo, hi]).
+        T2 lower bound for the codes ``hi * {0, e_i, e_j, e_i + e_j}`` (all in the code set),
+        :math:`hi / (2 (1 + \beta_i))`, confirmed in exact arithmetic and rounded down; NaN
+        where it does not apply (K = 1).
     certified_lower : ndarray of shape (N,)
         Lower bound proven from each certificate in exact rational arithmetic by
         :func:`verify_certificate` (at least 0); ``-inf`` for latents not solved.
@@ -1118,7 +1119,10 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapRepo
     Runs :func:`relu_minimax_gap`, proves a lower bound from each certificate in exact
     rational arithmetic (:func:`verify_certificate`), evaluates the returned encoder on the
     whole code set (:func:`worst_case_error`) and computes the T2 bound, confirmed exactly
-    (:func:`gap_lower_bound` with ``exact=True``). A latent whose certificate fails the exact
+    (:func:`gap_lower_bound` with ``exact=True``) and scaled by ``hi``. Every part is
+    homogeneous in the codes, so ``certify_gap(D, k, magnitudes=(c lo, c hi))`` reports ``c``
+    times the numbers of ``magnitudes=(lo, hi)`` (up to the final rounding) at any float64
+    scale ``c``. A latent whose certificate fails the exact
     check (e.g. a ``D`` that is singular only to float64 round-off) is not ``exact`` and the
     report does not pass: its eps is then only the encoder's upper bound.
 
@@ -1145,8 +1149,12 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapRepo
     lo, hi = _check_magnitudes(magnitudes)
     result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs)
     valid = np.array([check is not None and check.valid for check in result.checks], dtype=bool)
-    applies = k >= 2 and lo <= 1.0 <= hi and D.shape[0] >= 2
-    t2 = gap_lower_bound(D, exact=True) if applies else np.full(D.shape[0], np.nan)
+    if k >= 2 and D.shape[0] >= 2:
+        # S holds hi * {0, e_i, e_j, e_i + e_j} and eps* is homogeneous in the codes, so T2 holds
+        # scaled by hi; the product is rounded down so the bound stays proven.
+        t2 = np.array([certificates.floor_float(Fraction(hi) * Fraction(float(v))) for v in gap_lower_bound(D, exact=True)])
+    else:
+        t2 = np.full(D.shape[0], np.nan)
     return GapReport(
         result=result, t2_bound=t2, certified_lower=result.certified_lower,
         encoder_error=worst_case_error(result.encoder, D, k, magnitudes=(lo, hi), _checked=True),

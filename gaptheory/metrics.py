@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._validation import as_generator, check_array, check_bool, check_int, check_positive, row_norms
+from ._validation import as_generator, check_array, check_bool, check_int, check_positive, row_norms, times_power_of_two
 from .instances import random_dictionary
 
 #: A latent whose standard deviation over the batch is at most this (relative to the
@@ -98,7 +98,7 @@ def _unit_scale(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     if peak == 0:
         return arrays
     exponent = int(np.frexp(peak)[1])
-    return tuple(np.ldexp(a, -exponent) for a in arrays)
+    return tuple(times_power_of_two(a, -exponent) for a in arrays)
 
 
 def _abs_correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 r"""Tables and figures, built from the results store only.
 
-``report`` imports nothing from gaptheory but :mod:`gaptheory.experiments.store`, so every table and
-figure can be rebuilt from the database file: ``gaptheory table results.db`` and
-``gaptheory plot results.db --kind compute|phase|gap``.
+``report`` reads nothing from gaptheory but :mod:`gaptheory.experiments.store` (it writes its files
+through :mod:`gaptheory._io` and renders its tables with :func:`tabulate`, the package's one
+table renderer), so every table and figure can be rebuilt from the database file:
+``gaptheory table results.db`` and ``gaptheory plot results.db --kind compute|phase|gap``.
 
 Record fields each figure reads (written by :mod:`gaptheory.experiments.tasks`):
 
@@ -17,8 +18,14 @@ Record fields each figure reads (written by :mod:`gaptheory.experiments.tasks`):
 from __future__ import annotations
 
 import math
+import os
+import numbers
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
+from ._io import atomic_file
+from ._table import tabulate
 from .experiments.store import ResultStore
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black first.
@@ -95,6 +102,48 @@ def metric_names(records: list[dict]) -> list[str]:
     return names
 
 
+def _check_records(records, name: str = "records") -> list[dict]:
+    """``records`` as a list of dicts; a single record, None or a string are refused."""
+    if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Iterable):
+        raise TypeError(f"{name} must be a list of dicts (store records, e.g. store.records()); got "
+                        f"{type(records).__name__}. Wrap a single record as [record].")
+    records = list(records)
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"{name}[{i}] is a {type(record).__name__}, not a dict; pass store records.")
+    return records
+
+
+def _check_fields(names, name: str, records: list[dict], *, numeric: bool) -> list[str]:
+    """``names`` (one field or a sequence) as a list of field names the records have.
+
+    A field that no record has is refused with the ones available (numeric fields outside
+    the bookkeeping when ``numeric``); with no records there is nothing to check against.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    for field in names:
+        if not isinstance(field, str):
+            raise TypeError(f"{name} must be field names (str); got {type(field).__name__} ({field!r}).")
+    present = {field for record in records for field in record}
+    unknown = [field for field in names if field not in present]
+    if records and unknown:
+        available = sorted(field for field in present if not numeric or (
+            field not in BOOKKEEPING and any(_is_number(r.get(field)) or isinstance(r.get(field), bool)
+                                             for r in records)))
+        raise ValueError(f"{name}: {', '.join(map(repr, unknown))} is not a field of any record; "
+                         f"available: {', '.join(available) or 'none'}.")
+    return names
+
+
+def _check_table_arguments(records, group_by, metrics) -> tuple[list[dict], list[str], list[str]]:
+    """The records, the row fields and the metric columns (default: the declared metrics), checked."""
+    records = _check_records(records)
+    group_by = _check_fields(group_by, "group_by", records, numeric=False)
+    if metrics is None:
+        return records, group_by, [m for m in metric_names(records) if m not in group_by]
+    return records, group_by, _check_fields(metrics, "metrics", records, numeric=True)
+
+
 def summarize(records: list[dict], group_by, metrics=None) -> list[dict]:
     r"""Group records and aggregate each metric over the group (typically: over seeds).
 
@@ -102,9 +151,9 @@ def summarize(records: list[dict], group_by, metrics=None) -> list[dict]:
     ----------
     records : list of dict
         Store records.
-    group_by : sequence of str
+    group_by : str or sequence of str
         Fields that define a row; records missing one are grouped under ``None``.
-    metrics : sequence of str, optional
+    metrics : str or sequence of str, optional
         Numeric fields to aggregate; default the records' declared metrics.
 
     Returns
@@ -114,14 +163,20 @@ def summarize(records: list[dict], group_by, metrics=None) -> list[dict]:
         the group) and, per metric, ``<metric>`` (mean) and ``<metric>_spread`` (sample
         standard deviation) over the records where the metric is a finite number.
 
+    Raises
+    ------
+    TypeError
+        ``records`` is not a list of dicts, or a field name is not a string.
+    ValueError
+        A ``group_by`` or ``metrics`` field is in no record (the message lists those available).
+
     Examples
     --------
     >>> rows = summarize([{"a": 1, "x": 1.0}, {"a": 1, "x": 3.0}], ["a"], ["x"])
     >>> rows[0]["x"], round(rows[0]["x_spread"], 4), rows[0]["n"]
     (2.0, 1.4142, 2)
     """
-    group_by = list(group_by)
-    metrics = list(metrics) if metrics is not None else [m for m in metric_names(records) if m not in group_by]
+    records, group_by, metrics = _check_table_arguments(records, group_by, metrics)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         groups[tuple(record.get(name) for name in group_by)].append(record)
@@ -146,14 +201,8 @@ def _format_cell(mean, spread, n: int) -> str:
     return f"{mean:.{TABLE_DIGITS}g} ± {spread:.{TABLE_DIGITS - 1}g}" if n > 1 else f"{mean:.{TABLE_DIGITS}g}"
 
 
-def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-        text = text.replace(char, escaped)
-    return text
-
-
 def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = False, caption: str | None = None) -> str:
-    r"""A table of ``mean ± std`` over seeds, one row per group, as Markdown or LaTeX.
+    r"""A table of ``mean ± std`` over seeds, one row per group, as Markdown or LaTeX (:func:`tabulate`).
 
     LaTeX output uses booktabs (``\toprule``, ``\midrule``, ``\bottomrule``) and writes
     each cell as ``$mean \pm std$``; add ``\usepackage{booktabs}`` to the preamble.
@@ -162,32 +211,16 @@ def format_table(records: list[dict], group_by, metrics=None, *, latex: bool = F
     --------
     >>> print(format_table([{"a": 1, "x": 1.0, "metrics": "x"}, {"a": 1, "x": 3.0, "metrics": "x"}], ["a"]))
     | a | n | x |
-    | --- | --- | --- |
+    | --- | ---: | ---: |
     | 1 | 2 | 2 ± 1.4 |
     """
-    group_by = list(group_by)
-    if metrics is None:
-        metrics = [m for m in metric_names(records) if m not in group_by]
+    records, group_by, metrics = _check_table_arguments(records, group_by, metrics)
     rows = summarize(records, group_by, metrics)
     header = group_by + ["n"] + list(metrics)
     body = [[str(row[name]) for name in group_by] + [str(row["n"])]
             + [_format_cell(row[m], row[f"{m}_spread"], row["n"]) for m in metrics] for row in rows]
-    if not latex:
-        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
-    lines += [r"\begin{tabular}{" + "l" * len(group_by) + "r" * (1 + len(metrics)) + "}", r"\toprule",
-              " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    for cells in body:
-        n_plain = len(group_by) + 1
-        plain = [_latex_escape(c) for c in cells[:n_plain]]
-        numbers = ["$" + c.replace(" ± ", r" \pm ") + "$" if c != "-" else "--" for c in cells[n_plain:]]
-        lines.append(" & ".join(plain + numbers) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
+    return tabulate(header, body, style="latex" if latex else "markdown",
+                    align="l" * len(group_by) + "r" * (1 + len(metrics)), caption=caption)
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,17 +237,69 @@ def _pyplot():
     return plt
 
 
+#: Formats a figure file may end in (matplotlib writes each without extra packages); no suffix is PNG.
+FIGURE_FORMATS = ("png", "pdf", "svg", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def _check_out(out) -> Path:
+    """``out`` as the file a figure is written to: refused if a folder, in a missing folder or of an unknown format."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a file path (str or Path); got {type(out).__name__} ({out!r}).")
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"out={str(path)!r} is a folder; pass a file name such as {str(path / 'figure.png')!r}.")
+    if path.suffix and path.suffix[1:].lower() not in FIGURE_FORMATS:
+        raise ValueError(f"out={str(path)!r}: unknown figure format {path.suffix!r}; end the name in one of "
+                         f"{', '.join('.' + f for f in FIGURE_FORMATS)}.")
+    if not path.parent.is_dir():
+        raise ValueError(f"out={str(path)!r}: folder {str(path.parent)!r} does not exist; create it first "
+                         f"(mkdir -p {path.parent}).")
+    return path
+
+
+def _save_figure(fig, out: Path) -> None:
+    """Write ``fig`` to ``out`` atomically, in the format its suffix names (PNG without one), and close it."""
+    try:
+        with atomic_file(out) as handle:
+            fig.savefig(handle, format=out.suffix[1:].lower() or "png", dpi=FIGURE_DPI)
+    finally:
+        _pyplot().close(fig)
+
+
+def _check_point(point, i: int) -> tuple[float, float]:
+    """One (cost, score) pair of finite real numbers."""
+    pair = tuple(point) if isinstance(point, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"points[{i}] = {point!r} is not a (cost, score) pair of real numbers; "
+                        "pass a list of pairs.")
+    if not all(math.isfinite(v) for v in pair):
+        raise ValueError(f"points[{i}] = {point!r} is not finite; drop NaN/inf points (failed runs) first.")
+    return pair
+
 
 def pareto_front(points) -> list[tuple[float, float]]:
     """The points not dominated when cost (first) is minimised and score (second) maximised.
 
     Returned sorted by cost; each has a strictly higher score than the previous one.
 
+    Parameters
+    ----------
+    points : iterable of (cost, score)
+        Finite real pairs.
+
+    Raises
+    ------
+    TypeError
+        A point is not a pair of real numbers.
+    ValueError
+        A point is NaN or infinite (drop failed runs before calling).
+
     Examples
     --------
     >>> pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (3, 0.8)])
     [(1, 0.5), (3, 0.9)]
     """
+    points = [_check_point(point, i) for i, point in enumerate(points)]
     front, best = [], -math.inf
     for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
         if score > best:
@@ -237,6 +322,7 @@ def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
     Returns a summary (cells plotted, fraction of cells where the prediction agrees with
     the majority outcome).
     """
+    records, out = _check_records(records), _check_out(out)
     records = [r for r in records if r.get("kind") == "recovery" and _is_number(r.get("success_rate"))]
     if not records:
         raise ValueError("no successful 'recovery' records to plot; run a recovery sweep (examples/phase_transition.toml) first.")
@@ -287,13 +373,13 @@ def plot_phase(records: list[dict], out, *, title: str | None = None) -> dict:
     solvers = sorted({str(r.get("solver")) for r in records})
     ax.set_title(title or f"l1 phase transition, N = {', '.join(map(str, Ns))}, solver: {', '.join(solvers)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"cells": len(cells), "records": len(records), "prediction_agreement": agree}
 
 
 def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     """MCC vs inference FLOPs and vs training FLOPs, per method, with the Pareto front marked."""
+    records, out = _check_records(records), _check_out(out)
     records = [r for r in records if r.get("kind") == "training" and _is_number(r.get("test_mcc"))]
     if not records:
         raise ValueError("no successful 'training' records with 'test_mcc' to plot; run a training sweep first.")
@@ -340,8 +426,7 @@ def plot_compute(records: list[dict], out, *, title: str | None = None) -> dict:
     sizes = "; ".join(f"N = {n}, M = {m}, K = {k}" for n, m, k in Ns)
     fig.suptitle(title or f"Compute-optimal inference: MCC vs FLOPs ({sizes})", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(records), "methods": methods, "pareto_points": fronts}
 
 
@@ -351,6 +436,7 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
     Each point is the mean over the records (seeds) at that (K, M/N), with the sample
     standard deviation as error bar; one panel per K.
     """
+    records, out = _check_records(records), _check_out(out)
     gap = [r for r in records if r.get("kind") == "gap" and _is_number(r.get("eps_star"))]
     if not gap:
         raise ValueError("no successful 'gap' records to plot; run a gap sweep (examples/gap.toml) first.")
@@ -400,8 +486,7 @@ def plot_gap(records: list[dict], out, *, title: str | None = None) -> dict:
     Ns = sorted({r["N"] for r in gap})
     fig.suptitle(title or f"Amortisation gap of ReLU encoders, N = {', '.join(map(str, Ns))}", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(gap), "series": sorted(plotted), "K": Ks}
 
 
@@ -415,6 +500,7 @@ def plot_ev_l0(records: list[dict], out, *, title: str | None = None) -> dict:
     The standard SAE trade-off plot: up and to the left is better. Each point is one record
     (a seed, a sparsity setting); points of one method are joined in L0 order.
     """
+    records, out = _check_records(records), _check_out(out)
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in records:
         for l0_field, ev_field in EV_L0_FIELDS:
@@ -437,8 +523,7 @@ def plot_ev_l0(records: list[dict], out, *, title: str | None = None) -> dict:
     ax.legend(fontsize=8, framealpha=0.9)
     ax.set_title(title or "Explained variance vs L0", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": sum(len(v) for v in points.values()), "methods": sorted(points)}
 
 
@@ -448,6 +533,7 @@ def plot_curves(records: list[dict], out, *, title: str | None = None) -> dict:
 
     Reads the ``loss_curve`` field (JSON ``{"steps", "train", "val"}``) of training records.
     """
+    records, out = _check_records(records), _check_out(out)
     import json
 
     curves = []
@@ -477,8 +563,7 @@ def plot_curves(records: list[dict], out, *, title: str | None = None) -> dict:
     ax.legend(fontsize=7, framealpha=0.9)
     ax.set_title(title or "Training curves", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=FIGURE_DPI)
-    plt.close(fig)
+    _save_figure(fig, out)
     return {"records": len(curves), "methods": sorted({m for m, _ in curves})}
 
 
@@ -486,18 +571,19 @@ _PLOTS = {"compute": plot_compute, "phase": plot_phase, "gap": plot_gap, "ev_l0"
 
 
 def plot(store_or_records, kind: str, out, **filters) -> dict:
-    """Draw figure ``kind`` (``compute``, ``phase`` or ``gap``) from a store (or records) to ``out``.
+    """Draw figure ``kind`` (one of :data:`PLOT_KINDS`) from a store, a store's path or records to ``out``.
 
     ``filters`` select records by equality, e.g. ``sweep="phase_transition"``.
     """
     if kind not in _PLOTS:
         raise ValueError(f"kind={kind!r} is not a figure; choose one of {list(PLOT_KINDS)}.")
+    out = _check_out(out)
     records = _records(store_or_records, filters)
     return _PLOTS[kind](records, out)
 
 
 def table(store_or_records, group_by, metrics=None, *, latex: bool = False, **filters) -> str:
-    """:func:`format_table` over a store (or records), filtered by equality on ``filters``."""
+    """:func:`format_table` over a store, a store's path or records, filtered by equality on ``filters``."""
     records = _records(store_or_records, filters)
     if not records:
         raise ValueError(f"no successful records match {filters or 'the store'}; run a sweep first or relax the filter.")
@@ -505,6 +591,15 @@ def table(store_or_records, group_by, metrics=None, *, latex: bool = False, **fi
 
 
 def _records(store_or_records, filters: dict) -> list[dict]:
+    """The records of a :class:`ResultStore`, of the store file at a path (opened read-only), or of a list."""
+    if isinstance(store_or_records, (str, os.PathLike)):
+        path = Path(store_or_records)
+        if not path.exists():
+            raise ValueError(f"store {str(path)!r} does not exist; pass the results file a sweep wrote "
+                             f"(`gaptheory run SWEEP.toml --store {path}`).")
+        with ResultStore(path, readonly=True) as store:
+            return store.records(**filters)
     if isinstance(store_or_records, ResultStore):
         return store_or_records.records(**filters)
-    return [r for r in store_or_records if all(r.get(k) == v for k, v in filters.items())]
+    records = _check_records(store_or_records, "store_or_records")
+    return [r for r in records if all(r.get(k) == v for k, v in filters.items())]

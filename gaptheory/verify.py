@@ -46,6 +46,7 @@ from .instances import (
     spark,
     welch_bound,
 )
+from .report import tabulate
 from .solvers import basis_pursuit, basis_pursuit_lp, best_subset, lasso, omp
 
 #: LASSO objectives of FISTA and cvxpy must agree to this relative accuracy.
@@ -227,16 +228,9 @@ def run_checks(*, seed: int = 0, full: bool = False, only=None, progress: bool =
 
 def render_table(rows: list[CheckResult]) -> str:
     """The verification table as aligned plain text."""
-    header = ("check", "instances", "worst", "bound", "status", "seconds")
-    lines = [
-        (r.name, str(r.instances), f"{r.worst:.3g}", f"{r.relation} {r.bound:.3g}",
-         "PASS" if r.passed else "FAIL", f"{r.seconds:.1f}")
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    out = [tabulate(("check", "instances", "worst", "bound", "status", "seconds"),
+                    [(r.name, r.instances, f"{r.worst:.3g}", f"{r.relation} {r.bound:.3g}",
+                      "PASS" if r.passed else "FAIL", f"{r.seconds:.1f}") for r in rows])]
     failed = [r for r in rows if not r.passed]
     for r in failed:
         out.append(f"FAILED {r.name}: {r.description}. {r.detail}")

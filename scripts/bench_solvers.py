@@ -16,6 +16,7 @@ import sys
 
 from gaptheory import bench
 from gaptheory.instances import make_instance
+from gaptheory.report import tabulate
 from gaptheory.solvers import lasso
 
 
@@ -84,9 +85,9 @@ def main(argv=None) -> int:
     print(f"LASSO, B={result['B']}, N={result['N']}, M={result['M']}, K={result['K']}, alpha={result['alpha']}, "
           f"nonnegative={result['nonnegative']}; cvxpy on {result['cvxpy_rows']} rows, objectives vs "
           f"cvxpy/{result['agreement_solver']}")
-    print(bench._table(["solver", "us/instance", f"x vs cvxpy/{result['cvxpy_fastest']}", "max rel obj diff"],
-                       [[r["solver"], f"{r['per_instance_s'] * 1e6:,.1f}", f"{r['ratio_vs_cvxpy']:,.1f}",
-                         f"{r['max_rel_objective_vs_cvxpy']:.1e}"] for r in result["rows"]]))
+    print(tabulate(["solver", "us/instance", f"x vs cvxpy/{result['cvxpy_fastest']}", "max rel obj diff"],
+                   [[r["solver"], f"{r['per_instance_s'] * 1e6:,.1f}", f"{r['ratio_vs_cvxpy']:,.1f}",
+                     f"{r['max_rel_objective_vs_cvxpy']:.1e}"] for r in result["rows"]]))
     return 0
 
 

@@ -49,3 +49,43 @@ def test_verify_json_stdout_is_one_document_even_with_solver_banners():
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["passed"]
+
+
+def test_a_figure_write_refused_midway_exits_2_naming_the_file_and_keeps_the_old_figure(tmp_path):
+    """The kernel refuses the figure's bytes past half its size (RLIMIT_FSIZE, EFBIG, as a full disk refuses them)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gaptheory.experiments.store import ResultStore
+
+    def gap_records(seeds):
+        return [{"key": f"g{M}-{s}", "status": "ok", "kind": "gap", "N": 8, "M": M, "K": 2, "seed": s,
+                 "eps_star": 0.1 * M + 0.01 * s, "gap_lower_bound": 0.05 * M} for M in (2, 4, 6) for s in seeds]
+
+    db, out = tmp_path / "r.db", tmp_path / "figures" / "gap.png"
+    out.parent.mkdir()
+    with ResultStore(db) as store:
+        for record in gap_records(range(2)):
+            store.put(record)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}  # matplotlib's caches, written by the first run only
+    cmd = [sys.executable, "-m", "gaptheory", "plot", str(db), "--kind", "gap", "--out", str(out)]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == 0
+    old = out.read_bytes()
+    with ResultStore(db) as store:  # more seeds: a different figure
+        for record in gap_records(range(2, 4)):
+            store.put(record)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(old) // 2, len(old) // 2))
+
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
+    assert refused.returncode == EXIT_USAGE, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "ulimit -f" in lines[0], refused.stderr
+    assert out.read_bytes() == old and os.listdir(out.parent) == ["gap.png"]  # no torn file, no temporary

@@ -659,25 +659,10 @@ _API_TMP.mkdir(exist_ok=True)
 API_CASES = api_cases(_API_TMP)
 
 
-#: Cases still answered wrongly, each with where the fix belongs; strict, so a fix flips them
-#: to XPASS and fails the suite until the entry is removed.
-KNOWN_OPEN = {
-    **{f"certify_gap-scale-{s:g}": "certify_gap's report at scaled magnitudes: gap.certify_gap"
-       for s in SCALES},
-    **{f"{name}-scale-{s:g}": "float32 models flush |X| below ~1e-38 to zero without refusing: encoders input check"
-       for name in ("SparseAutoencoder.encode", "TopK.encode", "SparseAutoencoder.decode") for s in (1e-200, 1e-150)},
-    "basis_pursuit_lp-unit_norm='yes'": "unit_norm not checked as a bool: solvers/lp.py",
-    "summarize-metrics-unknown": "an unknown metric gives a column of None: report.summarize",
-    "format_table-metrics-unknown": "an unknown metric gives a column of '-': report.format_table",
-    "summarize-records-dict": "records not a list of dicts: report.summarize",
-    "summarize-records-none": "records not a list of dicts: report.summarize",
-    "format_table-metrics-string": "a string metrics iterated by character: report.format_table",
-    "pareto_front-nan": "NaN points dropped silently: report.pareto_front",
-    "pareto_front-not-pairs": "points not pairs: report.pareto_front",
-    "plot-out-missing-folder": "FileNotFoundError from matplotlib: report.plot (the CLI checks --out)",
-    "plot-out-a-folder": "a folder out writes folder.png: report.plot (the CLI checks --out)",
-    "table-store-missing": "a path string is iterated as records: report.table",
-}
+#: Cases still answered wrongly, each with where the fix belongs (case id -> reason); strict,
+#: so a fix flips one to XPASS and fails the suite until its entry is removed. Empty: every
+#: case is refused or answered right.
+KNOWN_OPEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_OPEN[c.id], strict=True))

@@ -380,10 +380,18 @@ def test_load_names_a_corrupt_weights_file(tmp_path, damage):
     (torch.ones(2, 7), ValueError, "M=8"),
     (np.ones((2, 8)) * 1e200, ValueError, "rescale X"),
     (torch.ones(2, 8, dtype=torch.float64) * 1e200, ValueError, "rescale X"),
+    (np.vstack([np.ones(8), np.full(8, 1e-30)]), ValueError, "1 row.*flush"),
 ])
 def test_encode_validates_tensors_and_arrays_alike(bad, error, match):
     with pytest.raises(error, match=match):
         SparseAutoencoder(SAEConfig(M=8, N=16), seed=0).encode(bad)
+
+
+def test_encode_keeps_rows_of_zeros_and_of_small_but_representable_entries():
+    model = SparseAutoencoder(SAEConfig(M=8, N=16), seed=0)
+    # 1e-18 > sqrt(float32 tiny) ~ 1.1e-19: the products stay normal floats
+    Z = model.encode(np.vstack([np.zeros(8), np.full(8, 1e-18), np.ones(8)]))
+    assert Z.shape == (3, 16) and np.isfinite(Z).all()
 
 
 def test_decode_refuses_nan_tensor_codes():

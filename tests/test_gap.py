@@ -216,13 +216,33 @@ def test_bad_input_raises_a_clear_value_error(call, match):
         call(random_dictionary(6, 3, seed=0))
 
 
-def test_certify_gap_brackets_eps_and_skips_t2_when_it_does_not_apply():
+def test_certify_gap_brackets_eps_and_scales_t2_by_the_largest_magnitude():
     D = random_dictionary(8, 4, seed=2)
     report = certify_gap(D, 2)
     assert report.passed and (report.certified_lower >= report.result.eps - LP_ATOL).all()
     box = certify_gap(D, 2, magnitudes=(2.0, 3.0))
-    assert np.isnan(box.t2_bound).all() and box.certificate_valid.all()
-    assert (box.encoder_error <= box.result.eps + LP_ATOL).all()
+    assert box.passed and box.certificate_valid.all()
+    # 3 * T2 is a bound for the codes 3 * {0, e_i, e_j, e_i + e_j}, rounded down from the exact product.
+    assert (box.t2_bound <= 3.0 * report.t2_bound).all() and (box.t2_bound >= np.nextafter(3.0 * report.t2_bound, 0)).all()
+    assert (box.t2_bound <= box.result.eps + 3.0 * LP_ATOL).all() and (box.t2_bound > report.t2_bound).all()
+    assert (box.encoder_error <= box.result.eps + 3.0 * LP_ATOL).all()
+    assert np.isnan(certify_gap(D, 1).t2_bound).all()  # T2 needs codes with two nonzeros
+
+
+@pytest.mark.parametrize("scale", [2.0**-700, 1e-200, 3.0, 1e200, 2.0**700])
+def test_certify_gap_is_homogeneous_in_the_code_magnitudes(scale):
+    D = random_dictionary(6, 3, seed=4)
+    unit, scaled = certify_gap(D, 2), certify_gap(D, 2, magnitudes=(scale, scale))
+    assert scaled.passed and (scaled.exact == unit.exact).all()
+    # T2 is the unit bound times the scale, rounded once. The LP is solved with magnitudes in
+    # [1, 2) and scaled back by a power of two: for a power-of-two scale that is the unit LP
+    # itself (exact), otherwise another LP whose optimum agrees within the LP tolerance.
+    rounding = 4 * np.finfo(float).eps
+    np.testing.assert_allclose(scaled.t2_bound / scale, unit.t2_bound, rtol=rounding, atol=0)
+    rtol = rounding if np.frexp(scale)[0] == 0.5 else LP_ATOL
+    for name in ("certified_lower", "encoder_error"):
+        np.testing.assert_allclose(getattr(scaled, name) / scale, getattr(unit, name), rtol=rtol, atol=0, err_msg=name)
+    np.testing.assert_allclose(scaled.result.eps / scale, unit.result.eps, rtol=rtol, atol=0)
 
 
 def test_relu_minimax_gap_in_parallel_equals_the_serial_solve():

@@ -14,6 +14,7 @@ from gaptheory.report import (
     plot_phase,
     summarize,
     table,
+    tabulate,
 )
 from gaptheory.experiments.store import ResultStore
 
@@ -120,6 +121,70 @@ def test_table_and_plot_read_from_a_store(tmp_path):
             plot(store, "pie", tmp_path / "c.png")
         with pytest.raises(ValueError, match="no successful records"):
             table(store, ["method"], method="nope")
+
+
+def test_a_store_path_is_read_like_the_store(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        for i, record in enumerate(_records()):
+            store.put({**record, "key": f"k{i}", "status": "ok"})
+        expected = table(store, ["method"], ["test_mcc"])
+    assert table(tmp_path / "r.db", ["method"], ["test_mcc"]) == table(str(tmp_path / "r.db"), "method", "test_mcc") \
+        == expected
+
+
+def test_an_unknown_field_is_refused_with_the_ones_available():
+    with pytest.raises(ValueError, match=r"metrics: 'tset_mcc' .*available: K, M, N, inference_flops_per_sample, "
+                                         r"test_mcc, train_flops\.$"):
+        summarize(_records(), ["method"], ["tset_mcc"])
+    with pytest.raises(ValueError, match=r"group_by: 'mthod' .*available: .*method"):
+        format_table(_records(), ["mthod"])
+    with pytest.raises(TypeError, match="metrics must be field names"):
+        summarize(_records(), ["method"], [1])
+
+
+@pytest.mark.parametrize("suffix", ["", ".pdf", ".svg"])
+def test_a_figure_is_written_to_exactly_the_path_given_in_its_suffix_format(tmp_path, suffix):
+    out = tmp_path / f"figure{suffix}"
+    plot_compute(_records(), out)
+    head = out.read_bytes()[:8]
+    assert {"": head == PNG_MAGIC, ".pdf": head.startswith(b"%PDF"), ".svg": b"<svg" in out.read_bytes()[:2000]}[suffix]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_an_unknown_figure_format_is_refused_before_drawing(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown figure format '\.txt'"):
+        plot_compute(_records(), tmp_path / "f.txt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_tabulate_aligns_text_columns_to_their_widest_cell():
+    lines = tabulate(["name", "us"], [["omp", 1.5], ["lasso_long", 12345]], align="lr").splitlines()
+    assert lines == ["name           us", "----------  -----", "omp           1.5", "lasso_long  12345"]
+    assert tabulate(["a", "b"], []).splitlines() == ["a  b", "-  -"]  # a header alone is a table
+
+
+def test_tabulate_markdown_escapes_pipes_and_marks_right_aligned_columns():
+    text = tabulate(["a|b", "x"], [["1|2", 3]], style="markdown", align="lr")
+    assert text.splitlines() == [r"| a\|b | x |", "| --- | ---: |", r"| 1\|2 | 3 |"]
+
+
+def test_tabulate_latex_escapes_text_and_sets_numbers_in_math_mode():
+    text = tabulate(["test_mcc", "value"], [["a_b & c", "0.91 ± 0.01"], ["-", "-1.5e-03"], ["50%", "12%"]],
+                    style="latex", align="lr", caption="N = 16, 5% done")
+    assert r"\caption{N = 16, 5\% done}" in text and r"\begin{tabular}{lr}" in text
+    assert r"test\_mcc & value \\" in text
+    assert r"a\_b \& c & $0.91 \pm 0.01$ \\" in text
+    assert r"-- & $-1.5e-03$ \\" in text and r"$50\%$ & $12\%$ \\" in text
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: tabulate(["a", "b"], [[1]]), r"rows\[0\] has 1 cells for 2 columns"),
+    (lambda: tabulate(["a"], [[1]], align="c"), "align='c'"),
+    (lambda: tabulate(["a"], [[1]], style="html"), "style='html'"),
+])
+def test_tabulate_refuses_ragged_rows_and_unknown_options(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def test_palette_is_okabe_ito():

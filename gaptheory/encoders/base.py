@@ -200,12 +200,26 @@ class Encoder(nn.Module):
                              f"Pass one row as {name}[None, :].")
         if X.numel() and not bool(torch.isfinite(X).all()):
             raise ValueError(f"{name} contains NaN or inf; remove those rows first.")
-        limit = torch.finfo(self.W_dec.dtype).max ** 0.5  # X @ W stays finite for |X|, |W| below sqrt(max)
-        if X.numel() and float(X.detach().abs().max()) > limit:
-            raise ValueError(f"{name} has entries up to {float(X.detach().abs().max()):.3g}, beyond what this "
-                             f"{str(self.W_dec.dtype).removeprefix('torch.')} model computes safely (|{name}| <= "
-                             f"{limit:.3g}); rescale {name} (e.g. divide by its RMS norm) or use model.double().")
+        if X.numel():
+            self._check_representable(X.detach(), name)
         return X.to(self.W_dec.device, self.W_dec.dtype), numpy_in
+
+    def _check_representable(self, X: torch.Tensor, name: str) -> None:
+        """Refuse rows this model's dtype cannot compute on: X @ W stays finite and normal for
+        |X|, |W| in [sqrt(tiny), sqrt(max)] (float32: about [1.1e-19, 1.8e19]), so a row above
+        that overflows and a nonzero row wholly below it is flushed towards zero."""
+        info, dtype = torch.finfo(self.W_dec.dtype), str(self.W_dec.dtype).removeprefix("torch.")
+        low, high = info.tiny ** 0.5, info.max ** 0.5
+        row_scale = X.abs().amax(1).double()
+        fix = f"rescale {name} (e.g. divide by its RMS norm) or use model.double()"
+        if float(row_scale.max()) > high:
+            raise ValueError(f"{name} has entries up to {float(row_scale.max()):.3g}, beyond what this {dtype} model "
+                             f"computes safely (|{name}| <= {high:.3g}); {fix}.")
+        tiny_rows = (row_scale > 0) & (row_scale < low)
+        if bool(tiny_rows.any()):
+            raise ValueError(f"{int(tiny_rows.sum())} row(s) of {name} have no entry above {low:.3g} in magnitude "
+                             f"(the smallest largest-entry is {float(row_scale[tiny_rows].min()):.3g}): this {dtype} "
+                             f"model would flush them towards zero; {fix}.")
 
     def encode(self, X):
         """Codes of ``X``: ``(B, M) -> (B, N)``.

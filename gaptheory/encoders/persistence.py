@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .._device import resolve_device
+from .._io import atomic_path, write_atomic
 from .._validation import check_positive
 from .base import Encoder, EncoderConfig
 from .registry import ENCODERS, SAELENS_ARCHITECTURES
@@ -50,7 +51,8 @@ def save(model: Encoder, path, *, input_scale: float = 1.0, hook_name: str | Non
     input_scale = float(check_positive(input_scale, "input_scale"))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file(model._saelens_state(input_scale), str(path / WEIGHTS_FILENAME))
+    with atomic_path(path / WEIGHTS_FILENAME) as temporary:
+        save_file(model._saelens_state(input_scale), str(temporary))
     metadata = {"sae_lens_version": SAELENS_FORMAT_VERSION, "model_name": model_name, "hook_name": hook_name,
                 "input_scale_folded": input_scale}
     cfg = {"architecture": model.cfg.architecture, "d_in": model.cfg.M, "d_sae": model.cfg.N,
@@ -61,7 +63,7 @@ def save(model: Encoder, path, *, input_scale: float = 1.0, hook_name: str | Non
                          "decoder_trainable": model.decoder_trainable}}
     if model.cfg.architecture == "topk":
         cfg.update(k=model.cfg.K, rescale_acts_by_decoder_norm=False)  # SAELens names K "k"
-    (path / CONFIG_FILENAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    write_atomic(path / CONFIG_FILENAME, json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
 

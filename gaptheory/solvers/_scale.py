@@ -14,6 +14,7 @@ import dataclasses
 
 import numpy as np
 
+from .._validation import times_power_of_two
 from .results import SolveResult
 
 
@@ -25,7 +26,7 @@ def row_exponents(X: np.ndarray) -> np.ndarray:
 
 def scale_rows(X: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     """``X`` with row ``b`` multiplied by ``2^-exponent[b]`` (exact)."""
-    return np.ldexp(X, -exponent[:, None])
+    return times_power_of_two(X, -exponent[:, None])
 
 
 def unscale_result(result: SolveResult, exponent: np.ndarray, *, objective_degree: int) -> SolveResult:
@@ -35,7 +36,7 @@ def unscale_result(result: SolveResult, exponent: np.ndarray, *, objective_degre
     with np.errstate(over="ignore", under="ignore"):  # the true value is outside float64
         return dataclasses.replace(
             result,
-            codes=np.ldexp(result.codes, exponent[:, None]),
-            objective=np.ldexp(result.objective, objective_degree * exponent),
-            duality_gap=np.ldexp(result.duality_gap, objective_degree * exponent),
+            codes=times_power_of_two(result.codes, exponent[:, None]),
+            objective=times_power_of_two(result.objective, objective_degree * exponent),
+            duality_gap=times_power_of_two(result.duality_gap, objective_degree * exponent),
         )

@@ -139,7 +139,11 @@ def _best_subset(X, D, K, *, nonnegative, device) -> SolveResult:
                 residual = energy[rows, None] - (codes * b).sum(2)
                 if nonnegative:
                     residual = residual.masked_fill_((codes < 0).any(2), float("inf"))
-                value, index = residual.min(1)
+                # the first support within round-off of the block's best, so that the choice
+                # between (near-)tied supports does not depend on how BLAS rounds each one
+                lowest = residual.min(1).values
+                index = (residual <= (lowest + tie[rows])[:, None]).to(torch.uint8).argmax(1)
+                value = residual.gather(1, index[:, None]).squeeze(1)
                 better = value < best[rows] - tie[rows]
                 chosen = rows[better]
                 best[chosen] = value[better]

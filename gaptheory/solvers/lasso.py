@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from .._device import resolve_device, resolve_dtype
-from .._validation import check_choice, check_dictionary, check_int, check_observations, check_positive
+from .._validation import check_choice, check_dictionary, check_int, check_observations, check_positive, times_power_of_two
 from .fista import FISTA_MAX_ITER, FISTA_TOL, _fista
 from .homotopy import _lasso_homotopy, _lasso_lars_kernel
 from ._inputs import check_flag
@@ -155,8 +155,8 @@ def lasso(
     # Every code is 0 once alpha exceeds max_i |x d_i| <= ||x|| < sqrt(M) (unit atoms, |x| < 1):
     # capping there keeps 2^-e alpha finite without changing the solution.
     alpha_s = min(alpha_s, 2.0 * np.sqrt(D.shape[1]))
-    X = np.ldexp(X, -exponent)
-    init = None if init is None else np.ldexp(init, -exponent)
+    X = times_power_of_two(X, -exponent)
+    init = None if init is None else times_power_of_two(init, -exponent)
     if method == "cvxpy":
         result = CvxpyProblem(D, kind="lasso", nonnegative=nonnegative).solve_rows(X, alpha_s, solver)
     else:

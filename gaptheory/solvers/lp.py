@@ -63,6 +63,7 @@ def basis_pursuit_lp(X, D, *, nonnegative: bool = False, unit_norm: bool = True)
     """
     import scipy.optimize
 
+    unit_norm = check_flag(unit_norm, "unit_norm")
     D = check_dictionary(D, require_unit_norm=unit_norm)
     X = check_observations(X, D)
     nonnegative = check_flag(nonnegative, "nonnegative")

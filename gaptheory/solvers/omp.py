@@ -124,7 +124,7 @@ def _omp_kernel(X, D, K, *, dtype) -> SolveResult:
 
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     n_samples, n_latents = X.shape[0], D.shape[0]
-    Xd, Dd = X.astype(np_dtype), D.astype(np_dtype)
+    Xd, Dd = X.astype(np_dtype, copy=False), D.astype(np_dtype, copy=False)
     correlation, gram = Xd @ Dd.T, Dd @ Dd.T
     x_sq = np.einsum("bm,bm->b", Xd, Xd)
     support = np.zeros((n_samples, K), dtype=np.int64)

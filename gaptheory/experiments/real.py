@@ -35,43 +35,46 @@ from .._validation import check_choice, check_int
 from .methods import METHODS, check_method_in_setting
 from .store import task_key
 
-#: Parameters of an ``activations`` task and their defaults.
-REAL_DEFAULTS = {
-    # The activations: extracted once per (model, corpus, hook, budget, split) into ``cache``.
-    "model": "minilm",          # 'minilm' (the real extra), 'tl:NAME_OR_FOLDER', or a Hugging Face BERT folder
-    "corpus": "lee_background",  # 'lee_background', 'lee', or a text file with one document per line
-    "layer": 3,                 # block index, 0-based
-    "site": "resid_post",       # resid_pre | resid_post | mlp_out
-    "train_tokens": 40000,      # token budget of the training split
-    "test_tokens": 12000,       # token budget of the held-out split
-    "context_length": 128,      # model input length, special tokens included
-    "held_out_fraction": 0.2,   # fraction of documents held out
-    "data_seed": 0,             # seed of the document split
-    "cache": "~/.cache/gaptheory/activations",
-    # The encoder and its training.
-    "method": "sae",            # sae, sae_topk, sae_jumprelu, mlp, sae_ito, sparse_coding
-    "expansion": 2,             # N / M
-    "l1_coefficient": 0.1,      # ReLU SAE, MLP, SAE + ITO: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
-    "l0_coefficient": 0.03,     # JumpReLU SAE: weight of its L0 penalty
-    "K": 32,                    # TopK SAE: active latents per row
-    "mlp_hidden": 1024,         # MLP hidden width
-    "mlp_fit_output": False,    # MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)
-    "mlp_init_rows": None,      # MLP: training rows of its data initialisation (None: all; paid from the budget)
-    "steps": 400,               # ReLU-SAE steps whose FLOPs are every method's training budget
-    "batch_size": 256,          # rows per training step
-    "lr": 1e-3,                 # Adam learning rate
-    "fista_max_iter": 100,      # FISTA cap per row at inference (SAE + ITO, sparse coding)
-    "fista_tol": 1e-3,          # FISTA relative duality-gap tolerance at inference
-    "fit_max_iter": 30,         # sparse coding: FISTA cap of the inner solves during training
-    "sparsity_grid": "[]",      # JSON list of values of the method's sparsity knob; [] trains once at the default
-    "target_l0": 32.0,          # with a grid: keep the point whose validation L0 is closest to this
-    "n_val": 1000,              # last training rows held out for selection and early stopping
-    "n_score_train": 6000,      # training tokens encoded to choose each latent's associated tokens
-    "n_score_test": 3000,       # held-out tokens encoded for every reported metric
-    "n_examples": 3,            # example latents (highest held-out F1) recorded with their contexts
-    "device": "cpu",            # cpu or cuda: extraction and training
-    "seed": 0,                  # model initialisation and batch order
-}
+def real_defaults() -> dict:
+    """Parameters of an ``activations`` task: the extraction (:func:`gaptheory.activations.extract_split`'s
+    defaults), the encoder and its budget, and the scoring."""
+    from .._validation import parameter_defaults
+    from ..activations import extract_split
+
+    extraction = parameter_defaults(extract_split)
+    return {
+        # The activations: extracted once per (model, corpus, hook, budget, split) into ``cache``.
+        **{name: extraction[name] for name in ("model", "corpus", "layer", "site", "context_length",
+                                               "held_out_fraction")},
+        "train_tokens": 40000,      # token budget of the training split
+        "test_tokens": 12000,       # token budget of the held-out split
+        "data_seed": extraction["split_seed"],  # seed of the document split
+        "cache": "~/.cache/gaptheory/activations",
+        # The encoder and its training.
+        "method": "sae",            # sae, sae_topk, sae_jumprelu, mlp, sae_ito, sparse_coding
+        "expansion": 2,             # N / M
+        "l1_coefficient": 0.1,      # ReLU SAE, MLP, SAE + ITO: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
+        "l0_coefficient": 0.03,     # JumpReLU SAE: weight of its L0 penalty
+        "K": 32,                    # TopK SAE: active latents per row
+        "mlp_hidden": 1024,         # MLP hidden width
+        "mlp_fit_output": False,    # MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)
+        "mlp_init_rows": None,      # MLP: training rows of its data initialisation (None: all; paid from the budget)
+        "steps": 400,               # ReLU-SAE steps whose FLOPs are every method's training budget
+        "batch_size": 256,          # rows per training step
+        "lr": 1e-3,                 # Adam learning rate
+        "fista_max_iter": 100,      # FISTA cap per row at inference (SAE + ITO, sparse coding)
+        "fista_tol": 1e-3,          # FISTA relative duality-gap tolerance at inference
+        "fit_max_iter": 30,         # sparse coding: FISTA cap of the inner solves during training
+        "sparsity_grid": "[]",      # JSON list of values of the method's sparsity knob; [] trains once at the default
+        "target_l0": 32.0,          # with a grid: keep the point whose validation L0 is closest to this
+        "n_val": 1000,              # last training rows held out for selection and early stopping
+        "n_score_train": 6000,      # training tokens encoded to choose each latent's associated tokens
+        "n_score_test": 3000,       # held-out tokens encoded for every reported metric
+        "n_examples": 3,            # example latents (highest held-out F1) recorded with their contexts
+        "device": "cpu",            # cpu or cuda: extraction and training
+        "seed": 0,                  # model initialisation and batch order
+    }
+
 
 #: The fields that decide which activations a task reads (its cache entry).
 EXTRACTION_FIELDS = ("model", "corpus", "layer", "site", "train_tokens", "test_tokens", "context_length",
@@ -98,7 +101,9 @@ def check_real(config: dict) -> dict:
         check_int(config[name], name, minimum=1)
     if config["mlp_init_rows"] is not None:
         check_int(config["mlp_init_rows"], "mlp_init_rows", minimum=1)
-    check_choice(config["site"], "site", ("resid_pre", "resid_post", "mlp_out"))
+    from ..activations import SITES  # loaded already: the defaults come from its extract_split
+
+    check_choice(config["site"], "site", SITES)
     check_choice(config["device"], "device", ("cpu", "cuda"))
     if not 0 < config["held_out_fraction"] < 1:
         raise ValueError(f"held_out_fraction={config['held_out_fraction']} must lie in (0, 1).")

@@ -18,6 +18,7 @@ parent without torch, and workers import only what their kind needs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, parameter_defaults
 from .methods import SETTINGS, check_method_in_setting, parse_method
-from .real import REAL_DEFAULTS, check_real, run_real
+from .real import check_real, real_defaults, run_real
 
 #: A recovered code counts as exact when ``max_i |z_hat_i - z_i| <= RECOVERY_RTOL * max_i |z_i|``.
 #: Interior-point solvers are accurate to ~1e-8; failed l1 recoveries are off by O(1), so
@@ -45,17 +46,24 @@ SOLVERS = ("basis_pursuit", "lasso", "omp")
 class TaskKind:
     """A task kind: its parameters with defaults, their check, and the function that runs one task.
 
-    ``check(config) -> config`` runs when a sweep is expanded (so a bad grid fails before
-    anything runs) and may resolve parameters (ratios to integers). ``run(config) -> dict``
-    returns flat JSON-scalar metrics; it may include ``device`` and ``split`` to override the
-    record's defaults.
+    ``make_defaults() -> dict`` gives the parameters and their defaults, read where possible from
+    the config dataclass or function that owns them (so a kind's model code loads only when a
+    sweep of that kind is expanded). ``check(config) -> config`` runs when a sweep is expanded (so
+    a bad grid fails before anything runs) and may resolve parameters (ratios to integers).
+    ``run(config) -> dict`` returns flat JSON-scalar metrics; it may include ``device`` and
+    ``split`` to override the record's defaults.
     """
 
     name: str
-    defaults: dict
+    make_defaults: Callable[[], dict]
     run: Callable[[dict], dict]
     check: Callable[[dict], dict]
     description: str = ""
+
+    @functools.cached_property
+    def defaults(self) -> dict:
+        """Parameter name -> default (TOML has no null: ``None`` only where a parameter may be left unset)."""
+        return self.make_defaults()
 
 
 _RECOVERY_DEFAULTS = {
@@ -258,27 +266,29 @@ def _check_gap(config: dict) -> dict:
     return config
 
 
-_TRAINING_DEFAULTS = {
-    "setting": "known_dictionary",  # known_dictionary | known_codes | unknown (the paper's settings 1-3)
-    "method": "sae",        # sae, sae_topk, sae_jumprelu, mlp / mlp_<width>, sae_ito, sparse_coding, best_subset
-    "N": 16,
-    "M": 8,
-    "K": 3,
-    "n_train": 1024,
-    "n_val": 512,
-    "n_test": 1024,
-    "dictionary": "gaussian",
-    "steps": 2000,
-    "lr": 1e-3,
-    "batch_size": 0,        # rows per step; 0: the full training split
-    "eval_every": 100,      # steps between validation evaluations
-    "patience": 0,          # evaluations without validation improvement before stopping; 0: never
-    "hparams": "{}",        # JSON object of method options, e.g. '{"l1_coefficient": 0.01}'
-    "select": "none",       # validation selection: "none", "paper" (PAPER_GRIDS) or a JSON object of lists
-    "refit_steps": 0,       # > 0: retrain the selected point for this many steps (no early stopping)
-    "data_seed": None,      # seed of D and the codes; None uses ``seed``
-    "seed": 0,
-}
+def _training_defaults() -> dict:
+    """Parameters of a training task: the task (DataConfig's fields), the loop (TrainConfig's) and selection."""
+    from ..training import TrainConfig
+    from .settings import DataConfig
+
+    data, loop = parameter_defaults(DataConfig), parameter_defaults(TrainConfig)
+    return {
+        "setting": "known_dictionary",  # known_dictionary | known_codes | unknown (the paper's settings 1-3)
+        "method": "sae",        # a name of experiments.methods.METHODS, or mlp_<width>
+        **{name: data[name] for name in ("N", "M", "K", "n_train", "n_val", "n_test")},
+        "dictionary": data["kind"],
+        "steps": loop["steps"],
+        "lr": loop["lr"],
+        "batch_size": 0,        # rows per step; 0: the full training split (TrainConfig's None)
+        "eval_every": loop["eval_every"],
+        "patience": 0,          # evaluations without validation improvement before stopping; 0: never (None)
+        "hparams": "{}",        # JSON object of method options, e.g. '{"l1_coefficient": 0.01}'
+        "select": "none",       # validation selection: "none", "paper" (PAPER_GRIDS) or a JSON object of lists
+        "refit_steps": 0,       # > 0: retrain the selected point for this many steps (no early stopping)
+        "data_seed": None,      # seed of D and the codes; None uses ``seed``
+        "seed": 0,
+    }
+
 
 def run_training(config: dict) -> dict:
     """Train one method in one of the paper's settings, with validation selection.
@@ -346,13 +356,13 @@ def _device_name() -> str:
 
 
 TASK_KINDS: dict[str, TaskKind] = {
-    "recovery": TaskKind("recovery", _RECOVERY_DEFAULTS, run_recovery, _check_recovery,
+    "recovery": TaskKind("recovery", lambda: _RECOVERY_DEFAULTS, run_recovery, _check_recovery,
                          "basis pursuit / LASSO / OMP recovery of K-sparse codes from M measurements"),
-    "gap": TaskKind("gap", _GAP_DEFAULTS, run_gap, _check_gap,
+    "gap": TaskKind("gap", lambda: _GAP_DEFAULTS, run_gap, _check_gap,
                     "exact best ReLU encoder (LP), the T2 lower bound and per-sample inference on one dictionary"),
-    "training": TaskKind("training", _TRAINING_DEFAULTS, run_training, _check_training,
+    "training": TaskKind("training", _training_defaults, run_training, _check_training,
                          "one method trained in one of the paper's three settings"),
-    "activations": TaskKind("activations", REAL_DEFAULTS, run_real, check_real,
+    "activations": TaskKind("activations", real_defaults, run_real, check_real,
                             "one encoder trained on real transformer activations, scored on held-out text"),
 }
 

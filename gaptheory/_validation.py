@@ -224,3 +224,23 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {sorted(choices)}.")
     return value
+
+
+def parameter_defaults(source) -> dict:
+    """Parameter name -> default of a config dataclass (its fields) or a function (its signature).
+
+    Lets a CLI flag or a sweep parameter take its default from the one place that defines it.
+
+    Examples
+    --------
+    >>> def f(a, b=2, *, c="x"): ...
+    >>> parameter_defaults(f)
+    {'b': 2, 'c': 'x'}
+    """
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(source):
+        return {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
+    return {name: p.default for name, p in inspect.signature(source).parameters.items()
+            if p.default is not inspect.Parameter.empty}

@@ -220,11 +220,47 @@ def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) 
     """
     n_latents = check_int(n_latents, "n_latents", minimum=1)
     k = check_k(k, n_latents)
-    rho = k / n_latents
+    return n_latents * _statistical_dimension_ratio(k / n_latents, check_bool(nonnegative, "nonnegative"))
+
+
+def _statistical_dimension_ratio(rho: float, nonnegative: bool) -> float:
+    """delta / N at sparsity rho = K / N in [0, 1] (fractional K allowed)."""
+    if rho <= 0.0:
+        return 0.0
+    if rho >= 1.0:
+        return 1.0
     tau = statistical_dimension_threshold(rho, nonnegative=nonnegative)
-    factor = 1 if check_bool(nonnegative, "nonnegative") else 2
-    value = rho * (1 + tau**2) + (1 - rho) * factor * float(gaussian_tail_integral(tau))
-    return n_latents * value
+    factor = 1 if nonnegative else 2
+    return rho * (1 + tau**2) + (1 - rho) * factor * float(gaussian_tail_integral(tau))
+
+
+def l1_transition_sparsity_ratio(m_over_n: float, *, nonnegative: bool = False) -> float:
+    r"""The predicted l1 phase-transition point: the K/M at which the statistical dimension equals M.
+
+    Solves :math:`\psi(\rho\,\delta) = \delta` for :math:`\rho = K/M` at
+    :math:`\delta = M/N` (Donoho-Tanner coordinates), with :math:`\psi` the normalised
+    statistical dimension of :func:`statistical_dimension`.
+
+    References
+    ----------
+    .. [1] Amelunxen, Lotz, McCoy & Tropp (2014), "Living on the edge: phase transitions in
+       convex programs with random data", Inf. Inference 3(3).
+
+    Examples
+    --------
+    The Donoho-Tanner weak threshold at M/N = 1/2 is about 0.385 (signed codes):
+
+    >>> round(l1_transition_sparsity_ratio(0.5), 3)
+    0.386
+    """
+    if not 0.0 < m_over_n <= 1.0:
+        raise ValueError(f"m_over_n={m_over_n} must lie in (0, 1]; the transition is defined for M <= N.")
+    if m_over_n == 1.0:
+        return 1.0
+    nonnegative = check_bool(nonnegative, "nonnegative")
+    eps = scipy.optimize.brentq(lambda e: _statistical_dimension_ratio(e, nonnegative) - m_over_n,
+                                1e-12, 1.0 - 1e-12, xtol=1e-12)
+    return eps / m_over_n
 
 
 def t2_bound(beta) -> np.ndarray:

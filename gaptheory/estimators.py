@@ -89,7 +89,7 @@ class SAETransformer(_EncoderTransformer):
         if self.activation == "topk":
             if self.K is None:
                 raise ValueError("activation='topk' needs K (active latents per row); pass e.g. K=3.")
-            return TopKSAE(TopKSAEConfig(N=self.N, M=M, k=self.K), seed=seed)
+            return TopKSAE(TopKSAEConfig(N=self.N, M=M, K=self.K), seed=seed)
         if self.activation == "jumprelu":
             return JumpReLUSAE(JumpReLUSAEConfig(N=self.N, M=M), seed=seed)
         if self.activation != "relu":

@@ -1,6 +1,9 @@
 r"""Interpretability of latents without an LLM judge: top contexts, token detection, statistics.
 
-For a trained encoder's codes on real activations (one row per token, :mod:`gaptheory.activations`):
+For a trained encoder's codes on real activations (one row per token, :mod:`gaptheory.activations`;
+the comparison of encoders on them is the ``activations`` task kind, :mod:`gaptheory.experiments.real`).
+A latent fires on a token when its code exceeds :data:`gaptheory.metrics.ACTIVE_THRESHOLD`, the
+threshold of the L0 and dead-latent counts reported beside these scores:
 
 - :func:`top_contexts` lists each latent's top-activating tokens with their surrounding text.
 - :func:`detection_scores` measures how well a latent's firing **predicts, on held-out text,
@@ -13,24 +16,20 @@ For a trained encoder's codes on real activations (one row per token, :mod:`gapt
 - :func:`compare_scores` compares two methods' per-latent scores with a two-sided
   Mann-Whitney U test and its effect size, Cliff's delta (equal to the rank-biserial
   correlation), and :func:`holm` adjusts a family of p-values.
+- :func:`select_closest_l0` picks, among a method's sparsity settings, the one whose
+  validation L0 is closest to a common target (a sparsity-matched comparison).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 import scipy.stats
 
-from ._io import write_atomic
-from ._validation import as_generator, check_array, check_int, check_k
-
-#: A latent "fires" on a token when its code exceeds this. ReLU/TopK/soft-thresholded codes
-#: are exactly 0 when off; a tiny positive floor keeps float round-off (~1e-7 in float32
-#: matmuls) from counting as firing for dense encoders.
-FIRE_THRESHOLD = 1e-6
+from ._validation import as_generator, check_array, check_int
+from .metrics import ACTIVE_THRESHOLD
 
 #: A token type is a candidate for a latent's associated set only if it occurs at least this
 #: often in the training split: rarer types give precision estimates of 0 or 1 from noise.
@@ -139,10 +138,10 @@ def detection_scores(train_codes, train_token_ids, test_codes, test_token_ids, *
     scored, precision, recall, f1, associated = [], [], [], [], []
     for start in range(0, N, _LATENT_BLOCK):
         block = slice(start, min(start + _LATENT_BLOCK, N))
-        fires = (train_codes[:, block] > FIRE_THRESHOLD).astype(np.float32)
+        fires = (train_codes[:, block] > ACTIVE_THRESHOLD).astype(np.float32)
         n_fires = fires.sum(axis=0)
         fires_per_type = np.asarray(train_hot.T @ fires, dtype=np.float64)  # (V, n_block)
-        test_fires = test_codes[:, block] > FIRE_THRESHOLD
+        test_fires = test_codes[:, block] > ACTIVE_THRESHOLD
         test_fires_per_type = np.asarray(test_hot.T @ test_fires[known].astype(np.float32), dtype=np.float64)
         test_type_counts = np.bincount(test_index[known], minlength=types.size).astype(np.float64)
         for j in np.flatnonzero(n_fires >= min_train_fires):
@@ -215,7 +214,7 @@ def top_contexts(codes, latent: int, token_ids, window_ids, vocab, *, k: int = 5
     top = np.argsort(-column, kind="stable")[:k]
     contexts = []
     for t in top:
-        if column[t] <= FIRE_THRESHOLD:
+        if column[t] <= ACTIVE_THRESHOLD:
             break
         lo, hi = max(0, t - width), min(column.size, t + width + 1)
         same = np.flatnonzero(window_ids[lo:hi] == window_ids[t]) + lo
@@ -295,167 +294,6 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-# ----- the real-activations comparison (issue 7) -----------------------------------------
-
-#: Methods compared on real activations (names of ``gaptheory.training.build_model``).
-COMPARISON_METHODS = ("sae", "sae_topk", "mlp", "sae_ito", "sparse_coding")
-
-#: The sparsity knob each method's sweep varies (``ComparisonConfig.grid``); SAE + ITO reuses the
-#: ReLU SAE trained at each l1 and refines its codes with alpha = l1 / 2.
-SPARSITY_KNOBS = {"sae": "l1_coefficient", "sae_topk": "k", "mlp": "l1_coefficient", "sae_ito": "l1_coefficient",
-                  "sparse_coding": "alpha"}
-
-#: Steps of the throwaway pilot run that measures a sparse-coding step's FLOPs (its inner
-#: FISTA cost depends on the data, so the budget cannot be matched analytically).
-_PILOT_STEPS = 2
-
-
-@dataclass(frozen=True)
-class ComparisonConfig:
-    """Options of :func:`compare_encoders_on_activations` (one set for every method).
-
-    Without grids every method trains once at ``l1_coefficient`` / ``k`` (alpha = l1 / 2). Any
-    non-empty grid turns the sparsity sweep on (:attr:`sweep`): each method then trains at every
-    value of :meth:`grid` and keeps the one whose validation L0 is closest to ``target_l0``.
-    """
-
-    expansion: int = 2             # N / M
-    k: int = 32                    # active latents of the TopK SAE
-    l1_coefficient: float = 0.1    # ReLU SAE and MLP: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
-    mlp_hidden: int = 1024         # hidden width of the MLP encoder (the paper's largest)
-    mlp_fit_output: bool = False   # MLP: start the output layer at the SAE's start (MLPEncoderConfig.fit_output_to_decoder)
-    mlp_init_rows: int | None = None  # MLP: training rows its data initialisation uses (None: all; it is paid from the budget)
-    steps: int = 400               # ReLU SAE steps; their FLOPs are every method's training budget
-    batch_size: int = 256          # rows per training step, every method
-    lr: float = 1e-3               # Adam learning rate, every method
-    fista_max_iter: int = 100      # FISTA cap per row at inference (ITO and sparse coding)
-    fista_tol: float = 1e-3        # FISTA relative duality-gap tolerance at inference
-    fit_max_iter: int = 30         # sparse coding: FISTA cap of the inner solves during training
-    n_val: int = 1000              # last rows of the training file held out for model selection
-    n_score_train: int = 6000      # training tokens encoded to choose each latent's associated tokens
-    n_score_test: int = 3000       # held-out tokens encoded for every reported metric
-    n_examples: int = 3            # example latents per method in the report
-    methods: tuple = COMPARISON_METHODS
-    l1_grid: tuple = ()            # sweep: l1 values of the ReLU SAE, MLP and SAE + ITO (empty: l1_coefficient)
-    k_grid: tuple = ()             # sweep: k values of the TopK SAE (empty: k)
-    alpha_grid: tuple = ()         # sweep: alpha values of sparse coding (empty: l1_coefficient / 2)
-    target_l0: float = 32.0        # sweep: each method keeps the grid point whose validation L0 is closest
-
-    def __post_init__(self):
-        for name in ("expansion", "k", "mlp_hidden", "steps", "batch_size", "fista_max_iter", "fit_max_iter",
-                     "n_val", "n_score_train", "n_score_test"):
-            check_int(getattr(self, name), name, minimum=1)
-        check_int(self.n_examples, "n_examples", minimum=0)
-        if self.mlp_init_rows is not None:
-            check_int(self.mlp_init_rows, "mlp_init_rows", minimum=1)
-        for name in ("l1_coefficient", "lr", "fista_tol"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value!r} must be a finite number > 0.")
-        object.__setattr__(self, "methods", tuple(self.methods))
-        unknown = sorted(set(self.methods) - set(COMPARISON_METHODS))
-        if unknown or not self.methods:
-            raise ValueError(f"methods={list(self.methods)} must be a non-empty subset of "
-                             f"{list(COMPARISON_METHODS)}; drop {unknown}.")
-        for name in ("l1_grid", "k_grid", "alpha_grid"):
-            object.__setattr__(self, name, _check_grid(getattr(self, name), name, integer=name == "k_grid"))
-        if not (isinstance(self.target_l0, (int, float)) and np.isfinite(self.target_l0) and self.target_l0 > 0):
-            raise ValueError(f"target_l0={self.target_l0!r} must be a finite number > 0, in active latents per "
-                             "token; e.g. target_l0=32.")
-
-    @property
-    def sweep(self) -> bool:
-        """Whether any sparsity grid is given: then every method is swept and matched on validation L0."""
-        return bool(self.l1_grid or self.k_grid or self.alpha_grid)
-
-    def grid(self, method: str) -> tuple:
-        """Values of ``method``'s sparsity knob (:data:`SPARSITY_KNOBS`) the sweep tries, in grid order."""
-        if method == "sae_topk":
-            return self.k_grid or (self.k,)
-        if method == "sparse_coding":
-            return self.alpha_grid or (self.l1_coefficient / 2,)
-        return self.l1_grid or (self.l1_coefficient,)
-
-    def hparams(self, method: str, value=None) -> dict:
-        """Config overrides of ``method``, its sparsity knob set to ``value`` (default: the single setting).
-
-        The ITO alpha is the SAE's l1 / 2 (and sparse coding's default alpha is l1_coefficient / 2),
-        so the per-sample objective 0.5||x - zD||^2 + alpha||z||_1 is the SAE loss halved.
-        """
-        l1 = self.l1_coefficient if value is None or method in ("sae_topk", "sparse_coding") else value
-        alpha = self.l1_coefficient / 2 if value is None or method != "sparse_coding" else value
-        return {
-            "sae": {"l1_coefficient": l1},
-            "sae_topk": {} if value is None else {"k": int(value)},
-            "mlp": {"l1_coefficient": l1, "hidden": (self.mlp_hidden,), "fit_output_to_decoder": self.mlp_fit_output,
-                    "init_rows": self.mlp_init_rows},
-            "sae_ito": {"l1_coefficient": l1, "ito_alpha": l1 / 2, "ito_tol": self.fista_tol,
-                        "ito_max_iter": self.fista_max_iter},
-            "sparse_coding": {"alpha": alpha, "tol": self.fista_tol, "max_iter": self.fista_max_iter,
-                              "fit_max_iter": self.fit_max_iter},
-        }[method]
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "methods": list(self.methods),
-                **{name: list(getattr(self, name)) for name in ("l1_grid", "k_grid", "alpha_grid")}}
-
-
-def _check_grid(values, name: str, *, integer: bool) -> tuple:
-    """A sparsity grid as a tuple: distinct positive numbers (ints for ``k_grid``); empty means no sweep."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise ValueError(f"{name}={values!r} must be a sequence of numbers, e.g. {name}=(0.03, 0.1, 0.3).")
-    values = tuple(values)
-    for v in values:
-        if integer:
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}={list(values)} must hold integers >= 1; {v!r} is not one. "
-                                 "Pass TopK sizes such as (16, 32, 64).")
-        elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v <= 0:
-            raise ValueError(f"{name}={list(values)} must hold finite numbers > 0; {v!r} is not one.")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name}={list(values)} repeats a value; each grid point trains a model, so list each once.")
-    return tuple(int(v) for v in values) if integer else tuple(float(v) for v in values)
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    """One method's numbers on the held-out tokens."""
-
-    method: str
-    steps: int                   # training steps it was given within the budget
-    train_flops: int             # FLOPs of all training steps taken
-    inference_flops_per_token: float
-    explained_variance: float    # on the held-out tokens
-    mean_l0: float               # mean active latents per held-out token
-    dead_latents: int            # latents never active on the scored train + held-out tokens
-    detection: dict              # DetectionScores.summary() on held-out tokens
-    chance_f1: float             # median F1 of the shuffled-codes baseline
-    train_seconds: float
-    examples: list               # example latents: index, F1, associated tokens, top contexts
-    setting: dict = field(default_factory=dict)  # the sparsity knob and its value, e.g. {"k": 32}
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One grid point of the sparsity sweep, measured on the validation rows only."""
-
-    method: str
-    knob: str                    # SPARSITY_KNOBS[method]
-    value: float                 # the knob's value at this point
-    steps: int                   # training steps within the budget
-    train_flops: int
-    val_explained_variance: float
-    val_l0: float                # mean active latents per validation row
-    val_dead_latents: int        # latents never active on the validation rows
-    selected: bool               # closest validation L0 to the target among the method's points
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
 def select_closest_l0(val_l0, target_l0: float) -> int:
     r"""Index of the grid point whose validation L0 is closest to ``target_l0``.
 
@@ -489,264 +327,16 @@ def select_closest_l0(val_l0, target_l0: float) -> int:
     return int(np.argmin(np.abs(val_l0 - target_l0)))
 
 
-@dataclass(frozen=True)
-class ActivationsComparison:
-    """Result of :func:`compare_encoders_on_activations`."""
-
-    config: dict
-    metadata: dict               # model, hook, corpus of the activations
-    scale: float                 # activations were divided by this (E||x||^2 = 1 on the training rows)
-    budget_flops: int            # training FLOP budget of every method
-    methods: list                # MethodResult per method
-    comparisons: list            # per method vs the ReLU SAE: Comparison dicts with Holm-adjusted p
-    saelens_exports: dict        # method -> {"path", "round_trip_max_abs_diff"}
-    report_path: str
-    sweep: list = field(default_factory=list)  # SweepPoint per method and grid point (empty without a sweep)
-
-    def to_dict(self) -> dict:
-        return {"config": self.config, "metadata": self.metadata, "scale": self.scale,
-                "budget_flops": self.budget_flops, "methods": [m.to_dict() for m in self.methods],
-                "comparisons": self.comparisons, "saelens_exports": self.saelens_exports,
-                "report_path": self.report_path, "sweep": [p.to_dict() for p in self.sweep]}
-
-    def render_text(self) -> str:
-        """A fixed-width table of the methods."""
-        lines = [f"{self.metadata.get('model')} {self.metadata.get('hook_name')}: training budget "
-                 f"{self.budget_flops:.3g} FLOPs per method"]
-        if self.sweep:
-            lines += [f"sparsity sweep on {self.config['n_val']} validation rows, target L0 {self.config['target_l0']:g} "
-                      "(* = kept)",
-                      f"{'method':<14}{'knob':>16}{'value':>10}{'steps':>7}{'val EV':>8}{'val L0':>8}{'dead':>6}"]
-            for p in self.sweep:
-                lines.append(f"{p.method:<14}{p.knob:>16}{p.value:>10.4g}{p.steps:>7}{p.val_explained_variance:>8.3f}"
-                             f"{p.val_l0:>8.1f}{p.val_dead_latents:>6}{' *' if p.selected else ''}")
-            lines.append("held-out tokens, the kept models:")
-        lines += [f"{'method':<14}{'setting':>18}{'steps':>7}{'train FLOPs':>13}{'inf FLOPs/tok':>15}{'EV':>8}{'L0':>8}"
-                 f"{'dead':>6}{'median F1':>11}{'chance F1':>11}"]
-        for m in self.methods:
-            setting = ", ".join(f"{key}={value:g}" for key, value in m.setting.items())
-            lines.append(f"{m.method:<14}{setting:>18}{m.steps:>7}{m.train_flops:>13.3g}{m.inference_flops_per_token:>15.3g}"
-                         f"{m.explained_variance:>8.3f}{m.mean_l0:>8.1f}{m.dead_latents:>6}"
-                         f"{m.detection['median_f1']:>11.3f}{m.chance_f1:>11.3f}")
-        for c in self.comparisons:
-            lines.append(f"F1 {c['name_a']} vs {c['name_b']}: Cliff's delta {c['cliffs_delta']:+.3f}, "
-                         f"Holm p {c['p_holm']:.3g} (n={c['n_a']}, {c['n_b']})")
-        lines.append(f"report: {self.report_path}")
-        return "\n".join(lines)
-
-
-def _budgeted_steps(model, budget: int, batch: int, X, lr, seed, device) -> int:
-    """Steps of ``model`` that fit in ``budget`` FLOPs once its data initialisation is paid
-    (a short pilot for data-dependent costs)."""
-    import copy
-
-    from .encoders import SparseCoding
-    from .training import TrainConfig, train
-
-    if isinstance(model, SparseCoding):
-        pilot = copy.deepcopy(model)
-        history = train(pilot, X, TrainConfig(steps=_PILOT_STEPS, batch_size=batch, lr=lr, seed=seed,
-                                              progress=False), device=device)
-        per_step = history.flops.total / _PILOT_STEPS
-    else:
-        per_step = model.flops(batch, stage="train").total
-    left = budget - model.flops(len(X), stage="init").total
-    if left < per_step:
-        raise ValueError(f"{type(model).__name__} spends {budget - left:.3g} FLOPs initialising on {len(X)} rows, "
-                         f"leaving less than one step of the {budget:.3g}-FLOP budget; raise steps or train on fewer rows.")
-    return int(left // per_step)
-
-
-def compare_encoders_on_activations(train_path, test_path, out_dir, *, config: ComparisonConfig | None = None,
-                                    seed: int = 0, device=None, progress: bool = False) -> ActivationsComparison:
-    """Train every method on the same activations within the same FLOP budget; score and report.
-
-    Every method sees the same scaled training rows (``E||x||^2 = 1``), batch size and
-    learning rate, and gets as many steps as fit in the FLOP budget of ``config.steps`` ReLU-SAE
-    steps (:mod:`gaptheory.flops`; sparse coding's data-dependent step cost is measured by a
-    short pilot). On held-out tokens (other documents) it reports explained variance, L0, dead
-    latents, inference FLOPs per token and the detection scores of :func:`detection_scores`,
-    compares each method's per-latent F1 with the ReLU SAE's (:func:`compare_scores`, Holm
-    adjusted), exports each SAE in the SAELens layout and checks it loads back identically, and
-    writes ``results.json`` and ``report.md`` into ``out_dir``.
-
-    With a sparsity grid (``config.l1_grid``, ``k_grid`` or ``alpha_grid``; see
-    :meth:`ComparisonConfig.grid`) every method is first trained at each value of its sparsity
-    knob (:data:`SPARSITY_KNOBS`), each run under the same budget, and measured on the
-    validation rows only (EV, L0, dead latents; :class:`SweepPoint`). Per method the point whose
-    validation L0 is closest to ``config.target_l0`` is kept (:func:`select_closest_l0`), and
-    only the kept, sparsity-matched models are scored on the held-out tokens, as Gao et al.
-    (2024) compare SAEs at matched L0. Without a grid each method trains once at the single
-    shared setting.
-
-    Parameters
-    ----------
-    train_path, test_path : str or Path
-        Activation files of the training and held-out splits (:func:`gaptheory.activations.extract_split`).
-    out_dir : str or Path
-    config : ComparisonConfig, optional
-    seed : int
-        Seed of every model initialisation and batch order.
-    device : str or torch.device, optional
-    progress : bool
-
-    Returns
-    -------
-    ActivationsComparison
-        ``sweep`` lists every grid point (empty without a grid).
-
-    Raises
-    ------
-    ValueError
-        If the files differ in width, model or hook, the training file is too short for
-        ``n_val`` plus one batch, or a ``k_grid`` value exceeds N = expansion x M.
-
-    References
-    ----------
-    .. [1] Gao et al. (2024), "Scaling and evaluating sparse autoencoders", arXiv 2406.04093.
-    """
-    import json
-    from pathlib import Path
-
-    from .activations import load_activations
-    from .encoders import Encoder, SparseAutoencoder
-    from .metrics import dead_latents, explained_variance, mean_l0
-    from .training import TrainConfig, build_model, train
-
-    config = ComparisonConfig() if config is None else config
-    check_int(seed, "seed", minimum=0)
-    train_acts, test_acts = load_activations(train_path), load_activations(test_path)
-    if train_acts.X.shape[1] != test_acts.X.shape[1]:
-        raise ValueError(f"train ({train_acts.X.shape[1]}) and test ({test_acts.X.shape[1]}) activations have "
-                         "different widths; extract both with the same model and hook.")
-    for key in ("model", "hook_name"):
-        if train_acts.metadata.get(key) != test_acts.metadata.get(key):
-            raise ValueError(f"train and test activations differ in {key}: {train_acts.metadata.get(key)!r} vs "
-                             f"{test_acts.metadata.get(key)!r}; extract both with the same settings.")
-    T = train_acts.X.shape[0]
-    if T <= config.n_val + config.batch_size:
-        raise ValueError(f"the training file has {T} tokens, too few for n_val={config.n_val} plus one batch of "
-                         f"{config.batch_size}; extract more tokens or lower n_val.")
-    M = train_acts.X.shape[1]
-    N = config.expansion * M
-    fit_rows = train_acts.X[: T - config.n_val].astype(np.float64)
-    scale = float(np.sqrt((fit_rows ** 2).sum(1).mean()))
-    X_fit, X_val = fit_rows / scale, train_acts.X[T - config.n_val:].astype(np.float64) / scale
-    n_score = min(config.n_score_train, T - config.n_val)
-    X_score, ids_score = X_fit[:n_score], train_acts.token_ids[:n_score]
-    n_test = min(config.n_score_test, test_acts.X.shape[0])
-    X_test, ids_test = test_acts.X[:n_test].astype(np.float64) / scale, test_acts.token_ids[:n_test]
-    vocab = {**_vocab_of(train_acts.metadata), **_vocab_of(test_acts.metadata)}
-
-    if config.sweep:
-        check_k(max(config.grid("sae_topk")), N, "the largest k_grid value")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reference = build_model("sae", N, M, config.k, hparams=config.hparams("sae"), seed=seed)
-    budget = reference.flops(config.batch_size, stage="train").total * config.steps
-
-    def fit(method, value=None):
-        model = build_model(method, N, M, config.k, hparams=config.hparams(method, value), seed=seed)
-        steps = _budgeted_steps(model, budget, config.batch_size, X_fit, config.lr, seed, device)
-        history = train(model, X_fit, TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr,
-                                                  eval_every=max(1, steps // 10), seed=seed, progress=progress),
-                        X_val=X_val, device=device)
-        return model, history
-
-    if config.sweep:
-        chosen, sweep = _sparsity_sweep(config, fit, X_val, N, M, seed)
-    else:
-        sweep = []
-        chosen = {method: (*fit(method), config.hparams(method)) for method in config.methods}
-
-    results, f1s, exports = [], {}, {}
-    for method in config.methods:
-        model, history, hparams = chosen[method]
-        Z_test, flops = model.encode_with_flops(X_test)
-        Z_score = model.encode(X_score)
-        scores = detection_scores(Z_score, ids_score, Z_test, ids_test)
-        chance = shuffled_baseline(Z_score, ids_score, Z_test, ids_test, seed=seed)
-        f1s[method] = scores.f1
-        examples = _example_latents(scores, Z_test, ids_test, test_acts.window_ids[:n_test], vocab,
-                                    config.n_examples)
-        knob = SPARSITY_KNOBS[method]
-        setting = {knob: hparams[knob] if knob in hparams else model.cfg.k}
-        results.append(MethodResult(
-            method=method, steps=history.steps_run, train_flops=int(history.flops.total),
-            inference_flops_per_token=flops.total / n_test,
-            explained_variance=explained_variance(X_test, model.decode(Z_test)), mean_l0=mean_l0(Z_test),
-            dead_latents=dead_latents(np.vstack([Z_score, Z_test])), detection=scores.summary(),
-            chance_f1=float(np.median(chance.f1)) if chance.f1.size else float("nan"),
-            train_seconds=history.seconds, examples=examples, setting=setting))
-        if isinstance(model, SparseAutoencoder):  # ReLU, TopK and the SAE under ITO
-            exports[method] = _export_and_reload(model, out_dir / "saes" / method, X_test[:256], Encoder)
-
-    comparisons = []
-    if "sae" in f1s:
-        others = [m for m in config.methods if m != "sae" and f1s[m].size and f1s["sae"].size]
-        raw = [compare_scores(f1s[m], f1s["sae"], name_a=m, name_b="sae") for m in others]
-        adjusted = holm([c.p_value for c in raw]) if raw else []
-        comparisons = [{**c.to_dict(), "p_holm": float(p)} for c, p in zip(raw, adjusted)]
-
-    report_path = out_dir / "report.md"
-    comparison = ActivationsComparison(config.to_dict(), dict(train_acts.metadata), scale, int(budget), results,
-                                       comparisons, exports, str(report_path), sweep)
-    write_atomic(out_dir / "results.json", json.dumps(comparison.to_dict(), indent=2, sort_keys=True, default=float))
-    write_atomic(report_path, render_markdown(comparison))
-    return comparison
-
-
-def _sparsity_sweep(config: ComparisonConfig, fit, X_val, N: int, M: int, seed: int):
-    """Train every method at each point of its grid; keep, per method, the point closest to the target L0.
-
-    Only ``X_val`` (the last ``n_val`` training rows, never trained on) is encoded here. SAE + ITO
-    reuses the ReLU SAE trained at the same l1 (training is that of the SAE) and refines its codes
-    with alpha = l1 / 2. Returns ``({method: (model, history, hparams)}, [SweepPoint, ...])``.
-    """
-    import logging
-
-    from .metrics import dead_latents, explained_variance, mean_l0
-    from .training import build_model
-
-    log = logging.getLogger(__name__)
-    saes, chosen, sweep = {}, {}, []
-    for method in config.methods:
-        candidates, points = [], []
-        for value in config.grid(method):
-            hparams = config.hparams(method, value)
-            if method in ("sae", "sae_ito"):
-                if value not in saes:
-                    saes[value] = fit("sae", value)
-                sae, history = saes[value]
-                model = sae
-                if method == "sae_ito":
-                    model = build_model("sae_ito", N, M, config.k, hparams=hparams, seed=seed)
-                    model.load_state_dict(sae.state_dict())
-            else:
-                model, history = fit(method, value)
-            Z_val = model.encode(X_val)
-            points.append(SweepPoint(method, SPARSITY_KNOBS[method], value, history.steps_run,
-                                     int(history.flops.total), explained_variance(X_val, model.decode(Z_val)),
-                                     mean_l0(Z_val), dead_latents(Z_val), False))
-            candidates.append((model, history, hparams))
-            log.info("sweep %s %s=%g: val EV %.3f, val L0 %.1f, %d dead, %.0f s", method, points[-1].knob, value,
-                     points[-1].val_explained_variance, points[-1].val_l0, points[-1].val_dead_latents,
-                     history.seconds)
-        best = select_closest_l0([p.val_l0 for p in points], config.target_l0)
-        points[best] = dataclasses.replace(points[best], selected=True)
-        chosen[method] = candidates[best]
-        sweep += points
-    return chosen, sweep
-
-
-def _vocab_of(metadata: dict) -> dict:
-    """Token id -> string, from the ``token_strings`` the activations file records."""
+def token_strings(metadata: dict) -> dict:
+    """Token id -> string, from the ``token_strings`` an activations file records in its metadata."""
     import json
 
     return {int(k): v for k, v in json.loads(metadata.get("token_strings", "{}")).items()}
 
 
-def _example_latents(scores: DetectionScores, Z, token_ids, window_ids, vocab, n_examples: int) -> list:
+def example_latents(scores: DetectionScores, Z, token_ids, window_ids, vocab, n_examples: int) -> list[dict]:
+    """The ``n_examples`` latents of highest held-out F1, each with its scores, associated tokens
+    and top contexts (:func:`top_contexts`); ``vocab`` maps token ids to strings."""
     order = np.argsort(-scores.f1, kind="stable")[:n_examples]
     examples = []
     for j in order:
@@ -757,71 +347,3 @@ def _example_latents(scores: DetectionScores, Z, token_ids, window_ids, vocab, n
                          "associated": [vocab[int(t)] for t in scores.associated[j]],
                          "contexts": [c.text for c in contexts]})
     return examples
-
-
-def _export_and_reload(model, path, X_check, encoder_class) -> dict:
-    """Save in the SAELens layout, load back, and measure the largest code difference."""
-    model.save(path)
-    loaded = encoder_class.load(path, device="cpu")
-    difference = float(np.abs(loaded.encode(X_check) - model.to("cpu").encode(X_check)).max())
-    return {"path": str(path), "round_trip_max_abs_diff": difference}
-
-
-def render_markdown(comparison: ActivationsComparison) -> str:
-    """The short Markdown report: setup, the table, the statistics, example latents."""
-    meta, cfg = comparison.metadata, comparison.config
-    lines = [
-        "# SAE vs richer encoders on real transformer activations",
-        "",
-        f"Activations: `{meta.get('model')}` `{meta.get('hook_name')}`, corpus `{meta.get('corpus')}` "
-        f"(train split; held-out documents for every metric), scaled by 1/{comparison.scale:.4g} so that "
-        f"E||x||^2 = 1. N = {cfg['expansion']} x M; every method gets the FLOP budget of {cfg['steps']} "
-        f"ReLU-SAE steps ({comparison.budget_flops:.3g} FLOPs) at batch {cfg['batch_size']}, lr {cfg['lr']}.",
-        "",
-    ]
-    if comparison.sweep:
-        lines += [f"## Sparsity sweep (validation: the last {cfg['n_val']} training rows)", "",
-                  f"Each method trained at every grid point under the same budget; the point whose validation L0 "
-                  f"is closest to {cfg['target_l0']:g} is kept (**bold**) and only the kept models are scored on "
-                  "held-out tokens below.", "",
-                  "| method | knob | value | steps | val EV | val L0 | val dead |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        for p in comparison.sweep:
-            mark = "**" if p.selected else ""
-            lines.append(f"| {p.method} | {p.knob} | {mark}{p.value:g}{mark} | {p.steps} | "
-                         f"{p.val_explained_variance:.3f} | {p.val_l0:.1f} | {p.val_dead_latents} |")
-        lines += ["", "## Held-out tokens (the kept models)", ""]
-    lines += [
-        "| method | setting | steps | train FLOPs | inference FLOPs/token | EV | L0 | dead | median F1 | mean F1 | "
-        "chance F1 | scored latents |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for m in comparison.methods:
-        d = m.detection
-        setting = ", ".join(f"{key} {value:g}" for key, value in m.setting.items())
-        lines.append(f"| {m.method} | {setting} | {m.steps} | {m.train_flops:.3g} | {m.inference_flops_per_token:.3g} | "
-                     f"{m.explained_variance:.3f} | {m.mean_l0:.1f} | {m.dead_latents} | {d['median_f1']:.3f} | "
-                     f"{d['mean_f1']:.3f} | {m.chance_f1:.3f} | {d['n_scored']} |")
-    lines += ["", "Detection F1: a latent's firing on held-out tokens as a predictor of the tokens it was "
-              "most associated with on training tokens (chosen on training text only); chance F1 pairs "
-              "the held-out codes with shuffled tokens.", ""]
-    if comparison.comparisons:
-        lines += ["| F1 of | vs | Cliff's delta | Mann-Whitney U | p (Holm) | n latents |",
-                  "| --- | --- | ---: | ---: | ---: | --- |"]
-        for c in comparison.comparisons:
-            lines.append(f"| {c['name_a']} | {c['name_b']} | {c['cliffs_delta']:+.3f} | {c['u_statistic']:.0f} | "
-                         f"{c['p_holm']:.3g} | {c['n_a']} vs {c['n_b']} |")
-        lines += ["", "Cliff's delta > 0: the method's latents tend to score higher than the ReLU SAE's. "
-                  "Latents of one model are not independent samples; read the effect size first.", ""]
-    lines.append("## Example latents (highest held-out F1)")
-    for m in comparison.methods:
-        lines += ["", f"### {m.method}"]
-        for ex in m.examples:
-            lines.append(f"- latent {ex['latent']}: F1 {ex['f1']:.2f} (P {ex['precision']:.2f}, R {ex['recall']:.2f}); "
-                         f"tokens {', '.join(repr(t) for t in ex['associated'])}")
-            lines += [f"  - `{text}`" for text in ex["contexts"]]
-    if comparison.saelens_exports:
-        lines += ["", "## SAELens export", ""]
-        for method, info in comparison.saelens_exports.items():
-            lines.append(f"- {method}: `{info['path']}` (round trip max |dz| = {info['round_trip_max_abs_diff']:.2g})")
-    return "\n".join(lines) + "\n"

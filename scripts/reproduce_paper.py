@@ -21,18 +21,23 @@ import sys
 import time
 
 from gaptheory import report
-from gaptheory.experiments import Sweep, load_sweep, run_sweep
-from gaptheory.store import ResultStore
+from gaptheory.experiments.methods import METHODS, SETTINGS
+from gaptheory.experiments.runner import run_sweep
+from gaptheory.experiments.store import ResultStore
+from gaptheory.experiments.sweep import Sweep, load_sweep
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
 
-#: The paper's three synthetic settings and the methods that apply to each
-#: (gaptheory.training.METHODS); "mlp_32" / "mlp_256" are one-hidden-layer MLP encoders.
-SETTINGS = {
-    "known_dictionary": ["sae", "sae_topk", "sae_jumprelu", "mlp_32", "mlp_256", "sae_ito", "sparse_coding"],
-    "known_codes": ["sae", "sae_topk", "sae_jumprelu", "mlp_32", "mlp_256"],
-    "unknown": ["sae", "sae_topk", "sae_jumprelu", "mlp_32", "mlp_256", "sae_ito", "sparse_coding"],
-}
+#: Hidden widths of the MLP encoders trained (one hidden layer each: "mlp_32", "mlp_256").
+MLP_WIDTHS = (32, 256)
+
+
+def methods_of(setting: str) -> list[str]:
+    """The methods of :data:`gaptheory.experiments.methods.METHODS` that run in ``setting``; ``mlp``
+    at each of :data:`MLP_WIDTHS`, and without ``best_subset`` (exact search, kept to examples/paper.toml)."""
+    names = [name for name, method in METHODS.items() if setting in method.settings and name != "best_subset"]
+    return [variant for name in names for variant in ([f"mlp_{w}" for w in MLP_WIDTHS] if name == "mlp" else [name])]
+
 
 TRAINING_METRICS = ["test_mcc", "test_f1", "dict_recovery", "inference_flops_per_sample", "train_flops"]
 
@@ -49,7 +54,8 @@ def sweeps(quick: bool) -> list[Sweep]:
         gap = Sweep(name=gap.name, kind=gap.kind, fixed={**gap.fixed, "B": 50, "sae_steps": 500},
                     grid={"M_over_N": [0.25, 0.5, 0.75], "K": [2, 3], "seed": seeds})
     out = [phase, gap]
-    for setting, methods in SETTINGS.items():
+    for setting in SETTINGS:
+        methods = methods_of(setting)
         fixed = {"setting": setting, "N": 16, "M": 8, "K": 3, "steps": 300 if quick else 2000}
         if quick:
             fixed.update(n_train=512, n_val=256, n_test=512)

@@ -60,7 +60,7 @@ def test_a_figure_write_refused_midway_exits_2_naming_the_file_and_keeps_the_old
     import sys
     from pathlib import Path
 
-    from gaptheory.store import ResultStore
+    from gaptheory.experiments.store import ResultStore
 
     def gap_records(seeds):
         return [{"key": f"g{M}-{s}", "status": "ok", "kind": "gap", "N": 8, "M": M, "K": 2, "seed": s,

@@ -416,7 +416,7 @@ SPECS = [
 def _encoder_specs() -> list[Spec]:
     """encode/decode of each encoder kind: arrays in, codes out, float32 models."""
     sae = SparseAutoencoder(SAEConfig(N, M), seed=0)
-    topk = TopKSAE(TopKSAEConfig(N, M, k=2), seed=0)
+    topk = TopKSAE(TopKSAEConfig(N, M, K=2), seed=0)
     mlp = MLPEncoder(MLPEncoderConfig(N, M), seed=0)
     coding = SparseCoding(SparseCodingConfig(N, M), seed=0)
     # A bias-free ReLU/TopK layer is positively homogeneous: codes scale with X. A float32
@@ -434,7 +434,7 @@ def _encoder_specs() -> list[Spec]:
         Spec("SparseCoding.encode", lambda X: coding.encode(X), {"X": X}, {"X": 2}, columns=("X",), int_data=("X",)),
         Spec("SAEConfig", SAEConfig, {"M": M, "N": N}, ints={"M": 1, "N": 1},
              bad={"l1_coefficient": [-1.0, math.nan]}),
-        Spec("TopKSAEConfig", TopKSAEConfig, {"M": M, "N": N, "k": 2}, k="k"),
+        Spec("TopKSAEConfig", TopKSAEConfig, {"M": M, "N": N, "K": 2}, k="K"),
         Spec("SparseAutoencoder", SparseAutoencoder, {"cfg": SAEConfig(N, M)},
              bad={"seed": [-1, 1.5]}),
     ]
@@ -531,13 +531,14 @@ seed = [0]
 
 def cli_files(tmp: Path) -> dict[str, Path]:
     """Files a user might pass: a good store, a sweep, and every kind of bad file."""
-    from gaptheory.store import ResultStore
+    from gaptheory.experiments.store import ResultStore
 
     files = {"dir": tmp / "a_folder", "missing": tmp / "missing.db", "random": tmp / "random.db",
              "empty": tmp / "empty.db", "truncated": tmp / "truncated.db", "good": tmp / "good.db",
              "sweep": tmp / "tiny.toml", "bad_toml": tmp / "bad.toml", "bad_grid": tmp / "bad_grid.toml",
              "type_grid": tmp / "type_grid.toml", "not_utf8": tmp / "binary.toml", "readonly_store": tmp / "ro.db",
-             "activations": tmp / "acts.safetensors", "text": tmp / "notes.txt"}
+             "real_bad_method": tmp / "real_bad_method.toml", "real_steps_zero": tmp / "real_steps_zero.toml",
+             "text": tmp / "notes.txt"}
     files["dir"].mkdir(exist_ok=True)
     files["random"].write_bytes(np.random.default_rng(0).bytes(8192))
     files["empty"].write_bytes(b"")
@@ -554,7 +555,9 @@ def cli_files(tmp: Path) -> dict[str, Path]:
     files["type_grid"].write_text(SWEEP_OK.replace("M = [4]", 'M = ["a"]'))
     files["not_utf8"].write_bytes(b"\xff\xfe\x00name")
     files["text"].write_text("not a store, not a sweep\n")
-    files["activations"].write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    real = 'name = "real"\nkind = "activations"\n[fixed]\n'
+    files["real_bad_method"].write_text(real + 'method = "nope"\n')
+    files["real_steps_zero"].write_text(real + "steps = 0\n")
     with ResultStore(files["readonly_store"]) as store:
         store.put(RECORDS[0])
     files["readonly_store"].chmod(0o444)
@@ -647,20 +650,10 @@ def cli_cases(tmp: Path) -> list[CliCase]:
                                           str(tmp / "nope.txt")), 2, ("nope.txt",)),
         CliCase("extract-model-folder-empty", ("activations", "extract", "--out", str(tmp / "a.safetensors"), "--model",
                                               f["dir"]), 2, (f["dir"],)),
-        CliCase("compare-train-missing", ("activations", "compare", "--train", f["missing"], "--test", f["missing"],
-                                         "--out", str(tmp / "cmp")), 2, ("missing.db",)),
-        CliCase("compare-train-corrupt", ("activations", "compare", "--train", f["activations"], "--test",
-                                         f["activations"], "--out", str(tmp / "cmp")), 2, ("acts.safetensors",)),
-        CliCase("compare-train-a-folder", ("activations", "compare", "--train", f["dir"], "--test", f["dir"],
-                                          "--out", str(tmp / "cmp")), 2, (f["dir"],)),
-        CliCase("compare-train-a-store", ("activations", "compare", "--train", f["good"], "--test", f["good"],
-                                         "--out", str(tmp / "cmp")), 2, ("good.db",)),
-        CliCase("compare-steps-zero", ("activations", "compare", "--train", f["activations"], "--test",
-                                      f["activations"], "--out", str(tmp / "cmp"), "--steps", "0"), 2,
-                ("steps", "acts.safetensors")),
-        CliCase("compare-unknown-method", ("activations", "compare", "--train", f["activations"], "--test",
-                                          f["activations"], "--out", str(tmp / "cmp"), "--methods", "nope"), 2,
-                ("nope", "acts.safetensors")),
+        CliCase("run-activations-unknown-method", ("run", f["real_bad_method"], "--store", str(tmp / "real.db"),
+                                                   "--workers", "1"), 2, ("nope",)),
+        CliCase("run-activations-steps-zero", ("run", f["real_steps_zero"], "--store", str(tmp / "real.db"),
+                                               "--workers", "1"), 2, ("steps",)),
     ]
     return cases
 

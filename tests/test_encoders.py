@@ -42,12 +42,12 @@ QUICK = TrainConfig(steps=30, eval_every=10, progress=False)
 def _models(M=8, N=16):
     return [
         SparseAutoencoder(SAEConfig(M=M, N=N), seed=1),
-        TopKSAE(TopKSAEConfig(N=N, M=M, k=3), seed=1),
+        TopKSAE(TopKSAEConfig(N=N, M=M, K=3), seed=1),
         JumpReLUSAE(JumpReLUSAEConfig(N=N, M=M), seed=1),
         MLPEncoder(MLPEncoderConfig(M=M, N=N, hidden=(12, 7)), seed=1),
         SAEWithITO(SAEITOConfig(M=M, N=N), seed=1),
         SparseCoding(SparseCodingConfig(M=M, N=N, alpha=0.1, fit_max_iter=50), seed=1),
-        SparseCoding(SparseCodingConfig(M=M, N=N, inference="best_subset", k=3), seed=1),
+        SparseCoding(SparseCodingConfig(M=M, N=N, inference="best_subset", K=3), seed=1),
     ]
 
 
@@ -74,7 +74,7 @@ def test_sae_weights_have_saelens_shapes_and_relu_encoder_formula():
 
 
 def test_topk_keeps_at_most_k_active_latents():
-    sae = TopKSAE(TopKSAEConfig(N=16, M=8, k=2), seed=0)
+    sae = TopKSAE(TopKSAEConfig(N=16, M=8, K=2), seed=0)
     Z = sae.encode(np.random.default_rng(0).standard_normal((50, 8)))
     assert ((Z > 0).sum(1) <= 2).all()
 
@@ -128,18 +128,18 @@ def test_sparse_coding_on_the_true_dictionary_recovers_codes():
 
 def test_best_subset_sparse_coding_on_the_true_dictionary_is_exact_and_counts_its_flops():
     inst = make_instance(16, 8, 3, 50, seed=4)  # K = 3 < spark/2 = 4.5: every code is the unique sparsest fit
-    model = SparseCoding(SparseCodingConfig(M=8, N=16, inference="best_subset", k=3), seed=0).fix_decoder(inst.D)
+    model = SparseCoding(SparseCodingConfig(M=8, N=16, inference="best_subset", K=3), seed=0).fix_decoder(inst.D)
     Z, flops = model.encode_with_flops(inst.X)
     np.testing.assert_allclose(Z, inst.Z, atol=1e-5)  # float32 model weights
     assert flops == best_subset_flops(50, 8, 16, 3)
     assert float(model.aux_loss(torch.as_tensor(Z), None)) == 0.0  # sparsity is a constraint, not a penalty
 
 
-def test_sparse_coding_config_needs_k_for_best_subset_inference():
-    with pytest.raises(ValueError, match="needs k"):
+def test_sparse_coding_config_needs_K_for_best_subset_inference():
+    with pytest.raises(ValueError, match="needs K"):
         SparseCodingConfig(M=8, N=16, inference="best_subset")
-    with pytest.raises(ValueError, match=r"k=9 must be <= min\(N, M\)=8"):
-        SparseCodingConfig(M=8, N=16, inference="best_subset", k=9)
+    with pytest.raises(ValueError, match=r"K=9 must be <= min\(N, M\)=8"):
+        SparseCodingConfig(M=8, N=16, inference="best_subset", K=9)
     with pytest.raises(ValueError, match="inference"):
         SparseCodingConfig(M=8, N=16, inference="omp")
 
@@ -280,8 +280,8 @@ def test_load_refuses_a_different_encoder_class(tmp_path):
     "make, match",
     [
         (lambda: JumpReLUSAEConfig(N=16, M=8, bandwidth=0.0), "bandwidth"),
-        (lambda: TopKSAEConfig(N=16, M=8, k=0), "k=0"),
-        (lambda: TopKSAEConfig(N=16, M=8, k=17), "k=17"),
+        (lambda: TopKSAEConfig(N=16, M=8, K=0), "K=0"),
+        (lambda: TopKSAEConfig(N=16, M=8, K=17), "K=17"),
         (lambda: SAEConfig(M=0, N=16), "M=0"),
         (lambda: SAEConfig(M=8, N=16, l1_coefficient=-1.0), "l1_coefficient"),
         (lambda: MLPEncoderConfig(M=8, N=16, hidden=(0,)), "hidden"),
@@ -296,7 +296,7 @@ def test_configs_reject_bad_hyperparameters(make, match):
 
 
 def test_config_round_trips_through_dict():
-    for cfg in (TopKSAEConfig(N=16, M=8, k=2), JumpReLUSAEConfig(N=16, M=8), MLPEncoderConfig(M=3, N=5, hidden=(4, 4)),
+    for cfg in (TopKSAEConfig(N=16, M=8, K=2), JumpReLUSAEConfig(N=16, M=8), MLPEncoderConfig(M=3, N=5, hidden=(4, 4)),
                 SAEITOConfig(M=8, N=16), SparseCodingConfig(M=8, N=16)):
         assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 

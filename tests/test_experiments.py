@@ -13,16 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaptheory.cli import EXIT_OK, EXIT_USAGE, main
-from gaptheory.experiments import (
-    TASK_KINDS,
-    Sweep,
-    execute_task,
-    l1_transition_sparsity_ratio,
-    load_sweep,
-    run_sweep,
-)
-from gaptheory.bounds import statistical_dimension
-from gaptheory.store import ResultStore
+from gaptheory.bounds import l1_transition_sparsity_ratio, statistical_dimension
+from gaptheory.experiments.runner import execute_task, run_sweep
+from gaptheory.experiments.store import ResultStore
+from gaptheory.experiments.sweep import Sweep, load_sweep
+from gaptheory.experiments.tasks import TASK_KINDS
 
 #: Seconds the SIGKILL test waits for the first rows before giving up.
 KILL_WAIT_S = 60.0
@@ -362,7 +357,8 @@ def test_cases_expand_the_grid_once_each_without_invalid_products():
 
 
 def test_validation_selection_keeps_the_best_validation_point_and_reports_its_test_scores():
-    from gaptheory.training import DataConfig, TrainConfig, make_splits, run_setting
+    from gaptheory.experiments.settings import DataConfig, make_splits, run_setting
+    from gaptheory.training import TrainConfig
 
     fixed = {"N": 8, "M": 4, "K": 2, "n_train": 64, "n_val": 32, "n_test": 32, "steps": 15, "eval_every": 5}
     grid = [1e-4, 3e-2, 1e-2]
@@ -382,10 +378,10 @@ def test_validation_selection_keeps_the_best_validation_point_and_reports_its_te
 
 
 def test_paper_grid_of_sae_ito_uses_the_points_chosen_for_sae_and_sparse_coding():
-    from gaptheory.experiments import LR_GRID, PAPER_GRIDS, _selection_axes
+    from gaptheory.experiments.selection import LR_GRID, PAPER_GRIDS, selection_axes
 
-    assert _selection_axes({"select": "paper", "method": "sae_ito", "setting": "unknown"}) == ("sae", "sparse_coding")
-    assert _selection_axes({"select": "paper", "method": "mlp_256", "setting": "known_codes"})["lr"] == LR_GRID
+    assert selection_axes({"select": "paper", "method": "sae_ito", "setting": "unknown"}) == ("sae", "sparse_coding")
+    assert selection_axes({"select": "paper", "method": "mlp_256", "setting": "known_codes"})["lr"] == LR_GRID
     for setting, methods in PAPER_GRIDS.items():
         for method, axes in methods.items():
             if method != "sparse_coding" and isinstance(axes, dict):  # amortised: the learning rate is tuned

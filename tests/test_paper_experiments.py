@@ -1,10 +1,7 @@
-"""The issue-4 script's reporting path: records -> table, claims, figures (no long training)."""
+"""scripts/paper_experiments.py: a thin wrapper over `gaptheory run` and `gaptheory table`, plus the claims."""
 
 import importlib.util
-import json
 from pathlib import Path
-
-from gaptheory.training import DataConfig, TrainConfig, run_setting
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paper_experiments.py"
 
@@ -16,30 +13,67 @@ def _script():
     return module
 
 
-def test_report_from_records_checks_claims_against_the_selected_per_sample_method(tmp_path, capsys):
+#: paper_tiny.toml cut to one seed and the shortest training (tests/test_experiments.py runs it whole).
+SWEEP = """name = "wrapper"
+kind = "training"
+[fixed]
+N = 8
+M = 4
+K = 2
+n_train = 32
+n_val = 16
+n_test = 16
+steps = 5
+eval_every = 5
+[grid]
+seed = [0]
+[[case]]
+setting = "known_dictionary"
+method = "sae"
+[[case]]
+setting = "unknown"
+method = "sparse_coding"
+"""
+
+
+def test_the_wrapper_runs_tables_plots_and_checks_claims_and_a_rerun_computes_nothing(tmp_path, capsys):
     script = _script()
-    data = DataConfig(N=16, M=8, K=3, n_train=64, n_val=64, n_test=64, seed=0)
-    quick = TrainConfig(steps=5, progress=False)
-    records = [run_setting(1, "sparse_coding", data, device="cpu", hparams={"alpha": 0.01}).to_dict(),
-               run_setting(1, "best_subset", data, device="cpu").to_dict(),
-               run_setting(1, "sae", data, device="cpu", train_cfg=quick).to_dict()]
-    path = tmp_path / "records.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert script.main(["--from-records", str(path), "--figures", str(tmp_path / "figures")]) == 0
+    sweep, store, figures = tmp_path / "wrapper.toml", str(tmp_path / "w.db"), tmp_path / "figures"
+    sweep.write_text(SWEEP)
+    assert script.main(["--sweep", str(sweep), "--store", store, "--figures", str(figures)]) == 0
     out = capsys.readouterr().out
-    assert "| known_dictionary | best_subset |" in out
-    # validation prefers exact inference (MCC 1 on every row) to the LASSO, and the claim says so
-    assert "- [x] per-sample inference on the true D (best_subset, chosen on validation)" in out
-    assert "(the l1 relaxation alone, LASSO per sample" in out
-    assert (tmp_path / "figures" / "issue4_compute_known_dictionary.png").stat().st_size > 0
+    assert "2 tasks, 0 already done, 2 ok" in out
+    assert "| known_dictionary | sae |" in out and "| unknown | sparse_coding |" in out
+    assert "unknown D: sparse coding beats the SAE on code MCC" in out
+    assert {p.name for p in figures.iterdir()} == {"compute_known_dictionary.png", "compute_unknown.png"}
+    assert script.main(["--sweep", str(sweep), "--store", store]) == 0
+    assert "2 tasks, 2 already done, 0 ok" in capsys.readouterr().out
 
 
-def test_every_planned_grid_exists_and_tunes_the_learning_rate_of_amortised_methods():
+def test_the_sizes_are_the_paper_sweeps():
     script = _script()
-    for setting, method, grid, kind in script.PLAN:
-        if grid in ("selected", "ito"):
-            continue
-        points = script.GRIDS[grid]
-        assert points, (setting, method)
-        if kind == "amortised":
-            assert {p["lr"] for p in points} == set(script.LR_GRID), (setting, method)
+    assert {name: path.name for name, path in script.SWEEPS.items()} == {
+        "full": "paper.toml", "quick": "paper_quick.toml", "tiny": "paper_tiny.toml"}
+
+
+def _record(setting, method, test_mcc, val_mcc, refit_steps=0, **extra):
+    return {"setting": setting, "method": method, "test_mcc": test_mcc, "val_mcc": val_mcc,
+            "refit_steps": refit_steps, **extra}
+
+
+def test_claims_name_the_per_sample_method_validation_prefers_and_read_test_scores_only():
+    script = _script()
+    records = [_record("known_dictionary", "sparse_coding", 0.97, 0.96),
+               _record("known_dictionary", "best_subset", 0.99, 1.0),
+               _record("known_dictionary", "sae", 0.70, 0.71),
+               _record("known_dictionary", "mlp_32", 0.80, 0.80),
+               _record("unknown", "sparse_coding", 0.90, 0.9, dict_recovery=0.9, dict_recovery_chance=0.4),
+               _record("unknown", "sae", 0.60, 0.6),
+               _record("unknown", "sae", 0.95, 0.6, refit_steps=100)]
+    lines = script.claims(records)
+    assert lines[0] == ("- [x] per-sample inference on the true D (best_subset, chosen on validation) reaches "
+                        "MCC >= 0.95: 0.990")
+    assert lines[2].startswith("- [x] MLP encoders beat the ReLU SAE") and "mlp_32 0.800" in lines[2]
+    assert lines[3].startswith("- [x] unknown D: sparse coding beats the SAE on code MCC")
+    assert lines[4].startswith("- [ ] unknown D: sparse coding also beats the SAE trained longer")  # 0.90 < 0.95
+    assert lines[5].endswith("+0.500")

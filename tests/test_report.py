@@ -16,7 +16,7 @@ from gaptheory.report import (
     table,
     tabulate,
 )
-from gaptheory.store import ResultStore
+from gaptheory.experiments.store import ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

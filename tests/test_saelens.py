@@ -25,7 +25,7 @@ from gaptheory.encoders import (  # noqa: E402
 #: which are O(10) here, so 1e-5 relative to the largest code bounds it with room.
 CODE_RTOL = 1e-5
 
-ARCHITECTURES = {"relu": (SparseAutoencoder, SAEConfig, {}), "topk": (TopKSAE, TopKSAEConfig, {"k": 3}),
+ARCHITECTURES = {"relu": (SparseAutoencoder, SAEConfig, {}), "topk": (TopKSAE, TopKSAEConfig, {"K": 3}),
                  "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig, {})}
 
 

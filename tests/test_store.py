@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaptheory.store import ResultStore, canonical_json, task_key
+from gaptheory.experiments.store import ResultStore, canonical_json, task_key
 
 scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=8), st.booleans(), st.none())

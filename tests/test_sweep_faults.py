@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gaptheory.experiments import load_sweep
-from gaptheory.store import ResultStore, StoreError
+from gaptheory.experiments.store import ResultStore, StoreError
+from gaptheory.experiments.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds to wait for a sweep subprocess to reach the state a test needs before failing.
@@ -333,9 +333,6 @@ def test_a_write_refused_mid_sweep_exits_2_naming_the_store_and_keeps_the_commit
         assert len(store.records(status=None)) == store.count() == len(keys)
 
 
-@pytest.mark.xfail(strict=True, reason="store.ResultStore._errors maps SQLite's 'disk I/O error' (SQLITE_IOERR_WRITE: "
-                                       "EFBIG, EDQUOT, EIO) to 'check the file and rerun'; a refused write should "
-                                       "say so (disk full, over quota or failing) and that committed records are intact")
 def test_a_write_refused_mid_sweep_is_explained_with_its_fix(refused_write):
     line = _one_line(refused_write[0].stderr)
     assert "quota" in line and "committed records are intact" in line, line

@@ -8,16 +8,9 @@ import torch
 from gaptheory.encoders import MLPEncoder, MLPEncoderConfig, SAEConfig, SparseAutoencoder
 from gaptheory.flops import FlopCount
 from gaptheory.instances import make_instance
-from gaptheory.training import (
-    METHODS,
-    DataConfig,
-    TrainConfig,
-    TrainingDivergedError,
-    build_model,
-    make_splits,
-    run_setting,
-    train,
-)
+from gaptheory.experiments.methods import METHODS
+from gaptheory.experiments.settings import DataConfig, build_model, make_splits, run_setting
+from gaptheory.training import TrainConfig, TrainingDivergedError, train
 
 SMALL = DataConfig(N=8, M=5, K=2, n_train=64, n_val=32, n_test=48, seed=0)
 
@@ -82,7 +75,7 @@ def test_train_counts_flops_of_every_step_taken():
 
 @pytest.mark.parametrize(
     "setting, method",
-    [(setting, method) for method, settings in METHODS.items() for setting in settings],
+    [(setting, method) for method, entry in METHODS.items() for setting in entry.settings],
 )
 def test_run_setting_returns_flat_json_scalars_for_every_method_and_setting(setting, method):
     result = run_setting(setting, method, SMALL, steps=10, seed=1, device="cpu",
@@ -115,7 +108,7 @@ def test_per_sample_inference_on_the_true_dictionary_beats_an_untrained_sae():
     "kwargs, match",
     [
         ({"setting": 4, "method": "sae"}, "setting"),
-        ({"setting": "known_codes", "method": "sparse_coding"}, "does not apply"),
+        ({"setting": "known_codes", "method": "sparse_coding"}, "does not run in"),
         ({"setting": 1, "method": "vae"}, "not supported"),
         ({"setting": 1, "method": "sae", "hparams": {"hidden": (3,)}}, "do not apply"),
     ],
@@ -127,9 +120,9 @@ def test_run_setting_rejects_unknown_settings_methods_and_options(kwargs, match)
 
 def test_build_model_parses_mlp_widths_and_topk_default():
     assert build_model("mlp_4_6", 8, 5, 2).cfg.hidden == (4, 6)
-    assert build_model("sae_topk", 8, 5, 2).cfg.k == 2
+    assert build_model("sae_topk", 8, 5, 2).cfg.K == 2
     exact = build_model("best_subset", 8, 5, 2).cfg
-    assert (exact.architecture, exact.inference, exact.k) == ("sparse_coding", "best_subset", 2)
+    assert (exact.architecture, exact.inference, exact.K) == ("sparse_coding", "best_subset", 2)
 
 
 def test_exact_per_sample_inference_recovers_every_code_on_the_true_dictionary():

@@ -62,7 +62,7 @@ def save(model: Encoder, path, *, input_scale: float = 1.0, hook_name: str | Non
            "gaptheory": {"encoder": type(model).__name__, "config": model.cfg.to_dict(), "seed": model.seed,
                          "decoder_trainable": model.decoder_trainable}}
     if model.cfg.architecture == "topk":
-        cfg.update(k=model.cfg.k, rescale_acts_by_decoder_norm=False)
+        cfg.update(k=model.cfg.K, rescale_acts_by_decoder_norm=False)  # SAELens names K "k"
     write_atomic(path / CONFIG_FILENAME, json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
@@ -135,7 +135,7 @@ def _config_from_saelens(raw: dict, cfg_file: Path) -> tuple[type[Encoder], Enco
         if not isinstance(raw.get(name), int) or isinstance(raw.get(name), bool) or raw[name] < 1:
             raise ValueError(f"{cfg_file}: {name} must be a positive integer; got {raw.get(name)!r}.")
     target = ENCODERS[architecture]
-    extra = {"k": raw.get("k", 100)} if architecture == "topk" else {}  # 100: SAELens's default k
+    extra = {"K": raw.get("k", 100)} if architecture == "topk" else {}  # 100: SAELens's default k
     return target, target.config_class(N=raw["d_sae"], M=raw["d_in"], **extra)
 
 

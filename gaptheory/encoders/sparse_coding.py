@@ -54,8 +54,8 @@ class SparseCodingConfig(EncoderConfig):
     """Per-sample inference (LASSO or exact K-sparse) on a dictionary learned by alternating minimisation."""
 
     architecture: ClassVar[str] = "sparse_coding"
-    inference: str = "lasso"  # "lasso" (FISTA on the penalised problem) or "best_subset" (exact, ||z||_0 <= k)
-    k: int | None = None  # K of best_subset inference (required there; unused by the LASSO)
+    inference: str = "lasso"  # "lasso" (FISTA on the penalised problem) or "best_subset" (exact, ||z||_0 <= K)
+    K: int | None = None  # nonzeros per code of best_subset inference (required there; unused by the LASSO)
     alpha: float = 0.01  # l1 weight of the per-sample LASSO 0.5||x - z W_dec||^2 + alpha ||z||_1
     nonnegative: bool = True  # constrain codes z >= 0 (the generative model's codes are)
     tol: float = FISTA_TOL  # FISTA relative duality-gap tolerance at inference
@@ -76,11 +76,11 @@ class SparseCodingConfig(EncoderConfig):
         check_choice(self.dictionary_update, "dictionary_update", DICTIONARY_UPDATES)
         check_choice(self.inference, "inference", SPARSE_INFERENCE)
         if self.inference == "best_subset":
-            if self.k is None:
-                raise ValueError("inference='best_subset' needs k, the number of nonzeros per code; set k=K.")
-            check_int(self.k, "k", minimum=1)
-            if self.k > min(self.N, self.M):
-                raise ValueError(f"k={self.k} must be <= min(N, M)={min(self.N, self.M)} for best_subset inference.")
+            if self.K is None:
+                raise ValueError("inference='best_subset' needs K, the number of nonzeros per code; set K.")
+            check_int(self.K, "K", minimum=1)
+            if self.K > min(self.N, self.M):
+                raise ValueError(f"K={self.K} must be <= min(N, M)={min(self.N, self.M)} for best_subset inference.")
         if self.statistics_window is not None:
             check_int(self.statistics_window, "statistics_window", minimum=1)
 
@@ -188,7 +188,7 @@ class SparseCoding(Encoder):
         last = self.warm_codes_.get(rows)
         same_rows = last is not None and last[0].shape == X.shape and torch.equal(last[0], X)
         if self.cfg.inference == "best_subset":  # exhaustive: no warm start, no tolerance
-            Z, flops = _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
+            Z, flops = _best_subset_codes(self, X, k=self.cfg.K, nonnegative=self.cfg.nonnegative)
         else:
             Z, flops = _lasso_codes(self, X, init=last[1] if same_rows else None, alpha=self.cfg.alpha,
                                     nonnegative=self.cfg.nonnegative, tol=self.cfg.fit_tol,
@@ -198,7 +198,7 @@ class SparseCoding(Encoder):
 
     def _encode(self, X):
         if self.cfg.inference == "best_subset":
-            return _best_subset_codes(self, X, k=self.cfg.k, nonnegative=self.cfg.nonnegative)
+            return _best_subset_codes(self, X, k=self.cfg.K, nonnegative=self.cfg.nonnegative)
         return _lasso_codes(self, X, init=None, alpha=self.cfg.alpha, nonnegative=self.cfg.nonnegative,
                             tol=self.cfg.tol, max_iter=self.cfg.max_iter)
 
@@ -269,7 +269,7 @@ class SparseCoding(Encoder):
             return FlopCount()
         if stage == "encode":
             if self.cfg.inference == "best_subset":
-                return best_subset_flops(n_samples, M, N, self.cfg.k)
+                return best_subset_flops(n_samples, M, N, self.cfg.K)
             return fista_flops(np.full(n_samples, self.cfg.max_iter), M, N)
         if self.cfg.dictionary_update == "gradient":
             return dictionary_step_flops(n_samples, M, N)

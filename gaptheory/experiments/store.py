@@ -7,7 +7,7 @@ else), so any table or figure can be rebuilt from the database alone.
 A *record* is a flat dict of JSON scalars (str, int, float, bool, None). It always
 holds ``key`` (the task key: a hash of the task's canonical JSON config, see
 :func:`task_key`), ``status`` (``"ok"`` or ``"failed"``) and whatever the task
-measured; :mod:`gaptheory.experiments` adds the sweep name, task kind, package
+measured; :mod:`gaptheory.experiments.runner` adds the sweep name, task kind, package
 version, seed, device, data split, wall time, FLOPs and, for failures, the traceback.
 
 Exactly-once: ``key`` is the table's primary key and :meth:`ResultStore.put` writes
@@ -247,6 +247,11 @@ class ResultStore:
                 hint = "the file or its folder is read-only; make it writable or write to another --store"
             elif "full" in text:
                 hint = "the disk is full; free space and rerun (committed records are intact)"
+            elif "disk I/O error" in text and not action.startswith("read"):
+                # SQLite reports a write the OS refused (EDQUOT, EFBIG, EIO) as SQLITE_IOERR: the
+                # transaction in progress is rolled back and the committed rows are untouched.
+                hint = ("the write was refused (disk quota exceeded, file-size limit or a failing disk); committed "
+                        "records are intact: free space, raise the quota or limit, or write to another --store, and rerun")
             elif "not a database" in text or "malformed" in text or "corrupt" in text:
                 hint = "the file is not an intact SQLite database; move it away and rerun to start a new store"
             else:

@@ -188,7 +188,8 @@ def test_least_squares_update_never_raises_the_reconstruction_error_of_the_codes
                     + half_square_atol(X, Z_after.detach(), model.W_dec.detach(), np.float32).mean())
     assert after <= before + roundoff
     # the same float32 loss summed in another order: (N + M + B) eps32 relative
-    assert torch.isclose(loss, before + 2 * 0.1 * Z.abs().sum(1).mean(), rtol=sum_atol(16 + 8 + 96, 1.0, np.float32), atol=0)
+    rtol = sum_atol(16 + 8 + 96, 1.0, np.float32)
+    assert torch.isclose(loss, before + 2 * 0.1 * Z.abs().sum(1).mean(), rtol=rtol, atol=0)
     assert torch.allclose(model.W_dec.norm(dim=1), torch.ones(16), rtol=0, atol=NORM_ATOL)
 
 

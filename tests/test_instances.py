@@ -238,7 +238,8 @@ def test_rip_exact_refuses_over_budget_and_names_sampled():
 
 def test_coherence_recovery_sparsity_formula():
     D = random_dictionary(32, 16, "identity_dct", seed=0)
-    assert coherence_recovery_sparsity(D) == pytest.approx(0.5 * (1 + 1 / mutual_coherence(D)), rel=sum_atol(3, 1.0), abs=0)
+    expected = 0.5 * (1 + 1 / mutual_coherence(D))
+    assert coherence_recovery_sparsity(D) == pytest.approx(expected, rel=sum_atol(3, 1.0), abs=0)
     assert coherence_recovery_sparsity(np.eye(3)) == math.inf
 
 

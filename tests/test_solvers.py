@@ -760,7 +760,8 @@ def test_compiled_kernels_give_the_batched_paths_supports_and_codes(monkeypatch,
     assert "compiled LARS path" in kernel_lasso.message and "compiled" not in torch_lasso.message
     np.testing.assert_array_equal(kernel_omp.codes != 0, torch_omp.codes != 0)
     # both finish in float64 on the same support: codes differ by a K x K solve's round-off
-    np.testing.assert_allclose(kernel_omp.codes, torch_omp.codes, rtol=0, atol=least_squares_atol(inst.D, torch_omp.codes))
+    np.testing.assert_allclose(kernel_omp.codes, torch_omp.codes, rtol=0,
+                               atol=least_squares_atol(inst.D, torch_omp.codes))
     np.testing.assert_array_equal(kernel_lasso.codes != 0, torch_lasso.codes != 0)
     np.testing.assert_allclose(kernel_lasso.codes, torch_lasso.codes, rtol=0,
                                atol=least_squares_atol(inst.D, torch_lasso.codes))

@@ -33,9 +33,7 @@ from gaptheory.activations import (
     wordpiece_tokenizer,
 )
 
-#: float32 forward passes of the same network that differ only in padding, batch companions or
-#: attention kernel agree to round-off (~1e-6 per LayerNorm); a misplaced row or mask is off by O(1).
-FORWARD_ATOL = 1e-4
+from conftest import forward_atol
 
 WORDS = ["the", "fire", "fires", "bush", "town", "people", "homes", "wind", "south", "storm", "hill",
          "top", "new", "said", "was", "in", "of", "and"]
@@ -46,6 +44,22 @@ TINY = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermed
 #: A GPT-2-style decoder (pre-LN, learned positions, gelu_new), randomly initialised.
 TINY_GPT2 = dict(n_layers=3, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=64, d_vocab=len(VOCAB),
                  act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard")
+
+
+def _atol(loaded, reference):
+    """Round-off of a float32 forward pass of ``loaded`` in another reduction order, relative
+    to the scale of ``reference`` (conftest.forward_atol): depth and widest reduction."""
+    if loaded.backend == "tl":
+        layers, width = loaded.n_layers, max(loaded.d_model, loaded.model.cfg.d_mlp, loaded.model.cfg.n_ctx)
+    else:
+        config = loaded.model.config
+        layers, width = config.num_hidden_layers, max(config.hidden_size, config.intermediate_size,
+                                                      config.max_position_embeddings)
+    return forward_atol(reference, layers=layers, width=width)
+
+
+def _close(loaded, ours, reference):
+    return torch.allclose(torch.as_tensor(ours), torch.as_tensor(reference), rtol=0, atol=_atol(loaded, reference))
 
 
 def _documents(seed, n_docs=12, length=(5, 60)):
@@ -124,10 +138,10 @@ def test_bert_hook_sites_are_the_hf_models_own_hidden_states_and_ffn_output(tiny
         attn = inside["ffn_in"][1]  # BertOutput(intermediate, input_tensor = LN_1(h + Attn(h)))
         recomposed = block.output.LayerNorm(ours["mlp_out"] + attn)
     real = mask.bool()
-    assert torch.allclose(ours["resid_pre"][real], states[layer][real], atol=FORWARD_ATOL)
-    assert torch.allclose(ours["resid_post"][real], states[layer + 1][real], atol=FORWARD_ATOL)
-    assert torch.allclose(recomposed[real], states[layer + 1][real], atol=FORWARD_ATOL)
-    assert not torch.allclose(ours["mlp_out"], ours["resid_post"] - ours["resid_pre"], atol=1e-2)  # post-LN
+    assert _close(tiny, ours["resid_pre"][real], states[layer][real])
+    assert _close(tiny, ours["resid_post"][real], states[layer + 1][real])
+    assert _close(tiny, recomposed[real], states[layer + 1][real])
+    assert not _close(tiny, ours["mlp_out"], ours["resid_post"] - ours["resid_pre"])  # post-LN: not a difference
 
 
 @pytest.mark.parametrize("layer, site, blocks_run", [
@@ -155,7 +169,7 @@ def test_bert_activations_of_a_sequence_ignore_padding_and_batch_companions(tiny
     with torch.no_grad():
         batched = tiny.hook(ids, mask, layer=1, site="resid_post")
         alone = tiny.hook(ids[:1, :7], mask[:1, :7], layer=1, site="resid_post")
-    assert torch.allclose(batched[0, :7], alone[0], atol=FORWARD_ATOL)
+    assert _close(tiny, batched[0, :7], alone[0])
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -204,7 +218,7 @@ def test_tl_hook_sites_equal_a_full_run_with_cache(tiny_tl, layer):
         _, cache = tiny_tl.model.run_with_cache(ids)
         for site in SITES:
             ours = tiny_tl.hook(ids, mask, layer=layer, site=site)
-            assert torch.allclose(ours, cache[f"blocks.{layer}.hook_{site}"], atol=FORWARD_ATOL)
+            assert _close(tiny_tl, ours, cache[f"blocks.{layer}.hook_{site}"])
 
 
 def test_tl_hook_runs_only_the_blocks_up_to_the_hook_and_never_the_unembedding(tiny_tl):
@@ -225,7 +239,7 @@ def test_tl_causal_activations_ignore_right_padding(tiny_tl):
     with torch.no_grad():
         batched = tiny_tl.hook(ids, mask, layer=2, site="mlp_out")
         alone = tiny_tl.hook(ids[:1, :6], mask[:1, :6], layer=2, site="mlp_out")
-    assert torch.allclose(batched[0, :6], alone[0], atol=FORWARD_ATOL)
+    assert _close(tiny_tl, batched[0, :6], alone[0])
 
 
 def test_tiny_transformer_lens_is_seeded_and_leaves_the_global_rng_alone(tiny_tl):
@@ -321,7 +335,7 @@ def test_extract_activations_equal_the_model_hook_of_each_window(tiny, tiny_tl, 
     assert acts.metadata["backend"] == loaded.backend
     for window in np.unique(acts.window_ids)[:5]:
         rows, direct = _direct(loaded, acts, window, layer=1, site="mlp_out")
-        assert np.allclose(acts.X[rows], direct, atol=FORWARD_ATOL)
+        assert _close(loaded, acts.X[rows], direct)
 
 
 def test_extract_activations_file_does_not_depend_on_chunk_or_batch_size(tiny, tmp_path):
@@ -330,7 +344,7 @@ def test_extract_activations_file_does_not_depend_on_chunk_or_batch_size(tiny, t
     a = extract_activations(tiny, documents, tmp_path / "a.safetensors", batch_size=1, chunk_tokens=1, **kwargs)
     b = extract_activations(tiny, documents, tmp_path / "b.safetensors", batch_size=8, chunk_tokens=10_000, **kwargs)
     A, B = load_activations(a.path), load_activations(b.path)
-    assert np.allclose(A.X, B.X, atol=FORWARD_ATOL) and np.array_equal(A.token_ids, B.token_ids)
+    assert _close(tiny, A.X, B.X) and np.array_equal(A.token_ids, B.token_ids)
 
 
 def test_extract_activations_writes_standard_safetensors_with_metadata_and_no_temp_file(tiny, tmp_path):
@@ -386,7 +400,7 @@ def test_minilm_extraction_equals_the_hf_models_own_hidden_states_on_the_lee_cor
                              loaded.tokenizer.sep_token_id]])
         with torch.no_grad():
             states = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
-        assert np.allclose(acts.X[rows], states[4][0, 1:-1].numpy(), atol=FORWARD_ATOL)
+        assert _close(loaded, acts.X[rows], states[4][0, 1:-1])
 
 
 # ----- CLI ------------------------------------------------------------------------------

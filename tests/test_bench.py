@@ -9,6 +9,15 @@ from gaptheory.cli import main
 from gaptheory.instances import make_instance
 from gaptheory.solvers import lasso, omp
 
+from conftest import least_squares_atol, sum_atol
+
+#: How far the script's batched objectives may lie from cvxpy/Clarabel's: cvxpy's own
+#: accuracy. Clarabel stops at 1e-8 absolute, ~3e-7 relative on these objectives (~4e-2), but
+#: on cvxpy's conic reformulation of rows rescaled to max|x| in [0.5, 1), which no documented
+#: tolerance ties to the LASSO objective; hence the margin. The rigorous check, through duality
+#: gaps and cvxpy's own codes, is test_solvers.test_batched_lasso_agrees_with_cvxpy.
+CVXPY_OBJECTIVE_RTOL = 1e-5
+
 
 def test_bench_quick_runs_every_stage_and_its_accuracy_checks_pass(capsys):
     code = main(["bench", "--quick", "--json"])
@@ -69,7 +78,7 @@ def test_bench_solvers_script_prints_cvxpy_fista_homotopy_rows(capsys):
     solvers = {row["solver"] for row in result["rows"]}
     assert {"fista float64", "homotopy float64", "homotopy float32", "cvxpy/CLARABEL"} <= solvers
     batched = [row for row in result["rows"] if not row["solver"].startswith("cvxpy")]
-    assert all(row["max_rel_objective_vs_cvxpy"] <= 1e-5 for row in batched)
+    assert all(row["max_rel_objective_vs_cvxpy"] <= CVXPY_OBJECTIVE_RTOL for row in batched)
 
 
 def test_versus_times_every_contender_and_checks_agreement_with_spams_and_sparse_encode():
@@ -121,8 +130,11 @@ def test_batched_solvers_on_a_device_match_the_cpu_kernels(device):
         reference = omp(inst.X, inst.D, 5, dtype=dt, device="cpu")
         on_device = omp(inst.X, inst.D, 5, dtype=dt, device=device, return_info=True)
         np.testing.assert_array_equal(on_device.codes != 0, reference != 0)
-        np.testing.assert_allclose(on_device.codes, reference, atol=1e-12)  # float64 finish on both
+        # float64 least-squares finish on the same support on both
+        np.testing.assert_allclose(on_device.codes, reference, rtol=0, atol=least_squares_atol(inst.D, reference))
         certified = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dt, device=device, return_info=True)
         exact = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype="float64", device="cpu", return_info=True)
         assert certified.success
-        np.testing.assert_allclose(certified.objective, exact.objective, rtol=1e-9)
+        # each within its certified gap of the optimum (plus the objectives' float64 round-off)
+        slack = certified.duality_gap + exact.duality_gap + sum_atol(inst.N + inst.M, exact.objective)
+        assert (np.abs(certified.objective - exact.objective) <= slack).all()

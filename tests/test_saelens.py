@@ -20,10 +20,7 @@ from gaptheory.encoders import (  # noqa: E402
     TopKSAEConfig,
 )
 
-#: float32 codes from the same weights in a different order of operations (SAELens subtracts
-#: b_dec first, or gaptheory folded it into b_enc in float64): a few ulps of the pre-activations,
-#: which are O(10) here, so 1e-5 relative to the largest code bounds it with room.
-CODE_RTOL = 1e-5
+from conftest import sum_atol  # noqa: E402
 
 ARCHITECTURES = {"relu": (SparseAutoencoder, SAEConfig, {}), "topk": (TopKSAE, TopKSAEConfig, {"K": 3}),
                  "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig, {})}
@@ -46,8 +43,26 @@ def _rows(seed, scale):
     return torch.as_tensor(np.random.default_rng(seed).normal(size=(256, 8)) * scale, dtype=torch.float32)
 
 
-def _close(a, b):
-    return float((a - b).abs().max()) <= CODE_RTOL * max(1.0, float(b.abs().max()))
+def _encode_atol(model, X):
+    """float32 codes of the same weights in another order of operations (SAELens subtracts
+    b_dec first, gaptheory folds it into b_enc in float64; TopK may rescale by the decoder
+    norms): each pre-activation (x - b_dec) W_enc + b_enc is a sum of M + 2 terms, a few more
+    roundings included, and ReLU, TopK and JumpReLU are 1-Lipschitz away from their
+    thresholds. Same weights for both: the atol is (M + 4) eps32 times the terms' size."""
+    W_enc, b_enc, b_dec = (model.W_enc.detach(), model.b_enc.detach(), model.b_dec.detach())
+    size = (X.abs() + b_dec.abs()) @ W_enc.abs() + b_enc.abs()
+    return sum_atol(W_enc.shape[0] + 4, float(size.max()), np.float32)
+
+
+def _decode_atol(model, Z, code_atol):
+    """z W_dec + b_dec: N + 1 terms (plus the codes' own error through |W_dec|)."""
+    W_dec, b_dec = model.W_dec.detach(), model.b_dec.detach()
+    size = Z.abs() @ W_dec.abs() + b_dec.abs()
+    return sum_atol(W_dec.shape[0] + 2, float(size.max()), np.float32) + code_atol * float(W_dec.abs().sum(0).max())
+
+
+def _close(a, b, atol):
+    return float((a - b).abs().max()) <= atol
 
 
 @settings(max_examples=5, deadline=None)
@@ -62,8 +77,10 @@ def test_saved_folders_load_in_saelens_with_equal_codes_and_reconstructions(tmp_
     with torch.no_grad():
         Z_ours = model.encode(X / scale)
         Z_theirs = theirs.encode(X)
-        assert _close(Z_theirs, Z_ours)
-        assert _close(theirs.decode(Z_theirs), scale * model.decode(Z_ours))
+        code_atol = _encode_atol(model, X / scale)
+        assert _close(Z_theirs, Z_ours, code_atol)
+        decode_atol = scale * _decode_atol(model, Z_ours, code_atol)
+        assert _close(theirs.decode(Z_theirs), scale * model.decode(Z_ours), decode_atol)
     assert theirs.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
     assert theirs.cfg.metadata.model_name == "all-MiniLM-L6-v2"
     assert theirs.cfg.architecture() == model.cfg.architecture
@@ -98,8 +115,10 @@ def test_folders_saelens_saves_load_in_gaptheory_with_equal_codes(tmp_path_facto
     ours = Encoder.load(folder)
     X = _rows(seed, 1.0)
     with torch.no_grad():
-        assert _close(ours.encode(X), theirs.encode(X))
-        assert _close(ours.decode(ours.encode(X)), theirs.decode(theirs.encode(X)))
+        code_atol = _encode_atol(theirs, X)
+        assert _close(ours.encode(X), theirs.encode(X), code_atol)
+        Z = theirs.encode(X)
+        assert _close(ours.decode(ours.encode(X)), theirs.decode(Z), _decode_atol(theirs, Z, code_atol))
 
 
 @pytest.mark.parametrize("field,value", [("normalize_activations", "layer_norm"), ("architecture", "gated"),

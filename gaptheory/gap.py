@@ -64,6 +64,17 @@ MAX_ENUMERATED_CODES = 50_000
 
 GAP_METHODS = ("highs", "cvxpy")
 
+#: The working set of :func:`relu_minimax_gap` starts with this many other latents per input
+#: dimension: the optimum has about M + 1 binding ones, so 1.5 M usually needs no second round.
+WORKING_SET_START = 1.5
+
+#: ``working_set=None`` uses constraint generation when N is at least this many times M (below,
+#: the working set is most of the latents and the rounds cost more than they save).
+WORKING_SET_MIN_RATIO = 4
+
+#: Tasks a ``relu_minimax_gap(..., executor=...)`` call is split into (blocks of latents).
+EXECUTOR_TASKS = 256
+
 #: Constraint kinds in a certificate: a zero-labelled code (upper bound ``<= eps``), and the
 #: lower / upper sides for a code whose latent ``i`` is active (``>= v - eps`` / ``<= v + eps``).
 KIND_ZERO, KIND_LOWER, KIND_UPPER = 0, 1, 2
@@ -412,6 +423,55 @@ def _solve_latent(D: np.ndarray, i: int, rows: list[_Row], hi: float):
     return max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims], certificate
 
 
+def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: float, guess: np.ndarray):
+    r"""Latent ``i``'s compact LP by constraint generation over the other latents.
+
+    The LP restricted to codes supported on ``{i} U J`` is the compact LP of ``D[{i} U J]``: a
+    relaxation, so its certificate is a valid certificate for the full code set. Its encoder
+    is evaluated exactly on the full set (:func:`_latent_error`); the latents ``j`` outside
+    ``J`` whose :math:`u_j = d_j \cdot w` would enter a top-K sum (above the K-th largest of
+    :math:`u_J^+`, or below minus the (K-1)-th largest of :math:`(-u_J)^+`) are added and the
+    LP is solved again, until none is left. At the optimum about M + 1 of the :math:`u_j` sit
+    on the two thresholds, so ``J`` ends near ``WORKING_SET_START * M`` entries instead of N - 1.
+
+    ``guess`` (N,) orders the first working set: the :math:`u = D w` of an encoder expected to
+    be close (largest :math:`|u_j|` first).
+    """
+    n_latents, n_dims = D.shape
+    others = np.delete(np.arange(n_latents), i)
+    size = min(len(others), max(int(WORKING_SET_START * n_dims), k + 1))
+    working = np.sort(others[np.argsort(-np.abs(guess[others]), kind="stable")[:size]])
+    while True:
+        sub = np.r_[i, working]
+        outcome = _solve_latent(D[sub], 0, _compact_rows(k, len(sub), lo, hi), hi)
+        if outcome is None:
+            return None
+        eps, w, b, certificate = outcome
+        if len(working) == len(others):
+            break
+        u = D @ w
+        rest = np.setdiff1d(others, working, assume_unique=True)
+        above = _kth_largest(np.maximum(u[working], 0.0), k)
+        below = _kth_largest(np.maximum(-u[working], 0.0), k - 1) if k > 1 else math.inf
+        excess = np.maximum(u[rest] - above, -u[rest] - below)
+        entering = rest[excess > 0]
+        if entering.size == 0 or _latent_error(u, i, b, k, lo, hi) <= eps:
+            break
+        if entering.size > n_dims // 2:  # the most violating first keeps the LPs small
+            entering = rest[np.argsort(-excess, kind="stable")[: max(n_dims // 2, 1)]]
+        working = np.union1d(working, entering)
+    codes = np.zeros((len(certificate.codes), n_latents))
+    codes[:, sub] = certificate.codes
+    return eps, w, b, dataclasses.replace(certificate, latent=int(i), codes=codes)
+
+
+def _kth_largest(values: np.ndarray, count: int) -> float:
+    """The ``count``-th largest entry of ``values`` (0 when there are fewer entries)."""
+    if count > len(values):
+        return 0.0
+    return float(np.partition(values, len(values) - count)[len(values) - count])
+
+
 def _check_jobs(n_jobs) -> int:
     """Worker count: a positive int, or -1 for one per CPU."""
     if n_jobs == -1:
@@ -419,22 +479,32 @@ def _check_jobs(n_jobs) -> int:
     return check_int(n_jobs, "n_jobs", minimum=1)
 
 
-def _solve_latents(D: np.ndarray, latents, rows: list[_Row], hi: float, n_jobs: int) -> list:
-    """``_solve_latent`` for every latent, in order; in ``n_jobs`` processes when > 1."""
+def _solve_latents(D, latents, k, lo, hi, n_jobs: int, working_set: bool, executor=None) -> list:
+    """The LP outcome of every latent, in order: in this process, in ``n_jobs`` processes, or
+    as tasks of ``executor`` (anything with ``submit(fn, *args)`` returning a future)."""
     latents = list(latents)
-    n_jobs = min(n_jobs, len(latents))
-    if n_jobs <= 1:
-        return _solve_block(D, latents, rows, hi)
-    from concurrent.futures import ProcessPoolExecutor
+    if executor is None and min(n_jobs, len(latents)) <= 1:
+        return _solve_block(D, latents, k, lo, hi, working_set)
+    if executor is None:
+        from concurrent.futures import ProcessPoolExecutor
 
-    blocks = [block.tolist() for block in np.array_split(latents, n_jobs)]
-    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-        futures = [pool.submit(_solve_block, D, block, rows, hi) for block in blocks]
-        return [outcome for future in futures for outcome in future.result()]
+        blocks = [block.tolist() for block in np.array_split(latents, min(n_jobs, len(latents)))]
+        with ProcessPoolExecutor(max_workers=len(blocks)) as pool:
+            futures = [pool.submit(_solve_block, D, block, k, lo, hi, working_set) for block in blocks]
+            return [outcome for future in futures for outcome in future.result()]
+    blocks = [block.tolist() for block in np.array_split(latents, min(EXECUTOR_TASKS, len(latents)))]
+    shared = executor.scatter(D, broadcast=True) if hasattr(executor, "scatter") else D  # Dask: send D once
+    futures = [executor.submit(_solve_block, shared, block, k, lo, hi, working_set) for block in blocks]
+    return [outcome for future in futures for outcome in future.result()]
 
 
-def _solve_block(D: np.ndarray, latents: list[int], rows: list[_Row], hi: float) -> list:
-    return [_solve_latent(D, i, rows, hi) for i in latents]
+def _solve_block(D: np.ndarray, latents: list[int], k: int, lo: float, hi: float, working_set: bool) -> list:
+    if not working_set:
+        rows = _compact_rows(k, D.shape[0], lo, hi)
+        return [_solve_latent(D, i, rows, hi) for i in latents]
+    # u = D pinv(D) e_i: the least-squares encoder of latent i, whose largest |u_j| start the working set.
+    guesses = D @ np.linalg.pinv(D)[:, latents]
+    return [_solve_latent_working_set(D, i, k, lo, hi, guesses[:, column]) for column, i in enumerate(latents)]
 
 
 def _solve_compact_cvxpy(D, i, k, lo, hi, solver):
@@ -473,6 +543,8 @@ def relu_minimax_gap(
     method: str = "highs",
     solver: str | None = None,
     n_jobs: int = 1,
+    working_set: bool | None = None,
+    executor=None,
 ) -> GapResult:
     r"""Best worst-case ReLU encoder for codes with at most K nonzeros, one LP per latent (T3).
 
@@ -513,6 +585,14 @@ def relu_minimax_gap(
         Worker processes for ``method="highs"``: the latents' LPs are independent, so they
         are split into ``n_jobs`` contiguous blocks solved in parallel (-1: one per CPU).
         The result does not depend on ``n_jobs``.
+    working_set : bool, optional
+        Solve each latent's LP by constraint generation over the other latents (see
+        ``_solve_latent_working_set``): LPs on about ``1.5 M`` latents instead of N, the same
+        optimum and certificates valid for the full code set. Default: when N >= 4 M.
+    executor : object with ``submit(fn, *args)``, optional
+        Run the latents as ``EXECUTOR_TASKS`` tasks on it, e.g. a ``dask.distributed.Client``
+        (``D`` is scattered to the workers once) or a ``concurrent.futures`` executor. Not
+        with ``n_jobs``.
 
     Returns
     -------
@@ -548,22 +628,31 @@ def relu_minimax_gap(
     lo, hi = _check_magnitudes(magnitudes)
     latents = _check_latents(latents, n_latents)
     check_choice(method, "method", GAP_METHODS)
+    n_jobs = _check_jobs(n_jobs)
+    if working_set is None:
+        working_set = n_latents >= WORKING_SET_MIN_RATIO * n_dims
+    working_set = check_bool(working_set, "working_set")
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must have a submit(fn, *args) method (a concurrent.futures.Executor or a "
+                        f"dask.distributed.Client); got {type(executor).__name__}.")
+    if executor is not None and n_jobs != 1:
+        raise ValueError(f"give n_jobs (local processes) or executor (its own workers), not both; got n_jobs={n_jobs}.")
     scale = _magnitude_scale(hi)
     if scale != 1.0:  # eps* is homogeneous in the codes: solve at unit scale, scale back exactly
         unit = relu_minimax_gap(D, k, magnitudes=(lo / scale, hi / scale), latents=latents, method=method,
-                                solver=solver, n_jobs=n_jobs)
+                                solver=solver, n_jobs=n_jobs, working_set=working_set, executor=executor)
         return _rescaled(unit, scale, (lo, hi))
     start = time.perf_counter()
     eps = np.full(n_latents, np.nan)
     W_enc, b_enc = np.zeros((n_dims, n_latents)), np.zeros(n_latents)
     status = np.full(n_latents, Status.OPTIMAL, dtype=np.int64)
     certificates = []
-    rows = _compact_rows(k, n_latents, lo, hi)
     if method == "cvxpy":
         for i in latents:
             eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
     else:
-        for i, outcome in zip(latents, _solve_latents(D, latents, rows, hi, _check_jobs(n_jobs))):
+        outcomes = _solve_latents(D, latents, k, lo, hi, n_jobs, working_set, executor)
+        for i, outcome in zip(latents, outcomes):
             if outcome is None:
                 status[i] = Status.NUMERICAL
                 continue
@@ -804,20 +893,21 @@ def worst_case_error(encoder, D, k: int, *, magnitudes=(1.0, 1.0), _checked: boo
     lo, hi = magnitudes
     W_enc, b_enc = _encoder_weights(encoder, n_dims, n_latents)
     U = D @ W_enc  # U[j, i] = u_j for latent i
-    errors = np.zeros(n_latents)
-    for i in range(n_latents):
-        u_i, others = U[i, i], np.delete(U[:, i], i)[None, :]
-        b = b_enc[i]
-        zero = max(b + hi * _top_sum(others, k)[0], 0.0)
-        up_rest = b + hi * _top_sum(others, k - 1)[0]
-        down_rest = b - hi * _top_sum(-others, k - 1)[0]
-        candidates = [lo, hi]
-        if u_i != 0 and lo < -down_rest / u_i < hi:
-            candidates.append(-down_rest / u_i)
-        over = max(max(v * u_i + up_rest, 0.0) - v for v in (lo, hi))
-        under = max(v - max(v * u_i + down_rest, 0.0) for v in candidates)
-        errors[i] = max(zero, over, under)
-    return errors
+    return np.array([_latent_error(U[:, i], i, b_enc[i], k, lo, hi) for i in range(n_latents)])
+
+
+def _latent_error(u: np.ndarray, i: int, b: float, k: int, lo: float, hi: float) -> float:
+    """Worst-case error of ``relu(w . x + b)`` on latent ``i`` over the box code set, from ``u = D w`` (N,)."""
+    u_i, others = u[i], np.delete(u, i)[None, :]
+    zero = max(b + hi * _top_sum(others, k)[0], 0.0)
+    up_rest = b + hi * _top_sum(others, k - 1)[0]
+    down_rest = b - hi * _top_sum(-others, k - 1)[0]
+    candidates = [lo, hi]
+    if u_i != 0 and lo < -down_rest / u_i < hi:
+        candidates.append(-down_rest / u_i)
+    over = max(max(v * u_i + up_rest, 0.0) - v for v in (lo, hi))
+    under = max(v - max(v * u_i + down_rest, 0.0) for v in candidates)
+    return max(zero, over, under)
 
 
 def code_set_error(encoder, D, Z) -> np.ndarray:
@@ -1113,7 +1203,8 @@ class GapReport:
         )
 
 
-def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapReport:
+def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_set: bool | None = None,
+                executor=None) -> GapReport:
     r"""Solve the T3 LP for every latent and bracket each :math:`\varepsilon^*_i` independently.
 
     Runs :func:`relu_minimax_gap`, proves a lower bound from each certificate in exact
@@ -1133,6 +1224,8 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapRepo
     magnitudes : (float, float)
     n_jobs : int
         Worker processes of :func:`relu_minimax_gap` (-1: one per CPU).
+    working_set, executor
+        As in :func:`relu_minimax_gap`.
 
     Returns
     -------
@@ -1147,7 +1240,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1) -> GapRepo
     D = check_dictionary(D)
     k = check_k(k, D.shape[0])
     lo, hi = _check_magnitudes(magnitudes)
-    result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs)
+    result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs, working_set=working_set, executor=executor)
     valid = np.array([check is not None and check.valid for check in result.checks], dtype=bool)
     if k >= 2 and D.shape[0] >= 2:
         # S holds hi * {0, e_i, e_j, e_i + e_j} and eps* is homogeneous in the codes, so T2 holds

@@ -186,7 +186,8 @@ class GapResult:
         The explicit code set (:func:`relu_minimax_gap_codes`), None for box sets.
 
     The exact checks run on first access of :attr:`checks`, :attr:`certified_lower` or
-    :attr:`exact` (fractions of a second per latent at M <= 128, seconds at M ~ 400).
+    :attr:`exact` (fractions of a second per latent at M <= 128, seconds at M >= 256), or in
+    parallel with :meth:`verify`.
     """
 
     eps: np.ndarray
@@ -215,14 +216,21 @@ class GapResult:
     @functools.cached_property
     def checks(self) -> tuple:
         """:func:`verify_certificate` of each latent's certificate (None where there is none)."""
+        return self._run_checks(1, None)
+
+    def verify(self, *, n_jobs: int = 1, executor=None) -> tuple:
+        """Run the exact checks of :attr:`checks` now, in ``n_jobs`` processes or on ``executor``
+        (as in :func:`relu_minimax_gap`), and keep them; returns :attr:`checks`."""
+        if "checks" not in self.__dict__:  # the functools.cached_property slot of `checks`
+            self.__dict__["checks"] = self._run_checks(_check_jobs(n_jobs), executor)
+        return self.checks
+
+    def _run_checks(self, n_jobs: int, executor) -> tuple:
         checks = [None] * len(self.eps)
         if self.D is None:
             return tuple(checks)
-        for certificate in self.certificates:
-            if self.codes is not None:
-                check = verify_certificate(certificate, self.D, codes=self.codes)
-            else:
-                check = verify_certificate(certificate, self.D, k=self.k, magnitudes=self.magnitudes)
+        found = _map_blocks(_check_block, self.D, self.certificates, (self.k, self.magnitudes, self.codes), n_jobs, executor)
+        for certificate, check in zip(self.certificates, found):
             checks[certificate.latent] = check
         return tuple(checks)
 
@@ -480,22 +488,38 @@ def _check_jobs(n_jobs) -> int:
 
 
 def _solve_latents(D, latents, k, lo, hi, n_jobs: int, working_set: bool, executor=None) -> list:
-    """The LP outcome of every latent, in order: in this process, in ``n_jobs`` processes, or
-    as tasks of ``executor`` (anything with ``submit(fn, *args)`` returning a future)."""
-    latents = list(latents)
-    if executor is None and min(n_jobs, len(latents)) <= 1:
-        return _solve_block(D, latents, k, lo, hi, working_set)
+    """The LP outcome of every latent, in order (see :func:`_map_blocks`)."""
+    return _map_blocks(_solve_block, D, latents, (k, lo, hi, working_set), n_jobs, executor)
+
+
+def _map_blocks(fn, D, items, args, n_jobs: int, executor=None) -> list:
+    """``fn(D, block, *args)`` (a list per block) over contiguous blocks of ``items``, concatenated
+    in order: in this process, in ``n_jobs`` processes (one block each), or as ``EXECUTOR_TASKS``
+    tasks of ``executor`` (anything with ``submit(fn, *args)`` returning a future; a Dask client
+    gets ``D`` scattered to its workers once)."""
+    items = list(items)
+    if executor is None and min(n_jobs, len(items)) <= 1:
+        return fn(D, items, *args)
     if executor is None:
         from concurrent.futures import ProcessPoolExecutor
 
-        blocks = [block.tolist() for block in np.array_split(latents, min(n_jobs, len(latents)))]
-        with ProcessPoolExecutor(max_workers=len(blocks)) as pool:
-            futures = [pool.submit(_solve_block, D, block, k, lo, hi, working_set) for block in blocks]
-            return [outcome for future in futures for outcome in future.result()]
-    blocks = [block.tolist() for block in np.array_split(latents, min(EXECUTOR_TASKS, len(latents)))]
-    shared = executor.scatter(D, broadcast=True) if hasattr(executor, "scatter") else D  # Dask: send D once
-    futures = [executor.submit(_solve_block, shared, block, k, lo, hi, working_set) for block in blocks]
+        with ProcessPoolExecutor(max_workers=min(n_jobs, len(items))) as pool:
+            return _gather(pool, fn, D, items, args, min(n_jobs, len(items)))
+    # hash=False: a fresh key, so releasing an earlier scatter of the same D cannot cancel these tasks.
+    shared = executor.scatter(D, broadcast=True, hash=False) if hasattr(executor, "scatter") else D
+    return _gather(executor, fn, shared, items, args, min(EXECUTOR_TASKS, len(items)))
+
+
+def _gather(executor, fn, D, items, args, tasks: int) -> list:
+    futures = [executor.submit(fn, D, [items[j] for j in block], *args)
+               for block in np.array_split(np.arange(len(items)), tasks)]
     return [outcome for future in futures for outcome in future.result()]
+
+
+def _check_block(D: np.ndarray, certificates: list, k, magnitudes, codes) -> list:
+    if codes is not None:
+        return [verify_certificate(certificate, D, codes=codes) for certificate in certificates]
+    return [verify_certificate(certificate, D, k=k, magnitudes=magnitudes) for certificate in certificates]
 
 
 def _solve_block(D: np.ndarray, latents: list[int], k: int, lo: float, hi: float, working_set: bool) -> list:
@@ -1225,7 +1249,8 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_se
     n_jobs : int
         Worker processes of :func:`relu_minimax_gap` (-1: one per CPU).
     working_set, executor
-        As in :func:`relu_minimax_gap`.
+        As in :func:`relu_minimax_gap`; ``n_jobs`` and ``executor`` also run the exact checks
+        (:meth:`GapResult.verify`).
 
     Returns
     -------
@@ -1241,6 +1266,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_se
     k = check_k(k, D.shape[0])
     lo, hi = _check_magnitudes(magnitudes)
     result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs, working_set=working_set, executor=executor)
+    result.verify(n_jobs=n_jobs, executor=executor)
     valid = np.array([check is not None and check.valid for check in result.checks], dtype=bool)
     if k >= 2 and D.shape[0] >= 2:
         # S holds hi * {0, e_i, e_j, e_i + e_j} and eps* is homogeneous in the codes, so T2 holds

@@ -340,3 +340,29 @@ def test_working_set_grows_until_no_latent_outside_it_binds(monkeypatch):
     assert len(sizes) > D.shape[0] and min(sizes) == 3 + 2  # latent i and K + 1 others at the start
     assert np.abs(restricted.eps - full.eps).max() <= LP_ATOL and restricted.success
     assert all(verify_certificate(c, D, k=3).valid for c in restricted.certificates)
+
+
+def test_parallel_exact_checks_equal_the_serial_ones():
+    from concurrent.futures import ThreadPoolExecutor
+
+    D = random_dictionary(10, 5, seed=6)
+    serial, parallel, spread = (relu_minimax_gap(D, 2) for _ in range(3))
+    assert parallel.verify(n_jobs=2) is parallel.checks
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spread.verify(executor=pool)
+    for result in (parallel, spread):
+        assert [c.exact_bound for c in result.checks] == [c.exact_bound for c in serial.checks]
+        np.testing.assert_array_equal(result.exact, serial.exact)
+
+
+def test_certify_gap_on_a_dask_cluster_equals_the_serial_report():
+    distributed = pytest.importorskip("distributed")
+
+    D = random_dictionary(12, 6, seed=3)
+    serial = certify_gap(D, 3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            spread = certify_gap(D, 3, executor=client)  # D scattered twice (solve, checks)
+    np.testing.assert_array_equal(spread.result.eps, serial.result.eps)
+    np.testing.assert_array_equal(spread.certified_lower, serial.certified_lower)
+    assert spread.passed

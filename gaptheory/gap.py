@@ -146,7 +146,11 @@ class CertificateCheck:
     exact_bound : Fraction or None
         The certified bound as an exact rational.
     exact_weights : tuple of Fraction or None
-        Exact weights on the certificate's codes satisfying the dual equalities exactly.
+        Exact weights on the certificate's codes (or on :attr:`codes`) satisfying the dual
+        equalities exactly.
+    codes, kinds : ndarray or None
+        The codes and kinds the exact weights belong to when they are not the certificate's:
+        its codes with positive float weight, then the codes added to cancel round-off.
     """
 
     lower_bound: float
@@ -155,6 +159,8 @@ class CertificateCheck:
     reason: str
     exact_bound: Fraction | None = field(default=None, repr=False)
     exact_weights: tuple | None = field(default=None, repr=False)
+    codes: np.ndarray | None = field(default=None, repr=False)
+    kinds: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -977,6 +983,10 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
        :math:`\sum_r \sigma_r y_r z_r D = 0,\ \sum_r \sigma_r y_r = 0,\ \sum_r y_r = 1` are
        solved exactly over the rationals (``certificates.exact_dual_weights``); the first exact
        solution with :math:`y \ge 0` is kept. The float weights only choose the codes.
+    4. Failing that (box sets, K >= 2), the float weights themselves, read as exact rationals,
+       are balanced exactly by adding the codes :math:`hi\,e_i` and :math:`hi\,(e_i + e_j)`
+       with exactly solved weights (:func:`_corrected`): the case of a float ``D`` that breaks,
+       by round-off, an exact linear relation of the real matrix it stands for.
 
     Weak duality then gives, for every encoder (``proofs/T3_exact_lp.md``),
 
@@ -1062,14 +1072,48 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     scale = np.abs(A).sum(axis=1).max()
     residual = float(np.abs(A @ pinned - target).max()) / scale
     exact = certificates.exact_dual_weights(Z, sign, value, D, [pinned, y, free])
+    proven_codes = proven_kinds = None
+    if exact is None and codes is None and k >= 2:
+        exact, proven_codes, proven_kinds = _corrected(Z, kinds, sign, value, D, i, hi, [pinned, y])
     if exact is None:
         return invalid("no nonnegative weights on the certificate's codes satisfy the dual equalities exactly", residual)
     weights, bound = exact
+    if proven_kinds is not None:
+        labels, kinds = proven_codes[:, i], proven_kinds
     lower_labels = labels[kinds == KIND_LOWER]
     if lower_labels.size:
         bound = min(bound, Fraction(float(lower_labels.min())))
     bound = max(bound, Fraction(0))
-    return CertificateCheck(certificates.floor_float(bound), residual, True, "ok", bound, tuple(weights))
+    reason = "ok" if proven_codes is None else "ok, with codes hi e_i, hi (e_i + e_j) added to cancel round-off"
+    return CertificateCheck(certificates.floor_float(bound), residual, True, reason, bound, tuple(weights),
+                            proven_codes, proven_kinds)
+
+
+def _corrected(Z, kinds, sign, value, D, i, hi, guesses):
+    r"""Exact weights from float ones that balance only to round-off: the residual is cancelled
+    by the codes :math:`hi\,e_i` and :math:`hi\,(e_i + e_j)` (in every box set with K >= 2, each
+    as a lower or an upper row; ``certificates.corrected_dual_weights``).
+
+    Needed when the float D breaks, by round-off, a linear relation its real counterpart has
+    (e.g. a partial DCT with two atoms equal in the reals): the solver's binding codes then
+    balance for the real D and miss the float one by ~1e-16. Returns ``((weights, bound), codes,
+    kinds)`` or ``(None, None, None)``.
+    """
+    n_latents = D.shape[0]
+    extras = np.zeros((n_latents, n_latents))
+    extras[:, i] = hi
+    extras[np.arange(n_latents), np.arange(n_latents)] = hi  # row i: hi e_i, row j: hi (e_i + e_j)
+    for guess in guesses:
+        keep = np.asarray(guess) > 0
+        if not keep.any():
+            continue
+        found = certificates.corrected_dual_weights(Z[keep], sign[keep], value[keep], D, guess[keep], extras, np.full(n_latents, hi))
+        if found is None:
+            continue
+        codes, signs, weights, bound = found
+        added = np.where(signs[keep.sum():] > 0, KIND_LOWER, KIND_UPPER)
+        return (weights, bound), codes, np.r_[kinds[keep], added].astype(np.int64)
+    return None, None, None
 
 
 # ----- T2 ------------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ IDENTITY_ATOL = 1e-8
 def small_instances(draw, *, k_min=1, kinds=("gaussian", "rademacher", "dct")):
     """(D, K) with N <= 9 so every code can be enumerated.
 
-    DCT frames have exact linear relations in the reals that float64 rounding breaks, so their
-    certificates may (soundly) fail the exact check; pass ``kinds`` without "dct" where every
-    certificate must verify."""
+    DCT frames have exact linear relations in the reals that float64 rounding breaks; correction
+    codes repair most of their certificates, but not for K = 1 (the codes need two nonzeros) nor
+    when the correction is large (valid, weaker bound); pass ``kinds`` without "dct" where every
+    certificate must verify and match eps."""
     kind = draw(st.sampled_from(list(kinds)))
     N = draw(st.integers(3, 9))
     M = draw(st.integers(2, N))

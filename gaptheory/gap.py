@@ -1163,7 +1163,7 @@ def _gamma(n: int) -> float:
     return n * certificates.UNIT_ROUNDOFF / (1 - n * certificates.UNIT_ROUNDOFF)
 
 
-def gap_lower_bound(D, *, exact: bool = False) -> np.ndarray:
+def gap_lower_bound(D, *, exact: bool = False, latents=None) -> np.ndarray:
     r"""T2: every ReLU encoder errs on latent ``i`` by at least :math:`1 / (2(1 + \beta_i))`.
 
     Valid for every code set containing 0, e_i, e_j and e_i + e_j for all j != i (binary
@@ -1185,6 +1185,8 @@ def gap_lower_bound(D, *, exact: bool = False) -> np.ndarray:
     exact : bool
         Confirm every :math:`\beta_i` in exact arithmetic (a rigorous bound; an M x M exact
         solve per atom: ~0.1 s at M = 128, ~6 s at M = 384).
+    latents : sequence of int, optional
+        Bound only these atoms (default all); the others are NaN.
 
     Returns
     -------
@@ -1206,8 +1208,10 @@ def gap_lower_bound(D, *, exact: bool = False) -> np.ndarray:
     exact = check_bool(exact, "exact")
     if D.shape[0] < 2:
         raise ValueError("gap_lower_bound needs N >= 2 atoms (atom i written with the others); got N=1.")
-    bound = np.zeros(D.shape[0])
-    for i in range(D.shape[0]):
+    latents = _check_latents(latents, D.shape[0])
+    bound = np.full(D.shape[0], np.nan)
+    bound[latents] = 0.0
+    for i in latents:
         c, beta = _representation(D, i)
         if c is None:
             continue
@@ -1237,7 +1241,7 @@ class GapReport:
     t2_bound : ndarray of shape (N,)
         T2 lower bound for the codes ``hi * {0, e_i, e_j, e_i + e_j}`` (all in the code set),
         :math:`hi / (2 (1 + \beta_i))`, confirmed in exact arithmetic and rounded down; NaN
-        where it does not apply (K = 1).
+        where it does not apply (K = 1) and for latents not certified.
     certified_lower : ndarray of shape (N,)
         Lower bound proven from each certificate in exact rational arithmetic by
         :func:`verify_certificate` (at least 0); ``-inf`` for latents not solved.
@@ -1259,20 +1263,22 @@ class GapReport:
 
     @property
     def passed(self) -> bool:
-        """True when every eps_i is proven: exact certificate below, encoder above, T2 below,
+        """True when every solved eps_i is proven: exact certificate below, encoder above, T2 below,
         all within ``result.tolerance`` (``ENCODER_ATOL`` relative to ``hi``)."""
-        eps, tol = self.result.eps, self.result.tolerance
-        t2_ok = np.isnan(self.t2_bound) | (self.t2_bound <= eps + tol)
+        solved = np.isfinite(self.result.eps)
+        eps, tol = self.result.eps[solved], self.result.tolerance
+        t2 = self.t2_bound[solved]
         return bool(
             self.result.success
-            and self.exact.all()
-            and (self.encoder_error <= eps + tol).all()
-            and t2_ok.all()
+            and solved.any()
+            and self.exact[solved].all()
+            and (self.encoder_error[solved] <= eps + tol).all()
+            and (np.isnan(t2) | (t2 <= eps + tol)).all()
         )
 
 
-def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_set: bool | None = None,
-                executor=None) -> GapReport:
+def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int = 1,
+                working_set: bool | None = None, executor=None) -> GapReport:
     r"""Solve the T3 LP for every latent and bracket each :math:`\varepsilon^*_i` independently.
 
     Runs :func:`relu_minimax_gap`, proves a lower bound from each certificate in exact
@@ -1292,6 +1298,8 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_se
     magnitudes : (float, float)
     n_jobs : int
         Worker processes of :func:`relu_minimax_gap` (-1: one per CPU).
+    latents : sequence of int, optional
+        Certify only these latents (default all); the others are NaN / ``-inf`` in the report.
     working_set, executor
         As in :func:`relu_minimax_gap`; ``n_jobs`` and ``executor`` also run the exact checks
         (:meth:`GapResult.verify`).
@@ -1309,13 +1317,16 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), n_jobs: int = 1, working_se
     D = check_dictionary(D)
     k = check_k(k, D.shape[0])
     lo, hi = _check_magnitudes(magnitudes)
-    result = relu_minimax_gap(D, k, magnitudes=(lo, hi), n_jobs=n_jobs, working_set=working_set, executor=executor)
+    latents = _check_latents(latents, D.shape[0])
+    result = relu_minimax_gap(D, k, magnitudes=(lo, hi), latents=latents, n_jobs=n_jobs, working_set=working_set,
+                              executor=executor)
     result.verify(n_jobs=n_jobs, executor=executor)
     valid = np.array([check is not None and check.valid for check in result.checks], dtype=bool)
     if k >= 2 and D.shape[0] >= 2:
         # S holds hi * {0, e_i, e_j, e_i + e_j} and eps* is homogeneous in the codes, so T2 holds
         # scaled by hi; the product is rounded down so the bound stays proven.
-        t2 = np.array([certificates.floor_float(Fraction(hi) * Fraction(float(v))) for v in gap_lower_bound(D, exact=True)])
+        t2 = np.array([certificates.floor_float(Fraction(hi) * Fraction(float(v))) if np.isfinite(v) else np.nan
+                       for v in gap_lower_bound(D, exact=True, latents=latents)])
     else:
         t2 = np.full(D.shape[0], np.nan)
     return GapReport(

@@ -367,3 +367,15 @@ def test_certify_gap_on_a_dask_cluster_equals_the_serial_report():
     np.testing.assert_array_equal(spread.result.eps, serial.result.eps)
     np.testing.assert_array_equal(spread.certified_lower, serial.certified_lower)
     assert spread.passed
+
+
+def test_certify_gap_on_a_subset_of_latents_matches_the_full_report():
+    D = random_dictionary(10, 5, seed=7)
+    full, subset = certify_gap(D, 2), certify_gap(D, 2, latents=[6, 2])
+    assert full.passed and subset.passed
+    for name in ("t2_bound", "certified_lower"):
+        np.testing.assert_array_equal(getattr(subset, name)[[2, 6]], getattr(full, name)[[2, 6]])
+    np.testing.assert_array_equal(subset.result.eps[[2, 6]], full.result.eps[[2, 6]])
+    others = np.setdiff1d(np.arange(10), [2, 6])
+    assert np.isnan(subset.t2_bound[others]).all() and np.isnan(subset.result.eps[others]).all()
+    assert np.isnan(gap_lower_bound(D, latents=[1])[[0, 2]]).all()

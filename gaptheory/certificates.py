@@ -182,6 +182,64 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
     return None
 
 
+def corrected_dual_weights(codes, signs, values, D, weights, extra_codes, extra_values):
+    r"""Exact :math:`y \ge 0` on ``codes`` plus correction codes, from float weights that balance
+    the dual equalities only to round-off.
+
+    The float ``weights`` (all > 0) are read as exact rationals; the exact residual of the
+    homogeneous equalities :math:`\sum_r \sigma_r y_r z_r D = 0,\ \sum_r \sigma_r y_r = 0` is
+    then cancelled exactly by a combination :math:`a` of the columns :math:`(e_p D, 1)` of
+    ``extra_codes`` :math:`e_p`, each entering with sign +1 (weight :math:`a_p > 0`) or -1
+    (weight :math:`-a_p`), and the weights are divided by their sum, so that
+    :math:`\sum_r y_r = 1`. Every weight is nonnegative by construction, so the result is a
+    certificate whenever the correction exists (the extra columns span the residual); it is
+    as good as the float one when :math:`a` is tiny, and valid, only weaker, when it is not.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (m, N)
+    signs, values : ndarray of shape (m,)
+        As in :func:`exact_dual_weights`.
+    D : ndarray of shape (N, M)
+    weights : ndarray of shape (m,)
+        Float weights, all > 0.
+    extra_codes : ndarray of shape (p, N)
+        Codes allowed with either sign; ``extra_values`` (p,) is the bound's coefficient of each
+        with sign +1 (the coefficient with sign -1 is its negative).
+
+    Returns
+    -------
+    (codes, signs, weights, bound) or None
+        The codes used (``codes`` then the extra codes with a nonzero weight, each with its
+        sign), exact weights summing to 1 and satisfying the equalities exactly, the exact bound.
+        None when the residual is not in the span of the extra columns.
+    """
+    codes, extra_codes = np.asarray(codes, dtype=np.float64), np.asarray(extra_codes, dtype=np.float64)
+    signs = np.asarray(signs, dtype=np.float64)
+    m, p = len(codes), len(extra_codes)
+    G, _ = _dual_system(np.vstack([codes, extra_codes]), np.r_[signs, np.ones(p)], np.asarray(D, dtype=np.float64))
+    homogeneous = G[:-1]  # the sum-to-one row is met by the final normalisation
+    y = [Fraction(float(w)) for w in weights]
+    if any(w <= 0 for w in y):
+        return None
+    scale = math.lcm(*(w.denominator for w in y))
+    y_int = [int(w * scale) for w in y]
+    residual = [-sum(int(row[r]) * y_int[r] for r in range(m)) for row in homogeneous]
+    correction = solve_exact(homogeneous[:, m:], residual)  # in units of 1 / scale
+    if correction is None:
+        return None
+    used = [j for j, a in enumerate(correction) if a != 0]
+    all_codes = np.vstack([codes, extra_codes[used]])
+    all_signs = np.r_[signs, [1.0 if correction[j] > 0 else -1.0 for j in used]]
+    raw = [Fraction(v) for v in y_int] + [abs(correction[j]) for j in used]
+    total = sum(raw, Fraction(0))
+    exact = [w / total for w in raw]
+    coefficients = [Fraction(float(v)) for v in values] + [
+        Fraction(float(extra_values[j])) * (1 if correction[j] > 0 else -1) for j in used]
+    bound = sum((c * w for c, w in zip(coefficients, exact)), Fraction(0))
+    return all_codes, all_signs, exact, bound
+
+
 def exact_l1_representation(others, atom, support) -> list[Fraction] | None:
     r"""Exact :math:`c` with :math:`c\, D_{S} = d` on the rows ``support`` of ``others``, or None.
 

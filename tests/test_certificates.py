@@ -28,19 +28,20 @@ LP_RTOL = 1e-7
 
 def _fraction_check(certificate, check, D):
     """Re-check the exact weights with Python's Fraction, independently of python-flint."""
-    Z = [[Fraction(float(v)) for v in row] for row in certificate.codes]
+    codes, kinds = (certificate.codes, certificate.kinds) if check.codes is None else (check.codes, check.kinds)
+    Z = [[Fraction(float(v)) for v in row] for row in codes]
     Dq = [[Fraction(float(v)) for v in row] for row in D]
     y = check.exact_weights
-    sign = [1 if kind == KIND_LOWER else -1 for kind in certificate.kinds]
+    sign = [1 if kind == KIND_LOWER else -1 for kind in kinds]
     assert all(w >= 0 for w in y) and sum(y) == 1
     assert sum(s * w for s, w in zip(sign, y)) == 0
     for m in range(D.shape[1]):
         assert sum(s * w * sum(z[j] * Dq[j][m] for j in range(len(z))) for s, w, z in zip(sign, y, Z)) == 0
     i = certificate.latent
     bound = sum(
-        (w * z[i] if kind == KIND_LOWER else -w * z[i] if kind == KIND_UPPER else 0) for w, z, kind in zip(y, Z, certificate.kinds)
+        (w * z[i] if kind == KIND_LOWER else -w * z[i] if kind == KIND_UPPER else 0) for w, z, kind in zip(y, Z, kinds)
     )
-    lower = [z[i] for z, kind in zip(Z, certificate.kinds) if kind == KIND_LOWER]
+    lower = [z[i] for z, kind in zip(Z, kinds) if kind == KIND_LOWER]
     assert check.exact_bound == max(min([bound] + lower), 0)
     assert check.lower_bound <= check.exact_bound  # rounded down
 
@@ -158,3 +159,28 @@ def test_every_exact_latent_has_an_exact_certificate_that_matches_the_enumeratio
 def test_generic_dictionaries_are_certified_exactly(N, M, K):
     report = certify_gap(random_dictionary(N, M, seed=N), K)
     assert report.passed and report.exact.all() and report.certificate_valid.all()
+
+
+def test_round_off_broken_relations_are_certified_with_correction_codes():
+    # Partial DCT with two atoms equal in the reals, 1 ulp apart in float64: HiGHS's binding codes
+    # balance for the real matrix; correction codes hi e_i, hi (e_i + e_j) balance them exactly.
+    D = random_dictionary(3, 2, "dct", seed=11)
+    assert 0 < np.abs(D[0] - D[2]).max() <= 2 * np.finfo(float).eps
+    result = relu_minimax_gap(D, 3)
+    corrected = [c for c in result.certificates if result.checks[c.latent].codes is not None]
+    assert corrected and result.exact.all()
+    for certificate in corrected:
+        check = result.checks[certificate.latent]
+        _fraction_check(certificate, check, D)
+        assert len(check.codes) > len(certificate.codes) and "round-off" in check.reason
+        assert abs(check.lower_bound - result.eps[certificate.latent]) <= LP_RTOL
+        assert verify_certificate(certificate, D, k=3).codes is not None
+    # K = 1 has no correction codes (they need two nonzeros): the same latents stay unproven.
+    single = relu_minimax_gap(D, 1)
+    assert not all(check.valid for check in single.checks if check is not None)
+
+
+def test_correction_needs_the_residual_in_the_span_of_the_extra_codes():
+    D = normalize_atoms([[1.0, 0.0], [1.0, 1e-9]])  # invertible: eps* = 0, so no certificate of 0.5 may pass
+    result = relu_minimax_gap(D, 2)
+    assert not any(check.valid and check.lower_bound > 0 for check in result.checks)

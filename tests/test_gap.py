@@ -1,4 +1,5 @@
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,9 +35,10 @@ IDENTITY_ATOL = 1e-8
 def small_instances(draw, *, k_min=1, kinds=("gaussian", "rademacher", "dct")):
     """(D, K) with N <= 9 so every code can be enumerated.
 
-    DCT frames have exact linear relations in the reals that float64 rounding breaks, so their
-    certificates may (soundly) fail the exact check; pass ``kinds`` without "dct" where every
-    certificate must verify."""
+    DCT frames have exact linear relations in the reals that float64 rounding breaks; correction
+    codes repair most of their certificates, but not for K = 1 (the codes need two nonzeros) nor
+    when the correction is large (valid, weaker bound); pass ``kinds`` without "dct" where every
+    certificate must verify and match eps."""
     kind = draw(st.sampled_from(list(kinds)))
     N = draw(st.integers(3, 9))
     M = draw(st.integers(2, N))
@@ -260,3 +262,120 @@ def test_relu_minimax_gap_in_parallel_equals_the_serial_solve():
 def test_relu_minimax_gap_rejects_bad_worker_counts(n_jobs):
     with pytest.raises((ValueError, TypeError), match="n_jobs"):
         relu_minimax_gap(random_dictionary(6, 3, seed=0), 2, n_jobs=n_jobs)
+
+
+@st.composite
+def wide_instances(draw):
+    """(D, K, magnitudes) with N >= 4 M, where the working set starts with a fraction of the latents."""
+    kind = draw(st.sampled_from(["gaussian", "rademacher"]))
+    M = draw(st.integers(2, 5))
+    N = draw(st.integers(4 * M, 6 * M))
+    K = draw(st.integers(1, 4))
+    magnitudes = draw(st.sampled_from([(1.0, 1.0), (0.5, 1.5)]))
+    return random_dictionary(N, M, kind, seed=draw(st.integers(0, 2**31))), K, magnitudes
+
+
+@settings(max_examples=6, deadline=None)
+@given(wide_instances())
+def test_working_set_lp_equals_the_full_compact_lp_and_its_certificates_verify(instance):
+    D, K, magnitudes = instance
+    full = relu_minimax_gap(D, K, magnitudes=magnitudes, working_set=False)
+    restricted = relu_minimax_gap(D, K, magnitudes=magnitudes, working_set=True)
+    assert full.success and restricted.success
+    # Both are optima of the same LP, each within HiGHS's tolerances (relative to hi).
+    assert np.abs(restricted.eps - full.eps).max() <= LP_ATOL * magnitudes[1]
+    errors = worst_case_error(restricted.encoder, D, K, magnitudes=magnitudes)
+    assert (errors <= restricted.eps + LP_ATOL * magnitudes[1]).all()
+    for certificate in restricted.certificates:
+        check = verify_certificate(certificate, D, k=K, magnitudes=magnitudes)
+        assert check.valid, check.reason
+        if restricted.lp_exact[certificate.latent]:
+            assert abs(check.lower_bound - restricted.eps[certificate.latent]) <= LP_ATOL * magnitudes[1]
+    np.testing.assert_array_equal(restricted.exact, full.exact)
+
+
+def test_working_set_is_the_default_only_for_wide_dictionaries():
+    wide, square = random_dictionary(24, 4, seed=5), random_dictionary(12, 6, seed=5)
+    np.testing.assert_array_equal(relu_minimax_gap(wide, 3).eps, relu_minimax_gap(wide, 3, working_set=True).eps)
+    np.testing.assert_array_equal(relu_minimax_gap(square, 3).eps, relu_minimax_gap(square, 3, working_set=False).eps)
+
+
+def test_relu_minimax_gap_on_an_executor_equals_the_serial_solve():
+    from concurrent.futures import ThreadPoolExecutor
+
+    D = random_dictionary(12, 6, seed=3)
+    serial = relu_minimax_gap(D, 3)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spread = relu_minimax_gap(D, 3, executor=pool)
+        report = certify_gap(D, 3, executor=pool)
+    np.testing.assert_array_equal(spread.eps, serial.eps)
+    np.testing.assert_array_equal(spread.encoder.W_enc, serial.encoder.W_enc)
+    assert report.passed
+
+
+def test_relu_minimax_gap_rejects_bad_executors_and_working_sets():
+    D = random_dictionary(6, 3, seed=0)
+    with pytest.raises(TypeError, match="executor"):
+        relu_minimax_gap(D, 2, executor=object())
+    with pytest.raises(ValueError, match="not both"):
+        relu_minimax_gap(D, 2, executor=SimpleNamespace(submit=lambda *a: None), n_jobs=2)
+    with pytest.raises((TypeError, ValueError), match="working_set"):
+        relu_minimax_gap(D, 2, working_set="yes")
+
+
+def test_working_set_grows_until_no_latent_outside_it_binds(monkeypatch):
+    import gaptheory.gap as gap_module
+
+    D = random_dictionary(20, 4, seed=1)
+    full = relu_minimax_gap(D, 3, working_set=False)
+    sizes = []
+    solve = gap_module._solve_latent
+
+    def recorded(D_sub, i, rows, hi):
+        sizes.append(D_sub.shape[0])
+        return solve(D_sub, i, rows, hi)
+
+    monkeypatch.setattr(gap_module, "WORKING_SET_START", 0.0)  # start from K + 1 others: rounds are needed
+    monkeypatch.setattr(gap_module, "_solve_latent", recorded)
+    restricted = relu_minimax_gap(D, 3, working_set=True)
+    assert len(sizes) > D.shape[0] and min(sizes) == 3 + 2  # latent i and K + 1 others at the start
+    assert np.abs(restricted.eps - full.eps).max() <= LP_ATOL and restricted.success
+    assert all(verify_certificate(c, D, k=3).valid for c in restricted.certificates)
+
+
+def test_parallel_exact_checks_equal_the_serial_ones():
+    from concurrent.futures import ThreadPoolExecutor
+
+    D = random_dictionary(10, 5, seed=6)
+    serial, parallel, spread = (relu_minimax_gap(D, 2) for _ in range(3))
+    assert parallel.verify(n_jobs=2) is parallel.checks
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spread.verify(executor=pool)
+    for result in (parallel, spread):
+        assert [c.exact_bound for c in result.checks] == [c.exact_bound for c in serial.checks]
+        np.testing.assert_array_equal(result.exact, serial.exact)
+
+
+def test_certify_gap_on_a_dask_cluster_equals_the_serial_report():
+    distributed = pytest.importorskip("distributed")
+
+    D = random_dictionary(12, 6, seed=3)
+    serial = certify_gap(D, 3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            spread = certify_gap(D, 3, executor=client)  # D scattered twice (solve, checks)
+    np.testing.assert_array_equal(spread.result.eps, serial.result.eps)
+    np.testing.assert_array_equal(spread.certified_lower, serial.certified_lower)
+    assert spread.passed
+
+
+def test_certify_gap_on_a_subset_of_latents_matches_the_full_report():
+    D = random_dictionary(10, 5, seed=7)
+    full, subset = certify_gap(D, 2), certify_gap(D, 2, latents=[6, 2])
+    assert full.passed and subset.passed
+    for name in ("t2_bound", "certified_lower"):
+        np.testing.assert_array_equal(getattr(subset, name)[[2, 6]], getattr(full, name)[[2, 6]])
+    np.testing.assert_array_equal(subset.result.eps[[2, 6]], full.result.eps[[2, 6]])
+    others = np.setdiff1d(np.arange(10), [2, 6])
+    assert np.isnan(subset.t2_bound[others]).all() and np.isnan(subset.result.eps[others]).all()
+    assert np.isnan(gap_lower_bound(D, latents=[1])[[0, 2]]).all()

@@ -9,7 +9,8 @@ Python file runs beside the built-in ones under ``gaptheory verify --checks FILE
 
 Examples
 --------
-A true bound: the mutual coherence is at least the Welch bound.
+A true bound: the mutual coherence is at least the Welch bound (``rtol`` covers the round-off
+of the M-term dot products and of the bound's square root, a few eps).
 
 >>> from gaptheory.instances import mutual_coherence, welch_bound
 >>> from gaptheory.strategies import instances

@@ -26,5 +26,11 @@ def test_cheap_theory_checks_pass():
 def test_empirical_transition_rises_from_failure_to_success_around_delta():
     delta, tolerance, m_half, Ms, rates = empirical_transition(20, 2, nonnegative=False, trials=6, step=3, seed=0)
     assert 0 < delta < 20 and tolerance > 1 and math.isfinite(m_half)
+    # The intrinsic-volume variable V behind BP's success (success iff V <= M) has mean delta
+    # and variance at most 2 min(delta, N - delta) = spread^2 (McCoy & Tropp 2014); at the
+    # largest M, over 1.7 spreads above delta, Cantelli's inequality gives P(success) >= 0.75,
+    # so a seeded rate below 1/2 of 6 trials would be a 2% event if the solver were right.
+    spread = (tolerance - 1) / 2
+    assert Ms[-1] >= delta + 1.7 * spread
     assert rates[0] <= rates[-1] and rates[-1] >= 0.5 and len(Ms) == len(rates)
     assert np.all((rates >= 0) & (rates <= 1))

@@ -63,18 +63,18 @@ TARGET_GAP_SECONDS = 60.0
 class BenchConfig:
     """Sizes and repeats of :func:`run_bench`; defaults are the issue-8 reference point."""
 
-    n_samples: int = 1024  # B, rows solved per batch
-    n_latents: int = 256  # N, atoms
-    n_dims: int = 128  # M, input dimension
-    k: int = 8  # K, nonzeros per code (and OMP's atom budget)
+    B: int = 1024  # rows solved per batch
+    N: int = 256  # atoms (latents)
+    M: int = 128  # input dimension
+    K: int = 8  # nonzeros per code (and OMP's atom budget)
     alpha: float = 0.02  # LASSO penalty weight (scikit-learn's alpha is alpha / M)
     magnitudes: tuple[float, float] = (0.5, 1.5)  # range of the nonzero code entries
     nonnegative: bool = True  # nonnegative codes and nonnegative LASSO (the SAE setting)
     repeats: int = 5  # interleaved timing repeats (after one warm-up)
     cvxpy_rows: int = 24  # rows solved by cvxpy (about 0.1 s per row with Clarabel)
-    gap_n_latents: int = 256  # N of the minimax gap LP timing
-    gap_n_dims: int = 128  # M of the minimax gap LP timing
-    gap_k: int = 4  # K of the minimax gap LP timing
+    gap_N: int = 256  # N of the minimax gap LP timing
+    gap_M: int = 128  # M of the minimax gap LP timing
+    gap_K: int = 4  # K of the minimax gap LP timing
     gap_scaling_n: tuple[int, ...] = (64, 128)  # further N (M = N / 2) for the growth exponent
     gap_jobs: int = -1  # worker processes of the parallel gap timing (-1: one per CPU; 1 skips it)
     scaling_b: tuple[int, ...] = (256, 1024, 4096)  # B values of the scaling table (N, M fixed)
@@ -90,8 +90,8 @@ class BenchConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> "BenchConfig":
         """Tiny sizes for a smoke test (seconds); ratios at these sizes mean little."""
-        return cls(n_samples=64, n_latents=64, n_dims=32, k=4, repeats=2, cvxpy_rows=4, gap_n_latents=16,
-                   gap_n_dims=8, gap_k=2, gap_scaling_n=(8, 12), scaling_b=(32, 64), scaling_n=(32, 64), seed=seed,
+        return cls(B=64, N=64, M=32, K=4, repeats=2, cvxpy_rows=4, gap_N=16,
+                   gap_M=8, gap_K=2, gap_scaling_n=(8, 12), scaling_b=(32, 64), scaling_n=(32, 64), seed=seed,
                    memory_in_fresh_process=False, versus_sizes=((48, 24, 3, 32),), versus_repeats=1,
                    sae_scale=(64, 32, 4, 8), sae_gram_budget=64 * 64 * 4)  # float32 Gram fits, float64 does not
 
@@ -187,7 +187,7 @@ def peak_memory(fn, device) -> tuple[float, str]:
 
 def _scaling_solver(name: str, inst, cfg: "BenchConfig", device):
     """The callable timed and measured by the scaling table for solver ``name``."""
-    k = min(cfg.k, inst.D.shape[1])
+    k = min(cfg.K, inst.D.shape[1])
     if name == "lasso":
         return lambda: lasso(inst.X, inst.D, cfg.alpha, nonnegative=cfg.nonnegative, method="homotopy",
                              dtype="float32", device=device)
@@ -198,7 +198,7 @@ def child_peak_memory(spec: dict) -> dict:
     """Entry point of the fresh process of :func:`peak_memory_in_fresh_process`."""
     torch.set_num_threads(spec["threads"])
     cfg = BenchConfig(**{key: tuple(v) if isinstance(v, list) else v for key, v in spec["config"].items()})
-    inst = make_instance(spec["N"], spec["M"], min(cfg.k, spec["M"]), spec["B"], seed=cfg.seed,
+    inst = make_instance(spec["N"], spec["M"], min(cfg.K, spec["M"]), spec["B"], seed=cfg.seed,
                          nonnegative=cfg.nonnegative, magnitudes=cfg.magnitudes)
     megabytes, how = peak_memory(_scaling_solver(spec["solver"], inst, cfg, cfg.device), cfg.device)
     return {"peak_mib": megabytes, "memory_measure": how + ", fresh process"}
@@ -350,7 +350,7 @@ def bench_lasso(cfg: BenchConfig, inst, device) -> dict:
 
 def bench_omp(cfg: BenchConfig, inst, device) -> dict:
     """Batched OMP (float32 selection + float64 refit, and float64) vs scikit-learn."""
-    X, D, k = inst.X, inst.D, min(cfg.k, inst.D.shape[1])
+    X, D, k = inst.X, inst.D, min(cfg.K, inst.D.shape[1])
     contenders = {
         "omp_float32": lambda: omp(X, D, k, dtype="float32", device=device),
         "omp_float64": lambda: omp(X, D, k, dtype="float64", device=device),
@@ -416,29 +416,29 @@ def bench_gap(cfg: BenchConfig) -> dict:
     except ImportError as err:  # pragma: no cover - gap.py is part of the package
         return {"available": False, "error": str(err)}
     points = []
-    sizes = sorted({(n, max(2, n // 2)) for n in cfg.gap_scaling_n} | {(cfg.gap_n_latents, cfg.gap_n_dims)})
-    for n_latents, n_dims in sizes:
-        D = random_dictionary(n_latents, n_dims, seed=cfg.seed)
-        k = min(cfg.gap_k, n_latents)
+    sizes = sorted({(n, max(2, n // 2)) for n in cfg.gap_scaling_n} | {(cfg.gap_N, cfg.gap_M)})
+    for N, M in sizes:
+        D = random_dictionary(N, M, seed=cfg.seed)
+        K = min(cfg.gap_K, N)
         start = time.perf_counter()
-        result = relu_minimax_gap(D, k)
+        result = relu_minimax_gap(D, K)
         seconds = time.perf_counter() - start
-        points.append({"n_latents": n_latents, "n_dims": n_dims, "k": k, "seconds": seconds,
+        points.append({"N": N, "M": M, "K": K, "seconds": seconds,
                        "worst_eps": float(result.worst), "success": bool(result.success)})
-    main = next(p for p in points if p["n_latents"] == cfg.gap_n_latents and p["n_dims"] == cfg.gap_n_dims)
+    main = next(p for p in points if p["N"] == cfg.gap_N and p["M"] == cfg.gap_M)
     exponent = float("nan")
     if len(points) >= 2:
-        logs = np.log([[p["n_latents"], p["seconds"]] for p in points])
+        logs = np.log([[p["N"], p["seconds"]] for p in points])
         exponent = float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
     out = {"available": True, "seconds": main["seconds"], "success": main["success"], "points": points,
            "exponent_in_n": exponent}
     jobs = (os.cpu_count() or 1) if cfg.gap_jobs == -1 else cfg.gap_jobs
     if jobs > 1:  # the same call at the main size, latents split over processes, right after the serial one
-        D = random_dictionary(cfg.gap_n_latents, cfg.gap_n_dims, seed=cfg.seed)
+        D = random_dictionary(cfg.gap_N, cfg.gap_M, seed=cfg.seed)
         start = time.perf_counter()
-        parallel = relu_minimax_gap(D, min(cfg.gap_k, cfg.gap_n_latents), n_jobs=jobs)
+        parallel = relu_minimax_gap(D, min(cfg.gap_K, cfg.gap_N), n_jobs=jobs)
         seconds = time.perf_counter() - start
-        out["parallel"] = {"n_latents": cfg.gap_n_latents, "jobs": jobs, "seconds": seconds, "speedup": main["seconds"] / seconds,
+        out["parallel"] = {"N": cfg.gap_N, "jobs": jobs, "seconds": seconds, "speedup": main["seconds"] / seconds,
                            "same_eps": bool(parallel.worst == main["worst_eps"]), "success": bool(parallel.success)}
     return out
 
@@ -449,11 +449,11 @@ def bench_gap(cfg: BenchConfig) -> dict:
 def bench_scaling(cfg: BenchConfig, device) -> list[dict]:
     """Time per instance and peak memory of the batched LASSO (float32 path) and OMP over
     B (N, M fixed) and over N (B fixed, M = N / 2)."""
-    grid = [(b, cfg.n_latents, cfg.n_dims) for b in cfg.scaling_b]
-    grid += [(cfg.n_samples, n, max(2, n // 2)) for n in cfg.scaling_n if (cfg.n_samples, n, max(2, n // 2)) not in grid]
+    grid = [(b, cfg.N, cfg.M) for b in cfg.scaling_b]
+    grid += [(cfg.B, n, max(2, n // 2)) for n in cfg.scaling_n if (cfg.B, n, max(2, n // 2)) not in grid]
     rows = []
     for b, n, m in grid:
-        inst = make_instance(n, m, min(cfg.k, m), b, seed=cfg.seed, nonnegative=cfg.nonnegative,
+        inst = make_instance(n, m, min(cfg.K, m), b, seed=cfg.seed, nonnegative=cfg.nonnegative,
                              magnitudes=cfg.magnitudes)
         solvers = {name: _scaling_solver(name, inst, cfg, device) for name in ("lasso", "omp")}
         timings, _ = interleaved(solvers, max(1, min(cfg.repeats, 3)), device)
@@ -693,7 +693,7 @@ def _targets(cfg: BenchConfig, lasso_out, omp_out, dense, gap) -> list[dict]:
     if "ratio_vs_sklearn" in omp_out:
         out.append(target("OMP throughput vs scikit-learn OMP", omp_out["ratio_vs_sklearn"], TARGET_SKLEARN_OMP, ">="))
     if gap.get("available"):
-        out.append(target(f"relu_minimax_gap seconds at N={cfg.gap_n_latents}, M={cfg.gap_n_dims}, K={cfg.gap_k}",
+        out.append(target(f"relu_minimax_gap seconds at N={cfg.gap_N}, M={cfg.gap_M}, K={cfg.gap_K}",
                           gap["seconds"], TARGET_GAP_SECONDS, "<"))
     return out
 
@@ -746,7 +746,7 @@ def run_bench(cfg: BenchConfig | None = None, *, progress=None) -> dict:
     say = progress or (lambda message: None)
     machine = _machine(device)
     started = time.perf_counter()
-    inst = make_instance(cfg.n_latents, cfg.n_dims, cfg.k, cfg.n_samples, seed=cfg.seed,
+    inst = make_instance(cfg.N, cfg.M, cfg.K, cfg.B, seed=cfg.seed,
                          nonnegative=cfg.nonnegative, magnitudes=cfg.magnitudes)
     say("lasso: homotopy vs scikit-learn vs cvxpy")
     lasso_out = bench_lasso(cfg, inst, device)
@@ -804,8 +804,8 @@ def render(outcome: dict) -> str:
     """Plain-text tables of a :func:`run_bench` outcome."""
     cfg, mach = outcome["config"], outcome["machine"]
     parts = [
-        f"gaptheory bench {outcome['version']}: B={cfg['n_samples']}, N={cfg['n_latents']}, M={cfg['n_dims']}, "
-        f"K={cfg['k']}, alpha={cfg['alpha']}, codes in {tuple(cfg['magnitudes'])}, "
+        f"gaptheory bench {outcome['version']}: B={cfg['B']}, N={cfg['N']}, M={cfg['M']}, "
+        f"K={cfg['K']}, alpha={cfg['alpha']}, codes in {tuple(cfg['magnitudes'])}, "
         f"nonnegative={cfg['nonnegative']}, seed={cfg['seed']}",
         f"machine: {mach['processor']}, {mach['cpu_count']} cores, torch threads {mach['torch_threads']}, "
         f"device {mach['device']}; load average {mach['load_average_1min']:.2f} at start, "
@@ -842,11 +842,11 @@ def render(outcome: dict) -> str:
                   f"{dense['matmul_float64_gflops']:.1f} GFLOP/s) take {dense['gemm_fraction_of_solver_time']:.0%} of that"]
     gap = outcome["gap"]
     if gap.get("available"):
-        pts = ", ".join(f"N={p['n_latents']}: {p['seconds']:.2f}s" for p in gap["points"])
+        pts = ", ".join(f"N={p['N']}: {p['seconds']:.2f}s" for p in gap["points"])
         parts.append(f"relu_minimax_gap (all latents): {pts}; time ~ N^{gap['exponent_in_n']:.2f}")
         if "parallel" in gap:
             par = gap["parallel"]
-            parts.append(f"relu_minimax_gap at N={par['n_latents']}, n_jobs={par['jobs']}: {par['seconds']:.2f}s "
+            parts.append(f"relu_minimax_gap at N={par['N']}, n_jobs={par['jobs']}: {par['seconds']:.2f}s "
                          f"({par['speedup']:.2f}x the serial call; same eps*: {par['same_eps']})")
     if outcome.get("versus"):
         parts += ["", "LASSO (alpha={}, nonnegative) and OMP against SPAMS and scikit-learn sparse_encode, "

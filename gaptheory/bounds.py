@@ -82,7 +82,7 @@ _gaussian_tail = sp.lambdify(tau_, GAUSSIAN_TAIL, ["scipy", "numpy"])
 _t2 = sp.lambdify(beta_, T2_BOUND, "numpy")
 
 
-def welch(n_latents: int, n_dims: int) -> float:
+def welch(N: int, M: int) -> float:
     r"""Welch bound :math:`\sqrt{(N - M) / (M (N - 1))}` (0 when N <= M).
 
     Examples
@@ -90,9 +90,9 @@ def welch(n_latents: int, n_dims: int) -> float:
     >>> welch(3, 2)
     0.5
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=2)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    return 0.0 if n_latents <= n_dims else float(_welch(n_latents, n_dims))
+    N = check_int(N, "N", minimum=2)
+    M = check_int(M, "M", minimum=1)
+    return 0.0 if N <= M else float(_welch(N, M))
 
 
 def _check_coherence(mu) -> float:
@@ -186,7 +186,7 @@ def statistical_dimension_threshold(rho: float, *, nonnegative: bool = False) ->
     return float(scipy.optimize.brentq(_stationarity, 0.0, upper, args=(rho, factor), xtol=1e-14))
 
 
-def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) -> float:
+def statistical_dimension(N: int, K: int, *, nonnegative: bool = False) -> float:
     r"""Statistical dimension of the l1 descent cone at a K-sparse point in :math:`\mathbb{R}^N`.
 
     .. math:: \delta = N \inf_{\tau \ge 0} \Big[\rho(1 + \tau^2) + (1-\rho)\, c\,
@@ -199,10 +199,10 @@ def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) 
 
     Parameters
     ----------
-    n_latents : int
-        N, the ambient dimension of the codes.
-    k : int
-        K, the number of nonzeros, 1 <= K <= N.
+    N : int
+        The ambient dimension of the codes (latents).
+    K : int
+        The number of nonzeros, 1 <= K <= N.
     nonnegative : bool
         Use the nonnegative variant (factor 1).
 
@@ -218,9 +218,9 @@ def statistical_dimension(n_latents: int, k: int, *, nonnegative: bool = False) 
     >>> 0 < statistical_dimension(100, 10) < 100
     True
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_k(k, n_latents)
-    return n_latents * _statistical_dimension_ratio(k / n_latents, check_bool(nonnegative, "nonnegative"))
+    N = check_int(N, "N", minimum=1)
+    K = check_k(K, N)
+    return N * _statistical_dimension_ratio(K / N, check_bool(nonnegative, "nonnegative"))
 
 
 def _statistical_dimension_ratio(rho: float, nonnegative: bool) -> float:
@@ -300,26 +300,26 @@ def check_stationarity(nonnegative: bool = False) -> sp.Expr:
     return sp.simplify(sp.diff(statistical_dimension_objective(nonnegative), tau_) - claimed)
 
 
-def simplex_frame(n_latents: int) -> sp.Matrix:
+def simplex_frame(N: int) -> sp.Matrix:
     r"""The regular simplex frame: N unit vectors with pairwise inner products -1/(N-1),
     spanning an (N-1)-dimensional space, written in :math:`\mathbb{R}^N` (exact entries).
 
     An equiangular tight frame; N = 3 is the Mercedes-Benz frame.
     """
-    n_latents = check_int(n_latents, "n_latents", minimum=2)
-    centred = sp.eye(n_latents) - sp.ones(n_latents, n_latents) / n_latents
-    return centred * sp.sqrt(sp.Rational(n_latents, n_latents - 1))
+    N = check_int(N, "N", minimum=2)
+    centred = sp.eye(N) - sp.ones(N, N) / N
+    return centred * sp.sqrt(sp.Rational(N, N - 1))
 
 
-def check_welch_equality_simplex(n_latents: int) -> bool:
+def check_welch_equality_simplex(N: int) -> bool:
     r"""True when the simplex frame of N atoms (rank M = N - 1) has unit atoms and
     coherence exactly equal to the Welch bound :math:`\sqrt{(N-M)/(M(N-1))} = 1/(N-1)`."""
-    frame = simplex_frame(n_latents)
+    frame = simplex_frame(N)
     gram = (frame * frame.T).applyfunc(sp.nsimplify)
     rank = frame.rank()
-    unit = all(sp.simplify(gram[i, i] - 1) == 0 for i in range(n_latents))
-    coherence = max(abs(gram[i, j]) for i in range(n_latents) for j in range(n_latents) if i != j)
-    return bool(unit and rank == n_latents - 1 and sp.simplify(coherence - WELCH.subs({N_: n_latents, M_: rank})) == 0)
+    unit = all(sp.simplify(gram[i, i] - 1) == 0 for i in range(N))
+    coherence = max(abs(gram[i, j]) for i in range(N) for j in range(N) if i != j)
+    return bool(unit and rank == N - 1 and sp.simplify(coherence - WELCH.subs({N_: N, M_: rank})) == 0)
 
 
 def check_welch_equality_general() -> sp.Expr:

@@ -5,7 +5,7 @@ and the largest relative objective difference to cvxpy/Clarabel on the rows cvxp
 The fuller benchmark (OMP, dense-phase GFLOP/s, the gap LP, scaling) is ``gaptheory bench``.
 
     python scripts/bench_solvers.py                       # B=1024, N=256, M=128, K=8, alpha=0.02
-    python scripts/bench_solvers.py --n-samples 256 --json
+    python scripts/bench_solvers.py --B 256 --json
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import json
 import sys
 
 from gaptheory import bench
+from gaptheory._validation import parameter_defaults
 from gaptheory.instances import make_instance
 from gaptheory.report import tabulate
 from gaptheory.solvers import lasso
 
 
 def compare(args) -> dict:
-    inst = make_instance(args.n_latents, args.n_dims, args.k, args.n_samples, seed=args.seed,
+    inst = make_instance(args.N, args.M, args.K, args.B, seed=args.seed,
                          nonnegative=not args.signed, magnitudes=(0.5, 1.5))
     X, D, alpha, nonneg = inst.X, inst.D, args.alpha, not args.signed
     batched = {
@@ -59,23 +60,24 @@ def compare(args) -> dict:
         table.append({"solver": name, "per_instance_s": per_instance,
                       "ratio_vs_cvxpy": solved[fastest]["per_instance_s"] / per_instance,
                       "max_rel_objective_vs_cvxpy": bench._relative(objective, truth)})
-    return {"B": len(X), "N": args.n_latents, "M": args.n_dims, "K": args.k, "alpha": alpha,
+    return {"B": len(X), "N": args.N, "M": args.M, "K": args.K, "alpha": alpha,
             "nonnegative": nonneg, "cvxpy_rows": rows.stop, "cvxpy_fastest": fastest, "agreement_solver": judge,
             "repeats": args.repeats, "rows": table}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-samples", type=int, default=1024, help="B (default 1024)")
-    parser.add_argument("--n-latents", type=int, default=256, help="N (default 256)")
-    parser.add_argument("--n-dims", type=int, default=128, help="M (default 128)")
-    parser.add_argument("--k", type=int, default=8, help="K (default 8)")
-    parser.add_argument("--alpha", type=float, default=0.02, help="LASSO weight (default 0.02)")
+    defaults = parameter_defaults(bench.BenchConfig)  # the sizes of `gaptheory bench`, one place
+    for flag, help_text in (("B", "rows solved per batch"), ("N", "atoms"), ("M", "input dimension"),
+                            ("K", "nonzeros per code")):
+        parser.add_argument(f"--{flag}", type=int, default=defaults[flag], help=f"{help_text} (default {defaults[flag]})")
+    parser.add_argument("--alpha", type=float, default=defaults["alpha"], help=f"LASSO weight (default {defaults['alpha']})")
     parser.add_argument("--signed", action="store_true", help="signed codes and LASSO (default nonnegative)")
-    parser.add_argument("--cvxpy-rows", type=int, default=24, help="rows solved by cvxpy (default 24)")
+    parser.add_argument("--cvxpy-rows", type=int, default=defaults["cvxpy_rows"],
+                        help=f"rows solved by cvxpy (default {defaults['cvxpy_rows']})")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (default 3)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults["seed"])
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     result = compare(args)

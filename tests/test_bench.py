@@ -72,7 +72,7 @@ def test_bench_solvers_script_prints_cvxpy_fista_homotopy_rows(capsys):
     spec = importlib.util.spec_from_file_location("bench_solvers", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--n-samples", "8", "--n-latents", "24", "--n-dims", "12", "--k", "2", "--cvxpy-rows", "3",
+    assert script.main(["--B", "8", "--N", "24", "--M", "12", "--K", "2", "--cvxpy-rows", "3",
                         "--repeats", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     solvers = {row["solver"] for row in result["rows"]}

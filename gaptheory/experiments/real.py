@@ -35,6 +35,7 @@ from .._validation import check_choice, check_int
 from .methods import METHODS, check_method_in_setting
 from .store import task_key
 
+
 def real_defaults() -> dict:
     """Parameters of an ``activations`` task: the extraction (:func:`gaptheory.activations.extract_split`'s
     defaults), the encoder and its budget, and the scoring."""

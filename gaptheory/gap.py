@@ -262,12 +262,14 @@ class GapResult:
 
     @property
     def exact(self) -> np.ndarray:
-        """(N,) True where eps*_i = eps_i is proven: status OPTIMAL, linearisation exact, and the
-        exact rational certificate's lower bound within :attr:`tolerance` of eps_i (the
-        returned encoder attains eps_i from above; see :func:`verify_certificate`)."""
+        """(N,) True where eps*_i = eps_i is proven: status OPTIMAL (the returned encoder's exact
+        worst-case error is at most eps_i + ``ENCODER_ATOL``) and the exact rational certificate's
+        lower bound within :attr:`tolerance` of eps_i (see :func:`verify_certificate`). This holds
+        also where the linearisation is not exact (``lp_exact`` False, eps_i >= lo): the two
+        bounds meet whatever the LP value means there."""
         with np.errstate(invalid="ignore"):
             close = np.abs(self.eps - self.certified_lower) <= self.tolerance
-        return (self.status == Status.OPTIMAL) & self.lp_exact & np.isfinite(self.eps) & close
+        return (self.status == Status.OPTIMAL) & np.isfinite(self.eps) & close
 
 
 # ----- validation ------------------------------------------------------------------------

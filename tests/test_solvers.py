@@ -358,6 +358,16 @@ def test_float32_stragglers_are_redone_in_float64(monkeypatch):
     np.testing.assert_allclose(result.codes, reference.codes, rtol=0, atol=least_squares_atol(inst.D, reference.codes))
 
 
+def test_the_compiled_path_certifies_rows_whose_paths_exceed_the_batched_cap():
+    # K = 40 of 192 atoms: paths of 61-80 events, past HOMOTOPY_MAX_EVENTS = 64 of the batched
+    # path; the compiled path (Cholesky extended per entry) takes them to the end itself
+    inst = make_instance(192, 96, 40, 16, seed=0, nonnegative=True, magnitudes=(0.5, 1.5))
+    result = lasso(inst.X, inst.D, 0.02, nonnegative=True, device="cpu", return_info=True)
+    assert result.n_iter.max() > homotopy.HOMOTOPY_MAX_EVENTS
+    assert result.success and "0 handed to the batched path" in result.message
+    assert (result.duality_gap <= FISTA_TOL * result.objective).all()
+
+
 def test_homotopy_takes_one_event_per_atom_on_an_orthonormal_dictionary():
     X = np.array([[3.0, -0.2, -2.0, 0.7]])
     result = lasso(X, np.eye(4), 0.5, method="homotopy", return_info=True)

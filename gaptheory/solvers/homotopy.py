@@ -25,6 +25,17 @@ HOMOTOPY_MIN_EVENTS = 16
 #: the exact finish of the support reached, is the cheaper way to the optimum.
 HOMOTOPY_MAX_EVENTS = 64
 
+
+def kernel_max_events(N: int, M: int) -> int:
+    """Cap on events per row of the compiled CPU path: ``HOMOTOPY_MAX_EVENTS_PER_DIM *
+    min(N, M) + HOMOTOPY_MIN_EVENTS``, with no absolute cap. There an entry extends the
+    Cholesky factor (O(s^2)) instead of re-solving the active system, so an event costs
+    O(s N) and a path of E events O(E^2 N): no more than the ~E^2 / (4 M) FISTA iterations
+    (4 N M each) that would otherwise finish the row. Supports of K = 64 and beyond (the
+    sizes of real SAEs) need more than HOMOTOPY_MAX_EVENTS events."""
+    return HOMOTOPY_MAX_EVENTS_PER_DIM * min(N, M) + HOMOTOPY_MIN_EVENTS
+
+
 #: A float32 path stops once at most this fraction of its rows is still moving; those
 #: stragglers (long paths, or paths that round-off sent astray) restart in float64,
 #: instead of holding up the loop for a handful of rows.
@@ -250,7 +261,7 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResul
     n_samples, n_latents = X.shape[0], D.shape[0]
     G, C = D @ D.T, X @ D.T
     cap = min(D.shape)
-    max_steps = min(HOMOTOPY_MAX_EVENTS_PER_DIM * min(D.shape) + HOMOTOPY_MIN_EVENTS, HOMOTOPY_MAX_EVENTS)
+    max_steps = kernel_max_events(*D.shape)
     support = np.zeros((n_samples, cap), dtype=np.int64)
     signs = np.zeros((n_samples, cap))
     n_active = np.zeros(n_samples, dtype=np.int64)

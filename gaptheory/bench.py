@@ -618,8 +618,9 @@ def bench_versus(N, M, K, B, *, alpha, magnitudes, seed, repeats, device) -> dic
 
 
 def bench_sae_scale(N, M, K, B, *, alpha, seed, device, max_gram_bytes=None) -> list[dict]:
-    """Time per instance and peak memory at an SAE's size: OMP in float32 (Gram form, the
-    Gram matrix fits the budget) and float64 (direct form: it does not), LASSO in float64."""
+    """Time per instance and peak memory at an SAE's size: OMP in float32 and float64 (in the
+    form ``omp`` chooses: at N = 16384 and B = 32, direct: its Gram matrix costs more than the
+    rows, and in float64 exceeds the memory budget) and the LASSO in float64 (Gram form)."""
     inst = make_instance(N, M, K, B, seed=seed, nonnegative=True, magnitudes=(0.5, 1.5))
     budget = {} if max_gram_bytes is None else {"max_gram_bytes": max_gram_bytes}
     runs = {

@@ -791,6 +791,25 @@ def test_omp_switches_to_direct_form_when_the_gram_matrix_is_over_budget():
         omp(inst.X, inst.D, 4, max_gram_bytes=-1)
 
 
+def test_omp_takes_the_direct_form_when_the_gram_matrix_costs_more_than_the_rows(monkeypatch):
+    inst = make_instance(80, 30, 4, 6, seed=23, nonnegative=True, magnitudes=(0.5, 1.5))
+    # N = 80 > B K = 24: forming G (N^2 M) costs more than the direct form's rows (B K N M),
+    # once that cost is above the floor
+    assert omp(inst.X, inst.D, 4, device="cpu", return_info=True).form == "gram"  # below the floor
+    monkeypatch.setattr(omp_module, "GRAM_COST_FLOOR", 80 * 80 * 30)
+    auto = omp(inst.X, inst.D, 4, device="cpu", return_info=True)
+    gram = omp(inst.X, inst.D, 4, device="cpu", form="gram", return_info=True)
+    assert (auto.form, gram.form) == ("direct", "gram")
+    np.testing.assert_array_equal(auto.codes != 0, gram.codes != 0)
+    np.testing.assert_allclose(auto.codes, gram.codes, rtol=0, atol=least_squares_atol(inst.D, gram.codes))
+    many_rows = make_instance(80, 30, 4, 40, seed=23, nonnegative=True, magnitudes=(0.5, 1.5))
+    assert omp(many_rows.X, many_rows.D, 4, device="cpu", return_info=True).form == "gram"  # B K = 160 >= N
+    with pytest.raises(ValueError, match="form='gram'.*max_gram_bytes"):
+        omp(inst.X, inst.D, 4, form="gram", max_gram_bytes=80 * 80 * 8 - 1)
+    with pytest.raises(ValueError, match="form"):
+        omp(inst.X, inst.D, 4, form="sparse")
+
+
 def test_lasso_and_omp_equal_spams_lars_and_batch_omp():
     spams = pytest.importorskip("spams")
     from sklearn.linear_model import orthogonal_mp

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._device import resolve_device, resolve_dtype
-from .._validation import check_dictionary, check_int, check_observations
+from .._validation import check_choice, check_dictionary, check_int, check_observations
 from ._inputs import check_flag, check_support_size
 from ._scale import row_exponents, scale_rows, unscale_result
 from .homotopy import _exact_finish
@@ -38,12 +38,21 @@ GRAM_MEMORY_BUDGET = 2**30
 #: path everywhere, which tests use to compare the two; also the fallback without numba).
 USE_KERNELS = importlib.util.find_spec("numba") is not None
 
+#: ``form="auto"`` takes the direct form, although the Gram matrix fits, when forming it
+#: (N^2 M multiply-adds) costs more than the direct form's Gram rows (B K N M) and is large
+#: enough to matter (at least this many multiply-adds, ~0.1 s on one core); below it the Gram
+#: form's compiled kernel wins whatever the counts say.
+GRAM_COST_FLOOR = 2**32
+
+#: Forms of :func:`omp`.
+OMP_FORMS = ("auto", "gram", "direct")
+
 #: Rows per block of the direct form: its per-row state is K images of length N.
 DIRECT_BLOCK_BYTES = 2**28
 
 
 def omp(X, D, K: int, *, device=None, dtype="float64", max_gram_bytes: int = GRAM_MEMORY_BUDGET,
-        return_info: bool = False):
+        form: str = "auto", return_info: bool = False):
     r"""Batched orthogonal matching pursuit: at most ``K`` atoms per row.
 
     Each step adds, for every row at once, the atom most correlated with the current
@@ -58,10 +67,12 @@ def omp(X, D, K: int, *, device=None, dtype="float64", max_gram_bytes: int = GRA
 
     On the CPU the selection runs in a compiled per-row kernel (numba,
     :func:`gaptheory.solvers._kernels.omp_select`) whose state stays in cache; elsewhere
-    in batched torch. Both form ``G`` once; when ``N^2`` times the item size exceeds
-    ``max_gram_bytes`` the solver instead takes the rows ``G_j = d_j D^T`` it needs from
-    ``D`` at each step (direct form: one GEMM per step, ``K`` times the flops of
-    ``X D^T``, no N x N matrix), and ``SolveResult.form`` says which form ran.
+    in batched torch. Both form ``G`` once. The direct form instead takes the rows
+    ``G_j = d_j D^T`` it needs from ``D`` at each step (one GEMM per step, ``K`` times the
+    flops of ``X D^T``, no N x N matrix). ``form="auto"`` takes it when ``N^2`` times the
+    item size exceeds ``max_gram_bytes``, or when forming ``G`` costs more than the Gram rows
+    of the direct form (``N > B K``, with ``N^2 M`` at least ``GRAM_COST_FLOOR``: few rows
+    on a large dictionary); ``SolveResult.form`` says which form ran.
 
     Under :math:`K < (1 + 1/\mu)/2` OMP recovers the exact support of every K-sparse
     code (Tropp 2004, Theorem A).
@@ -79,6 +90,9 @@ def omp(X, D, K: int, *, device=None, dtype="float64", max_gram_bytes: int = GRA
     device, dtype : see :func:`lasso`.
     max_gram_bytes : int
         Memory budget of the Gram matrix (default ``GRAM_MEMORY_BUDGET``, 1 GiB).
+    form : {"auto", "gram", "direct"}
+        How the Gram rows are obtained (see above); ``"gram"`` refuses a Gram matrix over
+        ``max_gram_bytes``.
     return_info : bool
         Return a :class:`SolveResult` (objective: half the squared residual; n_iter:
         atoms selected) instead of the codes.
@@ -106,14 +120,26 @@ def omp(X, D, K: int, *, device=None, dtype="float64", max_gram_bytes: int = GRA
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     return_info = check_flag(return_info, "return_info")
     max_gram_bytes = check_int(max_gram_bytes, "max_gram_bytes", minimum=0)
+    check_choice(form, "form", OMP_FORMS)
+    gram = _use_gram(form, *X.shape[:1], *D.shape, K, torch.finfo(dtype).bits // 8, max_gram_bytes)
     exponent = row_exponents(X)
-    gram_fits = D.shape[0] ** 2 * torch.finfo(dtype).bits // 8 <= max_gram_bytes
-    if gram_fits and device.type == "cpu" and USE_KERNELS:
+    if gram and device.type == "cpu" and USE_KERNELS:
         result = _omp_kernel(scale_rows(X, exponent), D, K, dtype=dtype)
     else:
-        result = _omp(scale_rows(X, exponent), D, K, device=device, dtype=dtype, gram=gram_fits)
+        result = _omp(scale_rows(X, exponent), D, K, device=device, dtype=dtype, gram=gram)
     result = unscale_result(result, exponent, objective_degree=2)
     return result if return_info else result.codes
+
+
+def _use_gram(form: str, B: int, N: int, M: int, K: int, item_bytes: int, max_gram_bytes: int) -> bool:
+    """Whether :func:`omp` forms the Gram matrix (see its ``form``)."""
+    fits = N * N * item_bytes <= max_gram_bytes
+    if form == "gram" and not fits:
+        raise ValueError(f"form='gram' needs an N x N Gram matrix of {N * N * item_bytes / 2**30:.2f} GiB, above "
+                         f"max_gram_bytes={max_gram_bytes}; raise max_gram_bytes or use form='auto' or 'direct'.")
+    if form != "auto":
+        return form == "gram"
+    return fits and not (N > B * K and N * N * M >= GRAM_COST_FLOOR)
 
 
 def _omp_kernel(X, D, K, *, dtype) -> SolveResult:

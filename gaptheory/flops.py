@@ -104,13 +104,13 @@ def _check_widths(widths) -> tuple[int, ...]:
     return tuple(check_int(w, "widths entry", minimum=1) for w in widths)
 
 
-def _activation_flops(activation: str, n_entries: int, n_latents: int) -> int:
+def _activation_flops(activation: str, n_entries: int, N: int) -> int:
     if activation == "topk":
-        return n_entries * (math.ceil(math.log2(max(n_latents, 2))) + 1)
+        return n_entries * (math.ceil(math.log2(max(N, 2))) + 1)
     return n_entries * ACTIVATION_FLOPS[activation]
 
 
-def encoder_flops(n_samples: int, widths, *, activation: str = "relu") -> FlopCount:
+def encoder_flops(B: int, widths, *, activation: str = "relu") -> FlopCount:
     r"""FLOPs of encoding ``B`` samples with an affine stack: the inference cost.
 
     .. math:: \text{matmul} = \sum_{l} 2 B w_l w_{l+1}, \qquad
@@ -120,8 +120,8 @@ def encoder_flops(n_samples: int, widths, *, activation: str = "relu") -> FlopCo
 
     Parameters
     ----------
-    n_samples : int
-        B.
+    B : int
+        The number of samples.
     widths : sequence of int
         ``(M, N)`` for an SAE, ``(M, h_1, ..., N)`` for an MLP.
     activation : {"relu", "topk", "jumprelu", "linear"}
@@ -131,22 +131,22 @@ def encoder_flops(n_samples: int, widths, *, activation: str = "relu") -> FlopCo
     >>> encoder_flops(1024, (8, 16)).matmul  # 2 * 1024 * 8 * 16
     262144
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    B = check_int(B, "B", minimum=0)
     widths = _check_widths(widths)
     check_choice(activation, "activation", ACTIVATIONS)
-    matmul = sum(matmul_flops(n_samples, a, b) for a, b in zip(widths[:-1], widths[1:]))
-    hidden = sum(n_samples * w for w in widths[1:-1]) * (1 + ACTIVATION_FLOPS["relu"])
-    out = n_samples * widths[-1] + _activation_flops(activation, n_samples * widths[-1], widths[-1])
+    matmul = sum(matmul_flops(B, a, b) for a, b in zip(widths[:-1], widths[1:]))
+    hidden = sum(B * w for w in widths[1:-1]) * (1 + ACTIVATION_FLOPS["relu"])
+    out = B * widths[-1] + _activation_flops(activation, B * widths[-1], widths[-1])
     return FlopCount(matmul, hidden + out)
 
 
 def training_step_flops(
-    n_samples: int,
+    B: int,
     widths,
     *,
     activation: str = "relu",
     decoder: str = "learned",
-    n_dims: int | None = None,
+    M: int | None = None,
 ) -> FlopCount:
     r"""FLOPs of one gradient step of an encoder on a batch of ``B`` samples.
 
@@ -164,7 +164,7 @@ def training_step_flops(
 
     Parameters
     ----------
-    n_samples : int
+    B : int
         B, the batch size (counted once).
     widths : sequence of int
         Encoder widths ``(M, ..., N)``.
@@ -172,8 +172,8 @@ def training_step_flops(
         Output activation, see :func:`encoder_flops`.
     decoder : {"learned", "fixed", "none"}
         Setting 3, setting 1 and setting 2 respectively.
-    n_dims : int, optional
-        M of the decoder output; defaults to ``widths[0]``.
+    M : int, optional
+        Input dimension of the decoder output; defaults to ``widths[0]``.
 
     Examples
     --------
@@ -181,30 +181,30 @@ def training_step_flops(
     >>> step.matmul == 5 * 2 * 1024 * 8 * 16  # 2 forward + 3 backward products
     True
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
+    B = check_int(B, "B", minimum=0)
     widths = _check_widths(widths)
     check_choice(decoder, "decoder", ("learned", "fixed", "none"))
-    n_dims = widths[0] if n_dims is None else check_int(n_dims, "n_dims", minimum=1)
-    n_latents = widths[-1]
-    forward = encoder_flops(n_samples, widths, activation=activation)
+    M = widths[0] if M is None else check_int(M, "M", minimum=1)
+    N = widths[-1]
+    forward = encoder_flops(B, widths, activation=activation)
     layers = list(zip(widths[:-1], widths[1:]))
-    backward_matmul = sum(matmul_flops(n_samples, a, b) for a, b in layers)  # weight gradients
-    backward_matmul += sum(matmul_flops(n_samples, a, b) for a, b in layers[1:])  # input gradients
-    parameters = sum(a * b + b for a, b in layers) + (n_latents if activation == "jumprelu" else 0)
+    backward_matmul = sum(matmul_flops(B, a, b) for a, b in layers)  # weight gradients
+    backward_matmul += sum(matmul_flops(B, a, b) for a, b in layers[1:])  # input gradients
+    parameters = sum(a * b + b for a, b in layers) + (N if activation == "jumprelu" else 0)
     step = FlopCount(forward.matmul + backward_matmul, 2 * forward.elementwise)
     if decoder == "none":
-        step += FlopCount(0, 2 * SQUARED_ERROR_FLOPS * n_samples * n_latents)
+        step += FlopCount(0, 2 * SQUARED_ERROR_FLOPS * B * N)
     else:
-        decode = matmul_flops(n_samples, n_latents, n_dims)
-        loss = (1 + SQUARED_ERROR_FLOPS) * n_samples * n_dims + L1_FLOPS * n_samples * n_latents
+        decode = matmul_flops(B, N, M)
+        loss = (1 + SQUARED_ERROR_FLOPS) * B * M + L1_FLOPS * B * N
         step += FlopCount(2 * decode, 2 * loss)  # forward product and code gradient
         if decoder == "learned":
-            step += FlopCount(decode, RENORM_FLOPS_PER_ENTRY * n_latents * n_dims)
-            parameters += n_latents * n_dims + n_dims
+            step += FlopCount(decode, RENORM_FLOPS_PER_ENTRY * N * M)
+            parameters += N * M + M
     return step + FlopCount(0, ADAM_FLOPS_PER_PARAMETER * parameters)
 
 
-def fista_flops(n_iter, n_dims: int, n_latents: int, *, check_every: int = FISTA_CHECK_EVERY) -> FlopCount:
+def fista_flops(n_iter, *, N: int, M: int, check_every: int = FISTA_CHECK_EVERY) -> FlopCount:
     r"""FLOPs of batched FISTA on ``B`` rows that used ``n_iter[b]`` iterations each.
 
     Once: the Gram matrix :math:`D D^\top` (2N^2M). Per row: the correlations
@@ -219,14 +219,14 @@ def fista_flops(n_iter, n_dims: int, n_latents: int, *, check_every: int = FISTA
     ----------
     n_iter : array_like of int, shape (B,)
         Iterations used per row.
-    n_dims, n_latents : int
-        M and N.
+    N, M : int
+        Latents and input dimensions (keyword-only: the two are easily swapped).
     check_every : int
         Iterations between duality-gap checks (``gaptheory.solvers.FISTA_CHECK_EVERY``).
 
     Examples
     --------
-    >>> fista_flops([10], 8, 16).matmul == 2*16*16*8 + 2*8*16 + 10*2*16*16 + (2*16*8 + 2*16*16)
+    >>> fista_flops([10], N=16, M=8).matmul == 2*16*16*8 + 2*8*16 + 10*2*16*16 + (2*16*8 + 2*16*16)
     True
     """
     n_iter = np.asarray(n_iter).reshape(-1)
@@ -236,25 +236,25 @@ def fista_flops(n_iter, n_dims: int, n_latents: int, *, check_every: int = FISTA
     n_iter = n_iter.astype(np.int64)
     if (n_iter < 0).any():
         raise ValueError(f"n_iter must be >= 0 per row; got minimum {int(n_iter.min())}.")
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
+    M = check_int(M, "M", minimum=1)
+    N = check_int(N, "N", minimum=1)
     check_every = check_int(check_every, "check_every", minimum=1)
     iterations = int(n_iter.sum())
     checks = int(np.ceil(n_iter / check_every).sum())
     rows = n_iter.size
     matmul = (
-        matmul_flops(n_latents, n_dims, n_latents)
-        + rows * matmul_flops(1, n_dims, n_latents)
-        + iterations * matmul_flops(1, n_latents, n_latents)
-        + checks * (matmul_flops(1, n_latents, n_dims) + matmul_flops(1, n_latents, n_latents))
+        matmul_flops(N, M, N)
+        + rows * matmul_flops(1, M, N)
+        + iterations * matmul_flops(1, N, N)
+        + checks * (matmul_flops(1, N, M) + matmul_flops(1, N, N))
     )
-    elementwise = iterations * FISTA_ELEMENTWISE_PER_LATENT * n_latents + checks * (
-        GAP_ELEMENTWISE_PER_DIM * n_dims + GAP_ELEMENTWISE_PER_LATENT * n_latents
+    elementwise = iterations * FISTA_ELEMENTWISE_PER_LATENT * N + checks * (
+        GAP_ELEMENTWISE_PER_DIM * M + GAP_ELEMENTWISE_PER_LATENT * N
     )
     return FlopCount(matmul, elementwise)
 
 
-def dictionary_step_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCount:
+def dictionary_step_flops(B: int, *, N: int, M: int) -> FlopCount:
     r"""FLOPs of one decoder update of sparse coding, codes held fixed, on ``B`` rows.
 
     Forward :math:`Z W_{dec}` (2BNM), squared error (3BM); backward the decoder
@@ -264,16 +264,16 @@ def dictionary_step_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCo
 
     Examples
     --------
-    >>> dictionary_step_flops(1024, 8, 16).matmul == 2 * (2 * 1024 * 16 * 8)
+    >>> dictionary_step_flops(1024, N=16, M=8).matmul == 2 * (2 * 1024 * 16 * 8)
     True
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    decode = matmul_flops(n_samples, n_latents, n_dims)
-    elementwise = 2 * (1 + SQUARED_ERROR_FLOPS) * n_samples * n_dims + (
+    B = check_int(B, "B", minimum=0)
+    M = check_int(M, "M", minimum=1)
+    N = check_int(N, "N", minimum=1)
+    decode = matmul_flops(B, N, M)
+    elementwise = 2 * (1 + SQUARED_ERROR_FLOPS) * B * M + (
         ADAM_FLOPS_PER_PARAMETER + RENORM_FLOPS_PER_ENTRY
-    ) * n_latents * n_dims
+    ) * N * M
     return FlopCount(2 * decode, elementwise)
 
 
@@ -282,7 +282,7 @@ def dictionary_step_flops(n_samples: int, n_dims: int, n_latents: int) -> FlopCo
 SUPPORT_SETUP_FLOPS_PER_CUBE = 3
 
 
-def best_subset_flops(n_samples: int, n_dims: int, n_latents: int, k: int) -> FlopCount:
+def best_subset_flops(B: int, *, N: int, M: int, K: int) -> FlopCount:
     r"""FLOPs of :func:`gaptheory.solvers.best_subset` on ``B`` rows (exhaustive K-sparse least squares).
 
     Once: the Gram matrix :math:`D D^\top` (2N^2M, matmul) and, per support S of size s,
@@ -295,16 +295,16 @@ def best_subset_flops(n_samples: int, n_dims: int, n_latents: int, k: int) -> Fl
 
     Examples
     --------
-    >>> best_subset_flops(1, 8, 16, 3).matmul == 2*16*16*8 + 2*(2*16*8) + 2*(16*1 + 120*4 + 560*9)
+    >>> best_subset_flops(1, N=16, M=8, K=3).matmul == 2*16*16*8 + 2*(2*16*8) + 2*(16*1 + 120*4 + 560*9)
     True
     """
-    n_samples = check_int(n_samples, "n_samples", minimum=0)
-    n_dims = check_int(n_dims, "n_dims", minimum=1)
-    n_latents = check_int(n_latents, "n_latents", minimum=1)
-    k = check_int(k, "k", minimum=1, maximum=n_latents)
-    counts = {s: math.comb(n_latents, s) for s in range(1, k + 1)}
-    per_row_matmul = 2 * matmul_flops(1, n_dims, n_latents) + sum(c * matmul_flops(1, s, s) for s, c in counts.items())
-    per_row_elementwise = sum(c * (3 * s + 2) for s, c in counts.items()) + SQUARED_ERROR_FLOPS * n_dims
+    B = check_int(B, "B", minimum=0)
+    M = check_int(M, "M", minimum=1)
+    N = check_int(N, "N", minimum=1)
+    K = check_int(K, "K", minimum=1, maximum=N)
+    counts = {s: math.comb(N, s) for s in range(1, K + 1)}
+    per_row_matmul = 2 * matmul_flops(1, M, N) + sum(c * matmul_flops(1, s, s) for s, c in counts.items())
+    per_row_elementwise = sum(c * (3 * s + 2) for s, c in counts.items()) + SQUARED_ERROR_FLOPS * M
     setup = sum(c * SUPPORT_SETUP_FLOPS_PER_CUBE * s ** 3 for s, c in counts.items())
-    return FlopCount(matmul_flops(n_latents, n_dims, n_latents) + n_samples * per_row_matmul,
-                     setup + n_samples * per_row_elementwise)
+    return FlopCount(matmul_flops(N, M, N) + B * per_row_matmul,
+                     setup + B * per_row_elementwise)

@@ -400,16 +400,16 @@ SPECS = [
          bad={"magnitudes": [(1.0, 0.5)], "n_jobs": [0]}),
     # flops
     Spec("matmul_flops", flops.matmul_flops, {"a": 3, "b": 4, "c": 5}, ints={"a": 0, "b": 0, "c": 0}),
-    Spec("encoder_flops", flops.encoder_flops, {"n_samples": 3, "widths": (5, 8)}, ints={"n_samples": 0},
+    Spec("encoder_flops", flops.encoder_flops, {"B": 3, "widths": (5, 8)}, ints={"B": 0},
          bad={"widths": [(5,), (5, 0), (5, -1), (5, 2.5), "58"], "activation": ["nope"]}),
-    Spec("training_step_flops", flops.training_step_flops, {"n_samples": 3, "widths": (5, 8)}, ints={"n_samples": 0},
+    Spec("training_step_flops", flops.training_step_flops, {"B": 3, "widths": (5, 8)}, ints={"B": 0},
          bad={"widths": [(5,), (5, 0)], "activation": ["nope"], "decoder": ["nope"]}),
-    Spec("fista_flops", flops.fista_flops, {"n_iter": 10, "n_dims": 5, "n_latents": 8},
-         ints={"n_dims": 1, "n_latents": 1}, bad={"n_iter": [-1, 2.5, math.nan, "3"], "check_every": [0, -1]}),
-    Spec("dictionary_step_flops", flops.dictionary_step_flops, {"n_samples": 3, "n_dims": 5, "n_latents": 8},
-         ints={"n_samples": 0, "n_dims": 1, "n_latents": 1}),
-    Spec("best_subset_flops", flops.best_subset_flops, {"n_samples": 3, "n_dims": 5, "n_latents": 8, "k": 2}, k="k",
-         ints={"n_samples": 0, "n_dims": 1, "n_latents": 1}),
+    Spec("fista_flops", flops.fista_flops, {"n_iter": 10, "M": 5, "N": 8},
+         ints={"M": 1, "N": 1}, bad={"n_iter": [-1, 2.5, math.nan, "3"], "check_every": [0, -1]}),
+    Spec("dictionary_step_flops", flops.dictionary_step_flops, {"B": 3, "M": 5, "N": 8},
+         ints={"B": 0, "M": 1, "N": 1}),
+    Spec("best_subset_flops", flops.best_subset_flops, {"B": 3, "M": 5, "N": 8, "K": 2}, k="K",
+         ints={"B": 0, "M": 1, "N": 1}),
 ]
 
 

@@ -119,7 +119,7 @@ def test_ito_is_warm_started_from_the_sae_codes_and_solves_the_same_lasso():
     sae_codes = model.encode_with_hidden_pre(torch.as_tensor(inst.X, dtype=torch.float32))[0].detach()
     warm = lasso(inst.X, model.decoder_float64(), 0.05, nonnegative=True, method="fista",
                  init=sae_codes.double().numpy(), return_info=True)
-    assert flops == encoder_flops(40, (8, 16)) + fista_flops(warm.n_iter, 8, 16)
+    assert flops == encoder_flops(40, (8, 16)) + fista_flops(warm.n_iter, N=16, M=8)
 
 
 def test_sparse_coding_on_the_true_dictionary_recovers_codes():
@@ -142,7 +142,7 @@ def test_best_subset_sparse_coding_on_the_true_dictionary_is_exact_and_counts_it
     Z, flops = model.encode_with_flops(inst.X)
     # least squares on the true support with float32-rounded atoms
     np.testing.assert_allclose(Z, inst.Z, rtol=0, atol=least_squares_atol(inst.D, inst.Z, np.float32))
-    assert flops == best_subset_flops(50, 8, 16, 3)
+    assert flops == best_subset_flops(50, N=16, M=8, K=3)
     assert float(model.aux_loss(torch.as_tensor(Z), None)) == 0.0  # sparsity is a constraint, not a penalty
 
 
@@ -257,7 +257,7 @@ def test_least_squares_update_flops_count_the_update_and_the_fista_iterations():
     _, step = model.closed_form_step_(torch.as_tensor(inst.X, dtype=torch.float32))
     assert step.total > least_squares_update_flops(64, 16, 8).total > 0
     solve = step.total - model.flops(64, stage="train").total  # the inner FISTA: 1 to fit_max_iter=50 iterations a row
-    assert fista_flops(np.ones(64), 8, 16).total <= solve <= fista_flops(np.full(64, 50), 8, 16).total
+    assert fista_flops(np.ones(64), N=16, M=8).total <= solve <= fista_flops(np.full(64, 50), N=16, M=8).total
     assert least_squares_update_flops(128, 16, 8).matmul > least_squares_update_flops(64, 16, 8).matmul
 
 
@@ -440,9 +440,9 @@ def test_flops_counts_the_forward_pass_and_a_training_step(model):
     activation = {"topk": "topk", "jumprelu": "jumprelu"}.get(model.cfg.architecture, "relu")
     widths = (8, 12, 7, 16) if model.cfg.architecture == "mlp" else (8, 16)
     assert model.flops(32) == encoder_flops(32, widths, activation=activation)
-    assert model.flops(32, stage="train") == training_step_flops(32, widths, activation=activation, n_dims=8)
+    assert model.flops(32, stage="train") == training_step_flops(32, widths, activation=activation, M=8)
     assert model.flops(32, stage="supervised") == training_step_flops(32, widths, activation=activation,
-                                                                      decoder="none", n_dims=8)
+                                                                      decoder="none", M=8)
     with pytest.raises(ValueError, match="stage"):
         model.flops(32, stage="backward")
 

@@ -79,14 +79,14 @@ def test_dictionary_step_matmul_flops_match_torch_flop_counter():
     Z, X = torch.randn(50, 16, generator=generator), torch.randn(50, 8, generator=generator)
     W_dec = torch.randn(16, 8, generator=generator, requires_grad=True)
     counted = _counted(lambda: ((Z @ W_dec - X) ** 2).sum().backward())
-    assert dictionary_step_flops(50, 8, 16).matmul == counted
+    assert dictionary_step_flops(50, N=16, M=8).matmul == counted
 
 
 def test_fista_flops_match_torch_flop_counter_on_the_actual_solver():
     inst = make_instance(16, 8, 3, 40, seed=0)
     with FlopCounterMode(display=False) as counter:
         result = lasso(inst.X, inst.D, 0.05, nonnegative=True, method="fista", return_info=True, device="cpu")
-    analytic = fista_flops(result.n_iter, 8, 16)
+    analytic = fista_flops(result.n_iter, N=16, M=8)
     # The solver batches rows, so the counter sees the same products as the per-row sum.
     assert analytic.matmul == counter.get_total_flops()
 
@@ -97,17 +97,17 @@ def test_best_subset_flops_match_torch_flop_counter_on_the_actual_solver():
         best_subset(inst.X, inst.D, 3, nonnegative=True, device="cpu")
     # For size-1 supports torch lowers the einsum to an elementwise multiply, which the
     # counter does not see: 2 s^2 = 2 FLOPs per row and atom.
-    assert best_subset_flops(30, 6, 10, 3).matmul == counter.get_total_flops() + 2 * 30 * 10
+    assert best_subset_flops(30, N=10, M=6, K=3).matmul == counter.get_total_flops() + 2 * 30 * 10
 
 
 def test_best_subset_flops_grow_with_the_number_of_supports():
-    assert best_subset_flops(1, 8, 16, 3).total < best_subset_flops(1, 8, 32, 3).total < best_subset_flops(1, 8, 32, 4).total
+    assert best_subset_flops(1, N=16, M=8, K=3).total < best_subset_flops(1, N=32, M=8, K=3).total < best_subset_flops(1, N=32, M=8, K=4).total
 
 
 def test_fista_flops_grow_with_the_iterations_actually_used():
-    few, many = fista_flops([10, 10], 8, 16), fista_flops([10, 500], 8, 16)
+    few, many = fista_flops([10, 10], N=16, M=8), fista_flops([10, 500], N=16, M=8)
     assert many.total > few.total
-    assert fista_flops([], 8, 16).matmul == matmul_flops(16, 8, 16)
+    assert fista_flops([], N=16, M=8).matmul == matmul_flops(16, 8, 16)
 
 
 def test_batch_size_is_counted_once():
@@ -130,7 +130,7 @@ def test_flopcount_adds_and_scales():
         (lambda: encoder_flops(4, (8,)), "at least"),
         (lambda: encoder_flops(4, (8, 16), activation="gelu"), "activation"),
         (lambda: training_step_flops(4, (8, 16), decoder="tied"), "decoder"),
-        (lambda: fista_flops([-1], 8, 16), "n_iter"),
+        (lambda: fista_flops([-1], N=16, M=8), "n_iter"),
         (lambda: matmul_flops(-1, 2, 3), "a=-1"),
     ],
 )

@@ -182,7 +182,7 @@ class Encoder(nn.Module):
             return FlopCount()
         decoder = "none" if stage == "supervised" else ("learned" if self.decoder_trainable else "fixed")
         return training_step_flops(n_samples, self.widths, activation=self.flop_activation,
-                                   decoder=decoder, n_dims=self.cfg.M)
+                                   decoder=decoder, M=self.cfg.M)
 
     # -- public API ------------------------------------------------------------------------
     def _as_input(self, X, name: str = "X", columns: int | None = None) -> tuple[torch.Tensor, bool]:

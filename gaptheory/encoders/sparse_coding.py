@@ -99,7 +99,7 @@ def _lasso_codes(model: Encoder, X: torch.Tensor, *, init, alpha, nonnegative, t
     if failed and not quiet:
         warnings.warn(f"{failed} of {len(status)} rows did not converge within max_iter={max_iter}; raise max_iter "
                       f"or loosen tol={tol:g}.", ConvergenceWarning, stacklevel=3)
-    return codes.to(model.W_dec.dtype), fista_flops(n_iter, model.cfg.M, model.cfg.N)
+    return codes.to(model.W_dec.dtype), fista_flops(n_iter, N=model.cfg.N, M=model.cfg.M)
 
 
 def _best_subset_codes(model: Encoder, X: torch.Tensor, *, k: int, nonnegative: bool) -> tuple[torch.Tensor, FlopCount]:
@@ -108,7 +108,7 @@ def _best_subset_codes(model: Encoder, X: torch.Tensor, *, k: int, nonnegative: 
     result = best_subset(target, model.decoder_float64(), k, nonnegative=nonnegative, device=model.W_dec.device,
                          return_info=True)
     codes = torch.as_tensor(result.codes, dtype=model.W_dec.dtype, device=model.W_dec.device)
-    return codes, best_subset_flops(len(target), model.cfg.M, model.cfg.N, k)
+    return codes, best_subset_flops(len(target), N=model.cfg.N, M=model.cfg.M, K=k)
 
 
 class SparseCoding(Encoder):
@@ -269,10 +269,10 @@ class SparseCoding(Encoder):
             return FlopCount()
         if stage == "encode":
             if self.cfg.inference == "best_subset":
-                return best_subset_flops(n_samples, M, N, self.cfg.K)
-            return fista_flops(np.full(n_samples, self.cfg.max_iter), M, N)
+                return best_subset_flops(n_samples, N=N, M=M, K=self.cfg.K)
+            return fista_flops(np.full(n_samples, self.cfg.max_iter), N=N, M=M)
         if self.cfg.dictionary_update == "gradient":
-            return dictionary_step_flops(n_samples, M, N)
+            return dictionary_step_flops(n_samples, N=N, M=M)
         return least_squares_update_flops(n_samples, N, M)
 
 

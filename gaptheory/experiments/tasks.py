@@ -141,7 +141,7 @@ def run_recovery(config: dict) -> dict:
         "n_converged": int(result.converged.sum()),
         "lp_fallback": fallback,
         # FLOPs are counted for FISTA only (gaptheory.flops); interior-point and OMP costs are not modelled.
-        "inference_flops_per_sample": (fista_flops(result.n_iter, M, N).total / B) if config["solver"] == "lasso" else None,
+        "inference_flops_per_sample": (fista_flops(result.n_iter, N=N, M=M).total / B) if config["solver"] == "lasso" else None,
         "statdim": statdim,
         "predicted_success": bool(M > statdim),
         "transition_K_over_M": l1_transition_sparsity_ratio(min(M / N, 1.0), nonnegative=nonnegative),

@@ -368,6 +368,20 @@ def test_the_compiled_path_certifies_rows_whose_paths_exceed_the_batched_cap():
     assert (result.duality_gap <= FISTA_TOL * result.objective).all()
 
 
+def test_the_compiled_lasso_runs_in_direct_form_when_the_gram_matrix_is_over_budget(monkeypatch):
+    inst = make_instance(192, 96, 40, 16, seed=0, nonnegative=True, magnitudes=(0.5, 1.5))
+    gram = lasso(inst.X, inst.D, 0.02, nonnegative=True, device="cpu", return_info=True)
+    monkeypatch.setattr(homotopy, "GRAM_MEMORY_BUDGET", 192 * 192 * 8 - 1)  # one byte short
+    direct = lasso(inst.X, inst.D, 0.02, nonnegative=True, device="cpu", return_info=True)
+    assert (gram.form, direct.form) == ("gram", "direct") and direct.success
+    assert "0 handed to the batched path" in direct.message
+    # the same path and support, the Gram entries formed by other sums: codes agree to the
+    # round-off of the support's least squares, and both carry certified gaps
+    np.testing.assert_array_equal(direct.codes != 0, gram.codes != 0)
+    np.testing.assert_allclose(direct.codes, gram.codes, rtol=0, atol=least_squares_atol(inst.D, gram.codes))
+    assert (direct.duality_gap <= FISTA_TOL * direct.objective).all()
+
+
 def test_homotopy_takes_one_event_per_atom_on_an_orthonormal_dictionary():
     X = np.array([[3.0, -0.2, -2.0, 0.7]])
     result = lasso(X, np.eye(4), 0.5, method="homotopy", return_info=True)

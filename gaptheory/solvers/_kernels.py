@@ -224,8 +224,21 @@ def sparse_residual_energy(X, D, support, coef, n_used, out):
 
 
 @_jit
-def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, signs, n_active, n_events,
-              finished):
+def _gram_row(D, j, out):
+    """``out = D d_j^T``: row ``j`` of the Gram matrix, from ``D`` (N, M)."""
+    n_atoms, n_dims = D.shape
+    dj = D[j]
+    for i in range(n_atoms):
+        di = D[i]
+        v = 0.0
+        for m in range(n_dims):
+            v += di[m] * dj[m]
+        out[i] = v
+
+
+@_jit
+def lars_path(C, G, D, direct, alpha, nonnegative, max_events, gamma_floor_rel, support, signs, n_active,
+              n_events, finished):
     r"""LARS-lasso path (Osborne, Presnell & Turlach 2000; Efron et al. 2004) per row, in Gram form.
 
     From :math:`\lambda_{\max} = \max_j |c_j|` (nonnegative: :math:`\max_j c_j`) down to
@@ -237,7 +250,8 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
     (rare). Writes the final support and signs (first ``n_active`` slots), the events taken,
     and whether the row reached ``alpha`` within ``max_events`` with a positive definite
     :math:`G_{AA}`; a row whose active set would exceed the slots of ``support`` stops
-    unfinished.
+    unfinished. With ``direct`` the Gram rows of the active atoms are formed from ``D`` when
+    they enter (2NM each; ``G`` is not read), so no N x N matrix is needed.
     """
     n_rows, n_atoms = C.shape
     cap = support.shape[1]
@@ -252,6 +266,7 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
     sg = np.empty(cap, dtype=C.dtype)
     sup = np.empty(cap, dtype=np.int64)
     tmp = np.empty(cap, dtype=C.dtype)
+    rows = np.empty((min(cap, 16) if direct else 0, n_atoms), dtype=C.dtype)  # Gram rows of the active set
     for b in range(n_rows):
         lam, j = dt(-np.inf), 0
         for i in range(n_atoms):
@@ -266,8 +281,12 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
         n = 1
         sup[0], sg[0], z[0] = j, (dt(1.0) if r[j] >= 0 else dt(-1.0)), dt(0.0)
         active[j] = True
-        Gaa[0, 0] = G[j, j]
-        L[0, 0] = math.sqrt(G[j, j])
+        if direct:
+            _gram_row(D, j, rows[0])
+            Gaa[0, 0] = rows[0, j]
+        else:
+            Gaa[0, 0] = G[j, j]
+        L[0, 0] = math.sqrt(Gaa[0, 0])
         events, done, ok = 1, False, True
         while True:
             _cholesky_solve(L, n, sg, w)
@@ -275,7 +294,7 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
                 a[i] = 0.0
             for k in range(n):
                 wk = w[k]
-                g = G[sup[k]]
+                g = rows[k] if direct else G[sup[k]]
                 for i in range(n_atoms):
                     a[i] += wk * g[i]
             floor = gamma_floor_rel * lam
@@ -313,10 +332,21 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
                 if n == cap:
                     ok = False
                     break
-                for k in range(n):
-                    Gaa[n, k] = G[who, sup[k]]
-                    Gaa[k, n] = Gaa[n, k]
-                Gaa[n, n] = G[who, who]
+                if direct:
+                    if n == rows.shape[0]:
+                        bigger = np.empty((min(cap, 2 * n), n_atoms), dtype=C.dtype)
+                        bigger[:n] = rows[:n]
+                        rows = bigger
+                    _gram_row(D, who, rows[n])
+                    for k in range(n):
+                        Gaa[n, k] = rows[n, sup[k]]
+                        Gaa[k, n] = Gaa[n, k]
+                    Gaa[n, n] = rows[n, who]
+                else:
+                    for k in range(n):
+                        Gaa[n, k] = G[who, sup[k]]
+                        Gaa[k, n] = Gaa[n, k]
+                    Gaa[n, n] = G[who, who]
                 # extend the factor: L l = G[A, who], d = sqrt(G_jj - |l|^2)
                 d2 = Gaa[n, n]
                 for i in range(n):
@@ -341,10 +371,12 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
                 r[leaving] = sg[who] * lam
                 for k in range(who, n - 1):
                     sup[k], sg[k], z[k] = sup[k + 1], sg[k + 1], z[k + 1]
+                    if direct:
+                        rows[k] = rows[k + 1]
                 n -= 1
                 for p in range(n):
                     for q in range(n):
-                        Gaa[p, q] = G[sup[p], sup[q]]
+                        Gaa[p, q] = rows[p, sup[q]] if direct else G[sup[p], sup[q]]
                 if n == 0 or not _cholesky(Gaa, n, L):
                     ok = False  # every atom left, or G_AA lost definiteness: FISTA finishes the row
                     break
@@ -359,7 +391,7 @@ def lars_path(C, G, alpha, nonnegative, max_events, gamma_floor_rel, support, si
 
 
 @_jit
-def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, codes, primal, gap, singular):
+def lasso_finish(X, D, G, C, direct, alpha, nonnegative, support, signs, n_active, codes, primal, gap, singular):
     r"""Exact float64 LASSO on each row's support and signs, with its duality-gap certificate.
 
     :math:`z_S = G_{SS}^{-1}(c_S - \alpha s_S)` (``c = x D^T``, ``G = D D^T``; clamped at 0 when
@@ -367,10 +399,12 @@ def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, codes
     :math:`r = x - z_S D_S` formed explicitly; dual point :math:`\theta = r\min(1, \alpha/m)`
     with :math:`m = \max_j (c - z_S G_{S:})_j` (signed: the largest magnitude), whose value
     :math:`x\cdot\theta - \tfrac12\|\theta\|^2` is subtracted to give the gap.
-    Writes the codes into the rows of ``codes`` (B, N), which must be zero on entry.
+    Writes the codes into the rows of ``codes`` (B, N), which must be zero on entry. With
+    ``direct``, :math:`G_{SS}` is formed from the rows of ``D`` and the correlations of the
+    residual as :math:`r D^\top` (``G`` is not read).
     """
     n_rows, n_dims = X.shape
-    n_atoms = G.shape[0]
+    n_atoms = D.shape[0]
     K = support.shape[1]
     A = np.empty((K, K))
     L = np.empty((K, K))
@@ -384,7 +418,14 @@ def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, codes
         for s in range(n):
             rhs[s] = C[b, support[b, s]] - alpha * signs[b, s]
             for t in range(n):
-                A[s, t] = G[support[b, s], support[b, t]]
+                if direct:
+                    ds, dt_ = D[support[b, s]], D[support[b, t]]
+                    v = 0.0
+                    for m in range(n_dims):
+                        v += ds[m] * dt_[m]
+                    A[s, t] = v
+                else:
+                    A[s, t] = G[support[b, s], support[b, t]]
         if n and not _cholesky(A, n, L):
             singular[b] = True
             n = 0
@@ -400,16 +441,26 @@ def lasso_finish(X, D, G, C, alpha, nonnegative, support, signs, n_active, codes
             l1 += abs(v)
         for m in range(n_dims):
             rv[m] = X[b, m]
-        for i in range(n_atoms):
-            corr[i] = C[b, i]
         for s in range(n):
             v = out[s]
             d = D[support[b, s]]
             for m in range(n_dims):
                 rv[m] -= v * d[m]
-            g = G[support[b, s]]
+        if direct:
+            for i in range(n_atoms):  # c - z_S G_S = (x - z_S D_S) D^T
+                di = D[i]
+                v = 0.0
+                for m in range(n_dims):
+                    v += di[m] * rv[m]
+                corr[i] = v
+        else:
             for i in range(n_atoms):
-                corr[i] -= v * g[i]
+                corr[i] = C[b, i]
+            for s in range(n):
+                v = out[s]
+                g = G[support[b, s]]
+                for i in range(n_atoms):
+                    corr[i] -= v * g[i]
         worst = 0.0
         for i in range(n_atoms):
             v = corr[i] if nonnegative else abs(corr[i])

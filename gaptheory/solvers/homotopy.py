@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .fista import _fista, _lasso_gap, _quiet_csr
-from .results import SolveResult, Status, status_message
+from .results import GRAM_MEMORY_BUDGET, SolveResult, Status, status_message
 
 #: Homotopy event times shorter than this many machine epsilons (relative to lambda) are
 #: round-off echoes of the event just taken (an atom re-entering as it leaves), not events.
@@ -259,7 +259,8 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResul
     from . import _kernels
 
     n_samples, n_latents = X.shape[0], D.shape[0]
-    G, C = D @ D.T, X @ D.T
+    direct = n_latents * n_latents * 8 > GRAM_MEMORY_BUDGET  # the float64 Gram matrix would not fit
+    G, C = (np.empty((0, 0)) if direct else D @ D.T), X @ D.T
     cap = min(D.shape)
     max_steps = kernel_max_events(*D.shape)
     support = np.zeros((n_samples, cap), dtype=np.int64)
@@ -268,12 +269,13 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResul
     n_events = np.zeros(n_samples, dtype=np.int64)
     finished = np.zeros(n_samples, dtype=np.bool_)
     floor = HOMOTOPY_EVENT_EPS * np.finfo(np.float64).eps
-    _kernels.lars_path(C, G, float(alpha), nonnegative, max_steps, floor, support, signs, n_active, n_events, finished)
+    _kernels.lars_path(C, G, D, direct, float(alpha), nonnegative, max_steps, floor, support, signs, n_active,
+                       n_events, finished)
     codes = np.zeros((n_samples, n_latents))
     primal, gap = np.empty(n_samples), np.empty(n_samples)
     singular = np.zeros(n_samples, dtype=np.bool_)
-    _kernels.lasso_finish(X, D, G, C, float(alpha), nonnegative, support, signs, n_active, codes, primal, gap,
-                          singular)
+    _kernels.lasso_finish(X, D, G, C, direct, float(alpha), nonnegative, support, signs, n_active, codes, primal,
+                          gap, singular)
     certified = finished & ~singular & np.isfinite(gap) & (gap <= tol * np.maximum(primal, np.finfo(float).tiny))
     status = np.full(n_samples, int(Status.OPTIMAL), dtype=np.int64)
     missed = np.flatnonzero(~certified)
@@ -289,7 +291,7 @@ def _lasso_lars_kernel(X, D, alpha, *, nonnegative, tol, max_iter) -> SolveResul
     message += (f" ({n_samples - missed.size} certified on a compiled float64 LARS path, "
                 f"{missed.size} handed to the batched path{handed})")
     return SolveResult(codes=codes, status=status, objective=primal, n_iter=n_events, duality_gap=gap,
-                       message=message, form="gram")
+                       message=message, form="direct" if direct else "gram")
 
 
 def _lasso_homotopy(X, D, alpha, *, nonnegative, tol, max_iter, device, dtype) -> SolveResult:

@@ -59,7 +59,9 @@ def lasso(
     :math:`G_{AA}` extended by one row per entry) and the finish and certificate in
     another (:func:`~gaptheory.solvers._kernels.lasso_finish`), in float64 whatever
     ``dtype`` says (the finish needs float64 correlations, and a float32 path is no faster
-    there); rows those do not certify take the batched torch path, as on a GPU.
+    there). When the float64 Gram matrix would exceed ``GRAM_MEMORY_BUDGET`` it runs in direct
+    form, forming the Gram row of each atom as it enters from ``D`` (``SolveResult.form``
+    says which ran). Rows those do not certify take the batched torch path, as on a GPU.
 
     ``method="fista"`` runs batched FISTA (Beck & Teboulle 2009) over all rows at once
     in torch, with step :math:`1/L`, :math:`L = \lambda_{\max}(D D^\top)`, adaptive

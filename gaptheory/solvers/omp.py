@@ -12,7 +12,7 @@ from .._validation import check_choice, check_dictionary, check_int, check_obser
 from ._inputs import check_flag, check_support_size
 from ._scale import row_exponents, scale_rows, unscale_result
 from .homotopy import _exact_finish
-from .results import SolveResult, Status, status_message
+from .results import GRAM_MEMORY_BUDGET, SolveResult, Status, status_message
 
 #: OMP stops adding atoms to a row once its residual norm is below this times ``||x||``.
 #: In Gram form the residual energy is ``||x||^2 - sum_t a_t^2``, whose cancellation leaves
@@ -28,11 +28,6 @@ OMP_RESIDUAL_RTOL = 1e-7
 #: ``1 - ||w||^2``).
 OMP_DEPENDENT_RTOL = 1e-6
 
-#: Largest Gram matrix ``D D^T`` (bytes, N^2 times the item size) that OMP forms; above it
-#: OMP runs in direct form, taking the Gram rows it needs per step from ``D`` (one GEMM
-#: of the selected atoms against ``D`` per step), and says so in ``SolveResult.form``.
-#: 2^30 bytes: N = 16384 fits in float32 (1 GiB) but not in float64 (2 GiB).
-GRAM_MEMORY_BUDGET = 2**30
 
 #: Run the selection in the compiled per-row kernel on the CPU (False: the batched torch
 #: path everywhere, which tests use to compare the two; also the fallback without numba).

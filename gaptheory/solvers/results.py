@@ -9,6 +9,14 @@ from enum import IntEnum
 import numpy as np
 
 
+#: Largest Gram matrix ``D D^T`` (bytes, N^2 times the item size) that OMP and the LASSO
+#: form; above it they run in direct form, taking the Gram rows they need from ``D`` (OMP:
+#: one GEMM of the selected atoms against ``D`` per step; the LASSO's compiled path: one row
+#: per entering atom), and say so in ``SolveResult.form``. 2^30 bytes: N = 16384 fits in
+#: float32 (1 GiB) but not in float64 (2 GiB).
+GRAM_MEMORY_BUDGET = 2**30
+
+
 class Status(IntEnum):
     """How the solve of one row ended (scipy-style integer codes)."""
 

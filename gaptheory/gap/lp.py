@@ -38,11 +38,11 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from . import certificates
-from ._validation import check_array, check_choice, check_codes, check_bool, check_dictionary, check_int, check_k
-from .bounds import t2_bound
-from .instances import _check_magnitudes
-from .solvers import SolverFailedError, Status, basis_pursuit_lp
+from .. import certificates
+from .._validation import check_array, check_choice, check_codes, check_bool, check_dictionary, check_int, check_k
+from ..bounds import t2_bound
+from ..instances import _check_magnitudes
+from ..solvers import SolverFailedError, Status, basis_pursuit_lp
 
 #: The encoder returned by the LP may exceed the LP value by at most this when evaluated
 #: exactly on the code set; HiGHS's simplex meets its 1e-7 primal feasibility tolerance

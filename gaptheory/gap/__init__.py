@@ -21,36 +21,33 @@ nonnegative weights, read off the LP duals. :func:`verify_certificate` re-derive
 them, by weak duality and without the solver, a lower bound on :math:`\varepsilon^*_i`;
 :func:`worst_case_error` evaluates the returned encoder exactly on the whole code set
 (closed form, no enumeration). Together they bracket the optimum independently.
+
+The package, one module per idea: :mod:`~gaptheory.gap.results` (the encoder and
+:class:`GapResult`), :mod:`~gaptheory.gap.lp` (the T3 and enumeration LPs),
+:mod:`~gaptheory.gap.errors` (exact evaluation of an encoder), :mod:`~gaptheory.gap.verification`
+(certificates and their exact check), :mod:`~gaptheory.gap.lower_bound` (T2),
+:mod:`~gaptheory.gap.report` (:func:`certify_gap`) and :mod:`~gaptheory.gap.parallel` (blocks of
+latents over processes or an executor).
 """
 
+from .errors import code_set_error, worst_case_error
+from .lower_bound import atom_l1_cost, gap_lower_bound
 from .lp import (
-    CertificateCheck,
     DUAL_ZERO,
-    ENCODER_ATOL,
-    EXECUTOR_TASKS,
     GAP_METHODS,
-    GapCertificate,
-    GapReport,
-    GapResult,
     HIGHS_OPTIONS,
-    KIND_LOWER,
-    KIND_UPPER,
-    KIND_ZERO,
     MAX_ENUMERATED_CODES,
-    MinimaxEncoder,
     WORKING_SET_MIN_RATIO,
     WORKING_SET_START,
     _support_decomposition,
-    atom_l1_cost,
-    certify_gap,
-    code_set_error,
     enumerate_codes,
-    gap_lower_bound,
     relu_minimax_gap,
     relu_minimax_gap_codes,
-    verify_certificate,
-    worst_case_error,
 )
+from .parallel import EXECUTOR_TASKS
+from .report import GapReport, certify_gap
+from .results import ENCODER_ATOL, GapResult, MinimaxEncoder
+from .verification import KIND_LOWER, KIND_UPPER, KIND_ZERO, CertificateCheck, GapCertificate, verify_certificate
 
 __all__ = [
     "CertificateCheck",

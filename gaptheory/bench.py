@@ -413,7 +413,7 @@ def bench_gap(cfg: BenchConfig) -> dict:
     for the extra points)."""
     try:
         from .gap import relu_minimax_gap
-    except ImportError as err:  # pragma: no cover - gap.py is part of the package
+    except ImportError as err:  # pragma: no cover - gaptheory.gap is part of the package
         return {"available": False, "error": str(err)}
     points = []
     sizes = sorted({(n, max(2, n // 2)) for n in cfg.gap_scaling_n} | {(cfg.gap_N, cfg.gap_M)})

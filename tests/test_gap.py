@@ -342,7 +342,7 @@ def test_relu_minimax_gap_rejects_bad_executors_and_working_sets():
 
 
 def test_working_set_grows_until_no_latent_outside_it_binds(monkeypatch):
-    import gaptheory.gap as gap_module
+    import gaptheory.gap.lp as gap_module  # the module that uses WORKING_SET_START and _solve_latent
 
     D = random_dictionary(20, 4, seed=1)
     full = relu_minimax_gap(D, 3, working_set=False)

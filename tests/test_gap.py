@@ -134,7 +134,9 @@ def test_box_compact_lp_matches_vertex_enumeration_where_exact(instance):
         if not check.valid:  # sound refusal (DCT relations broken by rounding); never a false bound
             continue
         assert check.lower_bound <= compact.eps[certificate.latent] + atol
-        if exact[certificate.latent]:
+        # a certificate repaired by correction codes is valid but may be weaker (see
+        # small_instances); an unrepaired one of an exact LP meets eps
+        if exact[certificate.latent] and check.reason == "ok":
             assert check.lower_bound >= compact.eps[certificate.latent] - atol
 
 

@@ -22,6 +22,15 @@ _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"
 
 
 @_jit
+def _dot(a, b):
+    """``a . b`` of two 1-D arrays of one length."""
+    v = 0.0
+    for m in range(a.shape[0]):
+        v += a[m] * b[m]
+    return v
+
+
+@_jit
 def _argmax_abs(c, bits, mask):
     """Index of the first largest ``|c_i|``, by the integer order of the IEEE bit patterns
     with the sign bit cleared (the same order as ``|c_i|`` for finite values); ``bits`` is
@@ -165,7 +174,7 @@ def support_refit(X, D, support, n_selected, coef, singular):
     r"""Least squares on each row's support in float64: :math:`z_S = (D_S D_S^\top)^{-1} D_S x`,
     with the Gram block and right-hand side formed from the rows of ``D`` (``K^2 M / 2`` per
     row, no N x N Gram matrix). Flags rows whose block is not positive definite."""
-    n_rows, n_dims = X.shape
+    n_rows = X.shape[0]
     K = support.shape[1]
     A = np.empty((K, K))
     L = np.empty((K, K))
@@ -175,17 +184,9 @@ def support_refit(X, D, support, n_selected, coef, singular):
         n = n_selected[b]
         for s in range(n):
             ds = D[support[b, s]]
-            v = 0.0
-            for m in range(n_dims):
-                v += ds[m] * X[b, m]
-            rhs[s] = v
+            rhs[s] = _dot(ds, X[b])
             for t in range(s + 1):
-                dt_ = D[support[b, t]]
-                g = 0.0
-                for m in range(n_dims):
-                    g += ds[m] * dt_[m]
-                A[s, t] = g
-                A[t, s] = g
+                A[s, t] = A[t, s] = _dot(ds, D[support[b, t]])
         if not _cholesky(A, n, L):
             singular[b] = True
             for s in range(n):
@@ -226,14 +227,8 @@ def sparse_residual_energy(X, D, support, coef, n_used, out):
 @_jit
 def _gram_row(D, j, out):
     """``out = D d_j^T``: row ``j`` of the Gram matrix, from ``D`` (N, M)."""
-    n_atoms, n_dims = D.shape
-    dj = D[j]
-    for i in range(n_atoms):
-        di = D[i]
-        v = 0.0
-        for m in range(n_dims):
-            v += di[m] * dj[m]
-        out[i] = v
+    for i in range(D.shape[0]):
+        out[i] = _dot(D[i], D[j])
 
 
 @_jit
@@ -419,11 +414,7 @@ def lasso_finish(X, D, G, C, direct, alpha, nonnegative, support, signs, n_activ
             rhs[s] = C[b, support[b, s]] - alpha * signs[b, s]
             for t in range(n):
                 if direct:
-                    ds, dt_ = D[support[b, s]], D[support[b, t]]
-                    v = 0.0
-                    for m in range(n_dims):
-                        v += ds[m] * dt_[m]
-                    A[s, t] = v
+                    A[s, t] = _dot(D[support[b, s]], D[support[b, t]])
                 else:
                     A[s, t] = G[support[b, s], support[b, t]]
         if n and not _cholesky(A, n, L):
@@ -448,11 +439,7 @@ def lasso_finish(X, D, G, C, direct, alpha, nonnegative, support, signs, n_activ
                 rv[m] -= v * d[m]
         if direct:
             for i in range(n_atoms):  # c - z_S G_S = (x - z_S D_S) D^T
-                di = D[i]
-                v = 0.0
-                for m in range(n_dims):
-                    v += di[m] * rv[m]
-                corr[i] = v
+                corr[i] = _dot(D[i], rv)
         else:
             for i in range(n_atoms):
                 corr[i] = C[b, i]

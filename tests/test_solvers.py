@@ -824,8 +824,11 @@ def test_omp_takes_the_direct_form_when_the_gram_matrix_costs_more_than_the_rows
         omp(inst.X, inst.D, 4, form="sparse")
 
 
-def test_lasso_and_omp_equal_spams_lars_and_batch_omp():
+@pytest.mark.parametrize("form", ["gram", "direct"])
+def test_lasso_and_omp_equal_spams_lars_and_batch_omp(monkeypatch, form):
     spams = pytest.importorskip("spams")
+    if form == "direct":  # the Gram matrix one byte over budget: both solvers take the direct form
+        monkeypatch.setattr(homotopy, "GRAM_MEMORY_BUDGET", 120 * 120 * 8 - 1)
     from sklearn.linear_model import orthogonal_mp
 
     inst = make_instance(120, 48, 5, 50, seed=23, nonnegative=True, magnitudes=(0.5, 1.5))
@@ -839,10 +842,11 @@ def test_lasso_and_omp_equal_spams_lars_and_batch_omp():
 
     greedy = orthogonal_mp(inst.D.T, inst.X.T, n_nonzero_coefs=5).T  # plain OMP (scikit-learn)
     for dtype in ("float32", "float64"):
-        ours = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu")
+        ours = lasso(inst.X, inst.D, 0.02, nonnegative=True, dtype=dtype, device="cpu", return_info=True)
+        assert ours.form == form
         # both are exact on the final support: the objectives differ by the finish's round-off
-        np.testing.assert_allclose(objective(ours), objective(theirs_lasso), rtol=AGREEMENT_RTOL)
-        support = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu") != 0
+        np.testing.assert_allclose(objective(ours.codes), objective(theirs_lasso), rtol=AGREEMENT_RTOL)
+        support = omp(inst.X, inst.D, 5, dtype=dtype, device="cpu", form=form) != 0
         np.testing.assert_array_equal(support, greedy != 0)
         # SPAMS departs from plain OMP where two choices are close: on this instance 2 rows
         # of 50 (one of them follows the order-recursive rule, correlation over the norm of

@@ -1,7 +1,9 @@
 """Exact rational certificates: near-degenerate and badly scaled inputs never get a false bound."""
 
 from fractions import Fraction
+from unittest import mock
 
+import flint
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -186,3 +188,97 @@ def test_correction_needs_the_residual_in_the_span_of_the_extra_codes():
     D = normalize_atoms([[1.0, 0.0], [1.0, 1e-9]])  # invertible: eps* = 0, so no certificate of 0.5 may pass
     result = relu_minimax_gap(D, 2)
     assert not any(check.valid and check.lower_bound > 0 for check in result.checks)
+
+
+def _exact_solution(A_int, exponent, b):
+    """A^{-1} b for A = A_int 2^exponent, in python-flint's exact rationals (None if singular)."""
+    A = flint.fmpz_mat([[int(v) for v in row] for row in A_int])
+    if A.det() == 0:
+        return None
+    x = A.solve(flint.fmpz_mat([[int(v)] for v in b]))
+    return [Fraction(int(x[k, 0].p), int(x[k, 0].q)) / Fraction(2) ** exponent for k in range(len(b))]
+
+
+@st.composite
+def integer_systems(draw):
+    n = draw(st.integers(1, 6))
+    entries = st.integers(-50, 50)
+    A = [[draw(entries) for _ in range(n)] for _ in range(n)]
+    b = [draw(entries) for _ in range(n)]
+    return A, draw(st.integers(-80, 80)), b, draw(st.sampled_from(["inverse", "perturbed", "random"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(integer_systems(), st.integers(0, 2**31))
+def test_enclosure_contains_the_exact_solution_whatever_approximation_it_is_given(system, seed):
+    A, exponent, b, approximation = system
+    A_float = np.ldexp(np.array(A, dtype=np.float64), exponent)
+    rng = np.random.default_rng(seed)
+    approximate = {"inverse": A_float, "perturbed": A_float * (1 + 1e-3 * rng.standard_normal(A_float.shape)),
+                   "random": rng.standard_normal(A_float.shape)}[approximation]
+    enclosure = certificates.enclose_solution(flint.fmpz_mat(A), exponent, b, approximate)
+    exact = _exact_solution(A, exponent, b)
+    if enclosure is None:
+        return
+    assert exact is not None  # an enclosure proves A nonsingular
+    x, radius = enclosure
+    assert all(abs(Fraction(float(v)) - w) <= radius for v, w in zip(x, exact))
+
+
+def test_enclosure_of_a_well_conditioned_system_is_tight_and_of_a_singular_one_is_refused():
+    rng = np.random.default_rng(0)
+    n = 40
+    A = (rng.integers(-1000, 1000, size=(n, n)) + 60000 * np.eye(n, dtype=np.int64)).tolist()
+    b = rng.integers(-1000, 1000, size=n).tolist()
+    x, radius = certificates.enclose_solution(flint.fmpz_mat(A), -3, b, np.ldexp(np.array(A, float), -3))
+    exact = _exact_solution(A, -3, b)
+    assert all(abs(Fraction(float(v)) - w) <= radius for v, w in zip(x, exact))
+    # diagonally dominant: cond_inf(A) < 2, so the refined x is within a few ulps of |x|
+    assert radius <= 8 * certificates.UNIT_ROUNDOFF * max(abs(w) for w in exact)
+    singular = [row[:] for row in A]
+    singular[-1] = [u + v for u, v in zip(A[0], A[1])]
+    assert certificates.enclose_solution(flint.fmpz_mat(singular), 0, b, np.array(singular, float)) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(-1074, 1000), st.integers(0, 1100), st.integers(0, 2**31))
+def test_exact_matrix_is_the_float_array_exactly(rows, cols, low, spread, seed):
+    rng = np.random.default_rng(seed)
+    exponents = np.minimum(low + rng.integers(0, spread + 1, size=(rows, cols)), 1023)
+    A = np.ldexp(rng.uniform(0.5, 1.0, size=(rows, cols)) * rng.choice([-1.0, 0.0, 1.0], size=(rows, cols)), exponents)
+    A_int, exponent = certificates.exact_matrix(A)
+    scale = Fraction(2) ** exponent
+    assert [[Fraction(int(A_int[r, c])) * scale for c in range(cols)] for r in range(rows)] == \
+        [[Fraction(float(v)) for v in row] for row in A]
+
+
+def test_large_dual_systems_are_enclosed_and_agree_with_the_exact_solve():
+    D = random_dictionary(160, 62, seed=3)  # square dual systems of M + 2 = 64 = ENCLOSURE_MIN_SIZE rows
+    result = relu_minimax_gap(D, 3, latents=[0, 1, 2])
+    assert any(len(certificate.codes) == D.shape[1] + 2 for certificate in result.certificates)
+    for certificate in result.certificates:
+        enclosed = verify_certificate(certificate, D, k=3)
+        with mock.patch.object(certificates, "ENCLOSURE_MIN_SIZE", 10**9):
+            solved = verify_certificate(certificate, D, k=3)
+        assert enclosed.valid and solved.valid and solved.exact_weights is not None
+        if len(certificate.codes) == D.shape[1] + 2:
+            assert enclosed.exact_weights is None and "enclosed" in enclosed.reason
+        # sound (never above the exact value the weights prove) and, the system being well
+        # conditioned, as good to the LP tolerance
+        assert enclosed.exact_bound <= solved.exact_bound
+        assert float(solved.exact_bound - enclosed.exact_bound) <= LP_RTOL
+
+
+@settings(max_examples=20, deadline=None)
+@given(small_problems())
+def test_the_enclosure_settles_every_small_certificate_as_the_exact_solve_does(problem):
+    D, K, magnitudes = problem
+    result = relu_minimax_gap(D, K, magnitudes=magnitudes)
+    for certificate in result.certificates:
+        solved = verify_certificate(certificate, D, k=K, magnitudes=magnitudes)
+        with mock.patch.object(certificates, "ENCLOSURE_MIN_SIZE", 1):
+            enclosed = verify_certificate(certificate, D, k=K, magnitudes=magnitudes)
+        assert enclosed.valid == solved.valid
+        if solved.valid:
+            assert enclosed.exact_bound <= solved.exact_bound
+            assert float(solved.exact_bound - enclosed.exact_bound) <= LP_RTOL * magnitudes[1]

@@ -71,10 +71,13 @@ class CertificateCheck:
         True only when exact rational weights were found (see :func:`verify_certificate`).
     reason : str
     exact_bound : Fraction or None
-        The certified bound as an exact rational.
+        The certified bound as an exact rational: the value the exact weights prove or, when they
+        were enclosed rather than formed, an exact lower bound on it.
     exact_weights : tuple of Fraction or None
         Exact weights on the certificate's codes (or on :attr:`codes`) satisfying the dual
-        equalities exactly.
+        equalities exactly; None when a large square system was settled by an exact enclosure of
+        its unique solution (``certificates.enclose_solution``), which proves the weights exist
+        and are nonnegative without forming them.
     codes, kinds : ndarray or None
         The codes and kinds the exact weights belong to when they are not the certificate's:
         its codes with positive float weight, then the codes added to cancel round-off.
@@ -115,7 +118,9 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
        uses, the dual equalities
        :math:`\sum_r \sigma_r y_r z_r D = 0,\ \sum_r \sigma_r y_r = 0,\ \sum_r y_r = 1` are
        solved exactly over the rationals (``certificates.exact_dual_weights``); the first exact
-       solution with :math:`y \ge 0` is kept. The float weights only choose the codes.
+       solution with :math:`y \ge 0` is kept. The float weights only choose the codes. A square
+       system of ``certificates.ENCLOSURE_MIN_SIZE`` rows or more is first settled by an exact
+       enclosure of its unique solution, which proves it nonnegative without forming it.
     4. Failing that (box sets, K >= 2), the float weights themselves, read as exact rationals,
        are balanced exactly by adding the codes :math:`hi\,e_i` and :math:`hi\,(e_i + e_j)`
        with exactly solved weights (:func:`_corrected`): the case of a float ``D`` that breaks,
@@ -219,8 +224,10 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
         bound = min(bound, Fraction(float(lower_labels.min())))
     bound = max(bound, Fraction(0))
     reason = "ok" if proven_codes is None else "ok, with codes hi e_i, hi (e_i + e_j) added to cancel round-off"
-    return CertificateCheck(certificates.floor_float(bound), residual, True, reason, bound, tuple(weights),
-                            proven_codes, proven_kinds)
+    if weights is None:
+        reason = "ok, the exact weights enclosed (unique, nonnegative), not formed"
+    return CertificateCheck(certificates.floor_float(bound), residual, True, reason, bound,
+                            None if weights is None else tuple(weights), proven_codes, proven_kinds)
 
 
 def _corrected(Z, kinds, sign, value, D, i, hi, guesses):

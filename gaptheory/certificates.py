@@ -16,7 +16,7 @@ rational :math:`y \ge 0` with
 (for the exact rational ``D`` given), by re-solving the equalities exactly on the columns each
 guess uses. The float guesses only choose columns; the weights are never taken from them.
 
-:func:`exact_l1_representation` and :func:`in_span_exact` confirm the T2 constant
+:func:`l1_representation_bound`, :func:`exact_l1_representation` and :func:`in_span_exact` confirm the T2 constant
 :math:`\beta_i = \min\{\|c\|_1 : c D_{-i} = d_i\}` from a solver's support: an exact ``c`` on
 that support gives the sound upper bound :math:`\beta_i \le \|c\|_1`.
 
@@ -40,6 +40,7 @@ from fractions import Fraction
 
 import flint
 import numpy as np
+import scipy.linalg
 
 #: Unit round-off of float64, :math:`u = 2^{-53}`.
 UNIT_ROUNDOFF = 2.0**-53
@@ -450,6 +451,51 @@ def exact_l1_representation(others, atom, support) -> list[Fraction] | None:
     for row, value in zip(support, solution):
         c[row] = value
     return c
+
+
+def l1_representation_bound(others, atom, support) -> Fraction | None:
+    r"""An exact upper bound on :math:`\|c\|_1` for an exact :math:`c` with :math:`c\, D_S = d`, or None.
+
+    For M >= :data:`ENCLOSURE_MIN_SIZE`, the support is completed to M rows (with the rows of
+    ``others`` most independent of it, by pivoted QR; their float coefficients are 0) and
+    :func:`enclose_solution` proves the square :math:`D_S` nonsingular, so an exact :math:`c`
+    exists, and bounds :math:`\|c\|_1 \le \|c_{float}\|_1 + M \rho`. Otherwise, or when the
+    enclosure does not settle, :math:`c` is solved exactly on the support
+    (:func:`exact_l1_representation`) and its norm returned. None when no exact :math:`c`
+    exists there.
+
+    Parameters
+    ----------
+    others, atom, support
+        As in :func:`exact_l1_representation`.
+    """
+    others = np.asarray(others, dtype=np.float64)
+    support, n_dims = list(support), others.shape[1]
+    square = support
+    if len(support) < n_dims <= len(others) and n_dims >= ENCLOSURE_MIN_SIZE:
+        square = support + _independent_rows(others, support, n_dims - len(support))
+    rows = others[square]
+    if len(square) == n_dims >= ENCLOSURE_MIN_SIZE:
+        stacked, exponent = exact_matrix(np.vstack([rows, atom]).T)  # [D_S^T | d] = stacked 2^e
+        n = len(square)
+        entries = stacked.entries()
+        A_int = flint.fmpz_mat([entries[k * (n + 1):k * (n + 1) + n] for k in range(n)])
+        b = [int(entries[k * (n + 1) + n]) for k in range(n)]
+        enclosure = enclose_solution(A_int, 0, b, np.ldexp(rows.T, -exponent))  # D_S^T c = d as A_int c = b
+        if enclosure is not None:
+            c, radius = enclosure
+            return sum((abs(Fraction(float(v))) for v in c), Fraction(0)) + n * radius
+    representation = exact_l1_representation(others, atom, support)
+    return None if representation is None else sum((abs(v) for v in representation), Fraction(0))
+
+
+def _independent_rows(others: np.ndarray, support: list, count: int) -> list:
+    """``count`` rows of ``others`` outside ``support``, most independent of its span (pivoted QR)."""
+    basis = np.linalg.qr(others[support].T)[0] if support else np.zeros((others.shape[1], 0))
+    rest = np.setdiff1d(np.arange(len(others)), support)
+    projected = others[rest].T - basis @ (basis.T @ others[rest].T)
+    pivots = scipy.linalg.qr(projected, mode="r", pivoting=True)[1]
+    return rest[pivots[:count]].tolist()
 
 
 def in_span_exact(others, atom) -> bool:

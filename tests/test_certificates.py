@@ -282,3 +282,25 @@ def test_the_enclosure_settles_every_small_certificate_as_the_exact_solve_does(p
         if solved.valid:
             assert enclosed.exact_bound <= solved.exact_bound
             assert float(solved.exact_bound - enclosed.exact_bound) <= LP_RTOL * magnitudes[1]
+
+
+@pytest.mark.parametrize("support_size", [64, 10])
+def test_l1_representation_bound_is_sound_and_tight_also_on_a_degenerate_support(support_size):
+    rng = np.random.default_rng(support_size)
+    others = normalize_atoms(rng.standard_normal((100, 64)))
+    support = rng.choice(100, size=support_size, replace=False)
+    coefficients = rng.uniform(0.5, 1.5, size=support_size)
+    atom = coefficients @ others[support]  # in the span of 10 rows in the reals, not exactly in float64
+    bound = certificates.l1_representation_bound(others, atom, support)
+    assert bound is not None
+    if support_size == 64:  # square: the exact representation on the support is unique
+        exact = certificates.exact_l1_representation(others, atom, support)
+    else:  # completed to a square support, on which the exact representation is unique
+        assert certificates.exact_l1_representation(others, atom, support) is None
+        square = list(support) + certificates._independent_rows(others, list(support), 64 - support_size)
+        exact = certificates.exact_l1_representation(others, atom, square)
+    norm = sum((abs(v) for v in exact), Fraction(0))
+    assert norm <= bound
+    # well conditioned: the enclosure costs a few ulps of the norm per row
+    assert float(bound - norm) <= 64 * 8 * certificates.UNIT_ROUNDOFF * float(norm)
+    assert abs(float(norm) - coefficients.sum()) <= 1e-9 * coefficients.sum()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaptheory._validation import parameter_defaults
 from gaptheory.cli import EXIT_OK, EXIT_USAGE, main
 from gaptheory.bounds import l1_transition_sparsity_ratio, statistical_dimension
 from gaptheory.experiments.runner import execute_task, run_sweep
@@ -250,6 +251,19 @@ def test_cli_run_table_and_plot_end_to_end(tmp_path, capsys):
 def test_every_task_kind_has_defaults_with_a_seed():
     for kind in TASK_KINDS.values():
         assert "seed" in kind.defaults and callable(kind.run)
+
+
+def test_activations_defaults_are_the_task_config_fields_and_extract_split_defaults():
+    from gaptheory.activations import extract_split
+    from gaptheory.experiments.real import ActivationsTaskConfig
+
+    defaults, own = TASK_KINDS["activations"].defaults, parameter_defaults(ActivationsTaskConfig)
+    extraction = parameter_defaults(extract_split)
+    assert {name: defaults[name] for name in own} == own
+    assert {name: value for name, value in defaults.items() if name not in own} == {
+        **{name: extraction[name] for name in ("model", "corpus", "layer", "site", "context_length",
+                                               "held_out_fraction")},
+        "data_seed": extraction["split_seed"]}
 
 
 @settings(max_examples=10, deadline=None)

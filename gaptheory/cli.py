@@ -350,14 +350,15 @@ def _run_bench(args, *, show_progress: bool) -> tuple[dict, str]:
 
 def _add_gap(parser) -> None:
     _common(parser)
-    parser.add_argument("--N", type=int, default=32, help="latents (atoms) (default 32)")
-    parser.add_argument("--M", type=int, default=16, help="input dimension (default 16)")
-    parser.add_argument("--K", type=int, default=3, help="largest number of nonzeros per code (default 3)")
     from ._validation import parameter_defaults
-    from .gap import certify_gap
+    from .gap import GapProblemSize, certify_gap
     from .instances import DICTIONARY_KINDS, random_dictionary
 
-    defaults = {**parameter_defaults(random_dictionary), **parameter_defaults(certify_gap)}
+    defaults = {**parameter_defaults(GapProblemSize), **parameter_defaults(random_dictionary),
+                **parameter_defaults(certify_gap)}
+    _option(parser, "--N", defaults["N"], "latents (atoms)", type=int)
+    _option(parser, "--M", defaults["M"], "input dimension", type=int)
+    _option(parser, "--K", defaults["K"], "largest number of nonzeros per code", type=int)
     _option(parser, "--kind", defaults["kind"], "dictionary kind", choices=DICTIONARY_KINDS)
     _option(parser, "--magnitudes", defaults["magnitudes"], "range of a nonzero code entry (1 1: binary codes)",
             type=float, nargs=2, metavar=("LO", "HI"))

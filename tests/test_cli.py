@@ -89,3 +89,17 @@ def test_a_figure_write_refused_midway_exits_2_naming_the_file_and_keeps_the_old
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "ulimit -f" in lines[0], refused.stderr
     assert out.read_bytes() == old and os.listdir(out.parent) == ["gap.png"]  # no torn file, no temporary
+
+
+def test_activations_extract_and_bench_flags_default_to_the_library_defaults():
+    from gaptheory._validation import parameter_defaults
+    from gaptheory.activations import extract_split
+    from gaptheory.bench import BenchConfig
+    from gaptheory.cli import build_parser
+
+    args = build_parser({"activations"}).parse_args(["activations", "extract", "--out", "x.safetensors"])
+    extraction = parameter_defaults(extract_split)
+    names = ("model", "corpus", "split", "held_out_fraction", "layer", "site", "context_length", "batch_size", "device")
+    assert {name: getattr(args, name) for name in names} == {name: extraction[name] for name in names}
+    assert args.tokens == extraction["max_tokens"]
+    assert build_parser({"bench"}).parse_args(["bench"]).device == parameter_defaults(BenchConfig)["device"]

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaptheory._validation import parameter_defaults
 from gaptheory.cli import EXIT_OK, EXIT_USAGE, main
 from gaptheory.bounds import l1_transition_sparsity_ratio, statistical_dimension
 from gaptheory.experiments.runner import execute_task, run_sweep
@@ -250,6 +251,39 @@ def test_cli_run_table_and_plot_end_to_end(tmp_path, capsys):
 def test_every_task_kind_has_defaults_with_a_seed():
     for kind in TASK_KINDS.values():
         assert "seed" in kind.defaults and callable(kind.run)
+
+
+def test_recovery_and_gap_defaults_are_their_task_config_fields():
+    from gaptheory.experiments.tasks import GapTaskConfig, RecoveryTaskConfig
+
+    assert TASK_KINDS["recovery"].defaults == parameter_defaults(RecoveryTaskConfig)
+    assert TASK_KINDS["gap"].defaults == parameter_defaults(GapTaskConfig)
+
+
+def test_training_defaults_are_the_task_config_fields_and_the_data_and_loop_defaults():
+    from gaptheory.experiments.settings import DataConfig
+    from gaptheory.experiments.tasks import TrainingTaskConfig
+    from gaptheory.training import TrainConfig
+
+    defaults, own = TASK_KINDS["training"].defaults, parameter_defaults(TrainingTaskConfig)
+    data, loop = parameter_defaults(DataConfig), parameter_defaults(TrainConfig)
+    assert {name: defaults[name] for name in own} == own
+    assert {name: value for name, value in defaults.items() if name not in own} == {
+        **{name: data[name] for name in ("N", "M", "K", "n_train", "n_val", "n_test")}, "dictionary": data["kind"],
+        **{name: loop[name] for name in ("steps", "lr", "eval_every")}}
+
+
+def test_activations_defaults_are_the_task_config_fields_and_extract_split_defaults():
+    from gaptheory.activations import extract_split
+    from gaptheory.experiments.real import ActivationsTaskConfig
+
+    defaults, own = TASK_KINDS["activations"].defaults, parameter_defaults(ActivationsTaskConfig)
+    extraction = parameter_defaults(extract_split)
+    assert {name: defaults[name] for name in own} == own
+    assert {name: value for name, value in defaults.items() if name not in own} == {
+        **{name: extraction[name] for name in ("model", "corpus", "layer", "site", "context_length",
+                                               "held_out_fraction")},
+        "data_seed": extraction["split_seed"]}
 
 
 @settings(max_examples=10, deadline=None)

@@ -25,3 +25,16 @@ def test_gap_without_t2_prints_null_bound(capsys):
 def test_gap_rejects_k_above_n(capsys):
     assert main(["gap", "--N", "6", "--M", "3", "--K", "7"]) == EXIT_USAGE
     assert "1 <= K <= N" in capsys.readouterr().err
+
+
+def test_gap_flags_default_to_the_problem_size_and_the_library_defaults():
+    from gaptheory._validation import parameter_defaults
+    from gaptheory.cli import build_parser
+    from gaptheory.gap import GapProblemSize, certify_gap
+    from gaptheory.instances import random_dictionary
+
+    args = build_parser({"gap"}).parse_args(["gap"])
+    certify = parameter_defaults(certify_gap)
+    assert {"N": args.N, "M": args.M, "K": args.K} == parameter_defaults(GapProblemSize)
+    assert args.kind == parameter_defaults(random_dictionary)["kind"]
+    assert tuple(args.magnitudes) == certify["magnitudes"] and args.jobs == certify["n_jobs"]

@@ -10,7 +10,9 @@ One pipeline, bottom to top (each module imports only those above it in this lis
   (``DataConfig``, ``make_splits``, ``run_setting``, ``RunResult``, ``build_model``);
 - :mod:`~gaptheory.experiments.selection`: validation selection over hyperparameter grids
   (``PAPER_GRIDS``);
-- :mod:`~gaptheory.experiments.tasks`: the task kinds of a sweep (recovery, gap, training);
+- :mod:`~gaptheory.experiments.tasks`: the task kinds of a sweep (recovery, gap, training, and
+  activations from :mod:`~gaptheory.experiments.real`), each with its parameters' defaults in a
+  config dataclass (``RecoveryTaskConfig``, ...);
 - :mod:`~gaptheory.experiments.sweep`: ``Sweep`` and ``load_sweep`` (TOML grid -> keyed tasks);
 - :mod:`~gaptheory.experiments.runner`: ``run_sweep`` on local processes or Dask.
 

@@ -29,51 +29,115 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, parameter_defaults
 from .methods import METHODS, check_method_in_setting
 from .store import task_key
 
 
+@dataclass(frozen=True)
+class ActivationsTaskConfig:
+    r"""An ``activations`` task's own parameters and their defaults: budgets, encoder, training, scoring.
+
+    The remaining parameters, those of the extraction (``model``, ``corpus``, ``layer``,
+    ``site``, ``context_length``, ``held_out_fraction`` and ``data_seed``), default to
+    :func:`gaptheory.activations.extract_split`'s (:func:`real_defaults`).
+
+    Attributes
+    ----------
+    train_tokens : int
+        Token budget of the training split (tokens).
+    test_tokens : int
+        Token budget of the held-out split (tokens).
+    cache : str
+        Folder of the extracted activations, one entry per (model, corpus, hook, budgets, split).
+    method : str
+        The encoder: ``sae``, ``sae_topk``, ``sae_jumprelu``, ``mlp``, ``sae_ito`` or ``sparse_coding``.
+    expansion : int
+        Latents per input dimension, N / M.
+    l1_coefficient : float
+        ReLU SAE, MLP, SAE + ITO: weight of the mean :math:`\|z\|_1` in the loss (rows scaled to
+        :math:`E\|x\|^2 = 1`).
+    l0_coefficient : float
+        JumpReLU SAE: weight of its L0 penalty.
+    K : int
+        TopK SAE: active latents per row.
+    mlp_hidden : int
+        MLP: hidden width (units).
+    mlp_fit_output : bool
+        MLP: start its output layer at the SAE's start (a ridge fit to :math:`X W_{dec}^T`).
+    mlp_init_rows : int or None
+        MLP: training rows of its data initialisation (None: all), paid from the budget.
+    steps : int
+        ReLU-SAE steps whose FLOPs are every method's training budget.
+    batch_size : int
+        Rows per training step.
+    lr : float
+        Adam learning rate.
+    fista_max_iter : int
+        SAE + ITO, sparse coding: FISTA iteration cap per row at inference.
+    fista_tol : float
+        SAE + ITO, sparse coding: FISTA relative duality-gap tolerance at inference.
+    fit_max_iter : int
+        Sparse coding: FISTA iteration cap of the inner solves during training.
+    sparsity_grid : str
+        JSON list of values of the method's sparsity knob; ``[]`` trains once at the default.
+    target_l0 : float
+        With a grid: keep the point whose validation L0 (nonzeros per row) is closest to this.
+    n_val : int
+        Last training rows held out for selection and early stopping (tokens).
+    n_score_train : int
+        Training tokens encoded to choose each latent's associated tokens.
+    n_score_test : int
+        Held-out tokens encoded for every reported metric.
+    n_examples : int
+        Example latents (highest held-out F1) recorded with their contexts.
+    device : str
+        ``cpu`` or ``cuda``: extraction and training.
+    seed : int
+        Seed of the model initialisation and the batch order.
+    """
+
+    train_tokens: int = 40000
+    test_tokens: int = 12000
+    cache: str = "~/.cache/gaptheory/activations"
+    method: str = "sae"
+    expansion: int = 2
+    l1_coefficient: float = 0.1
+    l0_coefficient: float = 0.03
+    K: int = 32
+    mlp_hidden: int = 1024
+    mlp_fit_output: bool = False
+    mlp_init_rows: int | None = None
+    steps: int = 400
+    batch_size: int = 256
+    lr: float = 1e-3
+    fista_max_iter: int = 100
+    fista_tol: float = 1e-3
+    fit_max_iter: int = 30
+    sparsity_grid: str = "[]"
+    target_l0: float = 32.0
+    n_val: int = 1000
+    n_score_train: int = 6000
+    n_score_test: int = 3000
+    n_examples: int = 3
+    device: str = "cpu"
+    seed: int = 0
+
+
 def real_defaults() -> dict:
     """Parameters of an ``activations`` task: the extraction (:func:`gaptheory.activations.extract_split`'s
-    defaults), the encoder and its budget, and the scoring."""
-    from .._validation import parameter_defaults
+    defaults) and the task's own (:class:`ActivationsTaskConfig`'s fields)."""
     from ..activations import extract_split
 
     extraction = parameter_defaults(extract_split)
     return {
-        # The activations: extracted once per (model, corpus, hook, budget, split) into ``cache``.
         **{name: extraction[name] for name in ("model", "corpus", "layer", "site", "context_length",
                                                "held_out_fraction")},
-        "train_tokens": 40000,      # token budget of the training split
-        "test_tokens": 12000,       # token budget of the held-out split
-        "data_seed": extraction["split_seed"],  # seed of the document split
-        "cache": "~/.cache/gaptheory/activations",
-        # The encoder and its training.
-        "method": "sae",            # sae, sae_topk, sae_jumprelu, mlp, sae_ito, sparse_coding
-        "expansion": 2,             # N / M
-        "l1_coefficient": 0.1,      # ReLU SAE, MLP, SAE + ITO: weight of mean ||z||_1 (data scaled to E||x||^2 = 1)
-        "l0_coefficient": 0.03,     # JumpReLU SAE: weight of its L0 penalty
-        "K": 32,                    # TopK SAE: active latents per row
-        "mlp_hidden": 1024,         # MLP hidden width
-        "mlp_fit_output": False,    # MLP: start its output layer at the SAE's start (ridge fit to X W_dec^T)
-        "mlp_init_rows": None,      # MLP: training rows of its data initialisation (None: all; paid from the budget)
-        "steps": 400,               # ReLU-SAE steps whose FLOPs are every method's training budget
-        "batch_size": 256,          # rows per training step
-        "lr": 1e-3,                 # Adam learning rate
-        "fista_max_iter": 100,      # FISTA cap per row at inference (SAE + ITO, sparse coding)
-        "fista_tol": 1e-3,          # FISTA relative duality-gap tolerance at inference
-        "fit_max_iter": 30,         # sparse coding: FISTA cap of the inner solves during training
-        "sparsity_grid": "[]",      # JSON list of values of the method's sparsity knob; [] trains once at the default
-        "target_l0": 32.0,          # with a grid: keep the point whose validation L0 is closest to this
-        "n_val": 1000,              # last training rows held out for selection and early stopping
-        "n_score_train": 6000,      # training tokens encoded to choose each latent's associated tokens
-        "n_score_test": 3000,       # held-out tokens encoded for every reported metric
-        "n_examples": 3,            # example latents (highest held-out F1) recorded with their contexts
-        "device": "cpu",            # cpu or cuda: extraction and training
-        "seed": 0,                  # model initialisation and batch order
+        "data_seed": extraction["split_seed"],
+        **parameter_defaults(ActivationsTaskConfig),
     }
 
 

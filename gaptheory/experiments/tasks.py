@@ -66,19 +66,45 @@ class TaskKind:
         return self.make_defaults()
 
 
-_RECOVERY_DEFAULTS = {
-    "N": 100,               # latents (ambient dimension of the codes)
-    "M": None,              # measurements; or give M_over_N
-    "K": None,              # nonzeros per code; or give K_over_M
-    "B": 10,                # codes per instance, all against the same dictionary
-    "solver": "basis_pursuit",
-    "alpha": 1e-3,          # LASSO penalty (solver="lasso" only)
-    "nonnegative": False,   # nonnegative codes and a nonnegative l1 problem
-    "dictionary": "gaussian",
-    "magnitude_lo": 0.5,    # nonzero magnitudes are uniform in [lo, hi]
-    "magnitude_hi": 1.5,
-    "seed": 0,
-}
+@dataclass(frozen=True)
+class RecoveryTaskConfig:
+    """A ``recovery`` task's parameters and their defaults.
+
+    Attributes
+    ----------
+    N : int
+        Latents: the dimension of the codes and the number of atoms of D.
+    M : int or None
+        Measurements, the input dimension; or give ``M_over_N``.
+    K : int or None
+        Nonzeros per code; or give ``K_over_M``.
+    B : int
+        Codes per instance, all measured by the same dictionary.
+    solver : str
+        ``basis_pursuit``, ``lasso`` or ``omp`` (:data:`SOLVERS`).
+    alpha : float
+        LASSO penalty weight (``solver = "lasso"`` only).
+    nonnegative : bool
+        Nonnegative codes and a nonnegative l1 problem.
+    dictionary : str
+        Dictionary family (:func:`gaptheory.instances.random_dictionary`).
+    magnitude_lo, magnitude_hi : float
+        Nonzero magnitudes are uniform in ``[magnitude_lo, magnitude_hi]``.
+    seed : int
+        Seed of D and the codes.
+    """
+
+    N: int = 100
+    M: int | None = None
+    K: int | None = None
+    B: int = 10
+    solver: str = "basis_pursuit"
+    alpha: float = 1e-3
+    nonnegative: bool = False
+    dictionary: str = "gaussian"
+    magnitude_lo: float = 0.5
+    magnitude_hi: float = 1.5
+    seed: int = 0
 
 
 def _resolve_ratios(config: dict) -> dict:
@@ -163,27 +189,59 @@ def _check_recovery(config: dict) -> dict:
     return config
 
 
-_GAP_DEFAULTS = {
-    "N": 16,                # latents
-    "M": None,              # input dimension; or give M_over_N
-    "K": 3,                 # largest number of nonzeros of a code
-    "dictionary": "gaussian",
-    "magnitude_lo": 1.0,    # nonzeros in [lo, hi]; (1, 1) is the binary code set of theorem T2
-    "magnitude_hi": 1.0,
-    "B": 200,               # codes sampled from the set for per-sample inference
-    "method": "highs",      # the gap LP: "highs" (fast, certificates) or "cvxpy" (cross-check)
-    "sae_steps": 0,         # > 0: also train a ReLU SAE on this D (known dictionary) and score its worst case
-    "sae_n_train": 1024,    # training codes for that SAE, drawn from the same code set
-    "sae_lr": 1e-3,
-    "sae_l1_coefficient": 0.03,
-    "seed": 0,
-}
+@dataclass(frozen=True)
+class GapTaskConfig:
+    r"""A ``gap`` task's parameters and their defaults.
+
+    Attributes
+    ----------
+    N : int
+        Latents (atoms of D).
+    M : int or None
+        Input dimension; or give ``M_over_N``.
+    K : int
+        Largest number of nonzeros of a code in the code set.
+    dictionary : str
+        Dictionary family (:func:`gaptheory.instances.random_dictionary`).
+    magnitude_lo, magnitude_hi : float
+        Nonzeros lie in ``[magnitude_lo, magnitude_hi]``; ``(1, 1)`` is the binary code set of
+        theorem T2.
+    B : int
+        Codes sampled from the set for per-sample inference.
+    method : str
+        The gap LP's solver: ``highs`` (fast, with certificates) or ``cvxpy`` (a cross-check).
+    sae_steps : int
+        Above 0: also train a ReLU SAE on this D (the known-dictionary setting) for this many steps
+        and score its worst case.
+    sae_n_train : int
+        Training codes of that SAE, drawn from the same code set.
+    sae_lr : float
+        Adam learning rate of that SAE.
+    sae_l1_coefficient : float
+        Weight of the mean :math:`\|z\|_1` in that SAE's loss.
+    seed : int
+        Seed of D, the sampled codes and the SAE.
+    """
+
+    N: int = 16
+    M: int | None = None
+    K: int = 3
+    dictionary: str = "gaussian"
+    magnitude_lo: float = 1.0
+    magnitude_hi: float = 1.0
+    B: int = 200
+    method: str = "highs"
+    sae_steps: int = 0
+    sae_n_train: int = 1024
+    sae_lr: float = 1e-3
+    sae_l1_coefficient: float = 0.03
+    seed: int = 0
 
 
 def run_gap(config: dict) -> dict:
     r"""The amortisation gap on one dictionary: exact best ReLU encoder vs bound vs per-sample inference.
 
-    Metrics: ``eps_star`` (:math:`\max_i arepsilon^*_i` from
+    Metrics: ``eps_star`` (:math:`\max_i \varepsilon^*_i` from
     :func:`gaptheory.gap.relu_minimax_gap`, the best worst-case error any ReLU encoder
     reaches on the whole code set), ``eps_star_mean`` (mean over latents),
     ``eps_star_exact`` (the LP value is the exact optimum, eps* < lo), ``gap_lower_bound``
@@ -266,27 +324,61 @@ def _check_gap(config: dict) -> dict:
     return config
 
 
+@dataclass(frozen=True)
+class TrainingTaskConfig:
+    """A ``training`` task's own parameters and their defaults.
+
+    The task's size, splits and dictionary (``N``, ``M``, ``K``, ``n_train``, ``n_val``,
+    ``n_test``, ``dictionary``) default to :class:`~gaptheory.experiments.settings.DataConfig`'s
+    fields and its loop (``steps``, ``lr``, ``eval_every``) to
+    :class:`~gaptheory.training.TrainConfig`'s (:func:`_training_defaults`).
+
+    Attributes
+    ----------
+    setting : str
+        ``known_dictionary``, ``known_codes`` or ``unknown``: the paper's settings 1-3.
+    method : str
+        A name of :data:`~gaptheory.experiments.methods.METHODS`, or ``mlp_<width>``.
+    batch_size : int
+        Rows per step; 0: the full training split (TrainConfig's None).
+    patience : int
+        Evaluations without validation improvement before stopping; 0: never (TrainConfig's None).
+    hparams : str
+        JSON object of method options, e.g. ``'{"l1_coefficient": 0.01}'``.
+    select : str
+        Validation selection: ``none``, ``paper``
+        (:data:`~gaptheory.experiments.selection.PAPER_GRIDS`) or a JSON object of lists.
+    refit_steps : int
+        Above 0: retrain the selected point for this many steps, without early stopping.
+    data_seed : int or None
+        Seed of D and the codes; None uses ``seed``.
+    seed : int
+        Seed of the model initialisation and the batch order.
+    """
+
+    setting: str = "known_dictionary"
+    method: str = "sae"
+    batch_size: int = 0
+    patience: int = 0
+    hparams: str = "{}"
+    select: str = "none"
+    refit_steps: int = 0
+    data_seed: int | None = None
+    seed: int = 0
+
+
 def _training_defaults() -> dict:
-    """Parameters of a training task: the task (DataConfig's fields), the loop (TrainConfig's) and selection."""
+    """Parameters of a training task: the task (DataConfig's fields), the loop (TrainConfig's) and
+    the task's own (:class:`TrainingTaskConfig`'s)."""
     from ..training import TrainConfig
     from .settings import DataConfig
 
     data, loop = parameter_defaults(DataConfig), parameter_defaults(TrainConfig)
     return {
-        "setting": "known_dictionary",  # known_dictionary | known_codes | unknown (the paper's settings 1-3)
-        "method": "sae",        # a name of experiments.methods.METHODS, or mlp_<width>
         **{name: data[name] for name in ("N", "M", "K", "n_train", "n_val", "n_test")},
         "dictionary": data["kind"],
-        "steps": loop["steps"],
-        "lr": loop["lr"],
-        "batch_size": 0,        # rows per step; 0: the full training split (TrainConfig's None)
-        "eval_every": loop["eval_every"],
-        "patience": 0,          # evaluations without validation improvement before stopping; 0: never (None)
-        "hparams": "{}",        # JSON object of method options, e.g. '{"l1_coefficient": 0.01}'
-        "select": "none",       # validation selection: "none", "paper" (PAPER_GRIDS) or a JSON object of lists
-        "refit_steps": 0,       # > 0: retrain the selected point for this many steps (no early stopping)
-        "data_seed": None,      # seed of D and the codes; None uses ``seed``
-        "seed": 0,
+        **{name: loop[name] for name in ("steps", "lr", "eval_every")},
+        **parameter_defaults(TrainingTaskConfig),
     }
 
 
@@ -356,9 +448,9 @@ def _device_name() -> str:
 
 
 TASK_KINDS: dict[str, TaskKind] = {
-    "recovery": TaskKind("recovery", lambda: _RECOVERY_DEFAULTS, run_recovery, _check_recovery,
+    "recovery": TaskKind("recovery", functools.partial(parameter_defaults, RecoveryTaskConfig), run_recovery, _check_recovery,
                          "basis pursuit / LASSO / OMP recovery of K-sparse codes from M measurements"),
-    "gap": TaskKind("gap", lambda: _GAP_DEFAULTS, run_gap, _check_gap,
+    "gap": TaskKind("gap", functools.partial(parameter_defaults, GapTaskConfig), run_gap, _check_gap,
                     "exact best ReLU encoder (LP), the T2 lower bound and per-sample inference on one dictionary"),
     "training": TaskKind("training", _training_defaults, run_training, _check_training,
                          "one method trained in one of the paper's three settings"),

@@ -45,7 +45,7 @@ from .lp import (
     relu_minimax_gap_codes,
 )
 from .parallel import EXECUTOR_TASKS
-from .report import GapReport, certify_gap
+from .report import GapProblemSize, GapReport, certify_gap
 from .results import ENCODER_ATOL, GapResult, MinimaxEncoder
 from .verification import KIND_LOWER, KIND_UPPER, KIND_ZERO, CertificateCheck, GapCertificate, verify_certificate
 
@@ -56,6 +56,7 @@ __all__ = [
     "EXECUTOR_TASKS",
     "GAP_METHODS",
     "GapCertificate",
+    "GapProblemSize",
     "GapReport",
     "GapResult",
     "HIGHS_OPTIONS",

@@ -25,6 +25,29 @@ from .results import GapResult, _check_latents
 
 
 @dataclass(frozen=True)
+class GapProblemSize:
+    """The size of a gap problem: a dictionary of ``N`` atoms in R^M and codes with up to ``K`` nonzeros.
+
+    The defaults are the problem that ``gaptheory gap`` certifies unless given others (the
+    README's example): twice overcomplete, with K >= 2 so that the T2 bound applies, and
+    small enough to certify in seconds.
+
+    Attributes
+    ----------
+    N : int
+        Latents (atoms of D, its rows).
+    M : int
+        Input dimension (columns of D).
+    K : int
+        Largest number of nonzeros of a code in the code set.
+    """
+
+    N: int = 32
+    M: int = 16
+    K: int = 3
+
+
+@dataclass(frozen=True)
 class GapReport:
     r"""eps* per latent with everything that certifies it (see :func:`certify_gap`).
 

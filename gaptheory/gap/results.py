@@ -75,7 +75,7 @@ class GapResult:
         The explicit code set (:func:`relu_minimax_gap_codes`), None for box sets.
 
     The exact checks run on first access of :attr:`checks`, :attr:`certified_lower` or
-    :attr:`exact` (fractions of a second per latent at M <= 128, seconds at M >= 256), or in
+    :attr:`exact` (fractions of a second per latent at M <= 256, a few seconds at M = 512), or in
     parallel with :meth:`verify`.
     """
 

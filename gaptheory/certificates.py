@@ -304,7 +304,8 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
         The dictionary, read as an exact rational matrix.
     guesses : sequence of ndarray of shape (m,)
         Float weight vectors; each one's support (entries > 0) is a set of columns on which
-        the equalities are re-solved exactly, in order, until a nonnegative solution appears.
+        the equalities are settled exactly until a nonnegative solution appears: first the
+        square supports, by enclosure, then every support by an exact solve, in order.
 
     Returns
     -------
@@ -320,24 +321,27 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
     """
     codes = np.asarray(codes, dtype=np.float64)
     signs, values, D = np.asarray(signs), np.asarray(values, dtype=np.float64), np.asarray(D, dtype=np.float64)
-    system = None
-    tried = set()
+    supports = []
     for guess in guesses:
         support = tuple(np.flatnonzero(np.asarray(guess) > 0).tolist())
-        if not support or support in tried:
+        if support and support not in supports:
+            supports.append(support)
+    # Square supports first, by enclosure (cheap); then the exact solves, in the guesses' order.
+    settled = {}
+    for support in supports:
+        if len(support) == D.shape[1] + 2 >= ENCLOSURE_MIN_SIZE:
+            columns = list(support)
+            settled[support] = _enclosed_weights(codes[columns], signs[columns], values[columns], D)
+            if settled[support] not in (None, False):
+                return None, settled[support]
+    system = None
+    for support in supports:
+        if settled.get(support) is False:  # proven to have a negative weight
             continue
-        tried.add(support)
-        columns = list(support)
-        if len(columns) == D.shape[1] + 2 >= ENCLOSURE_MIN_SIZE:
-            settled = _enclosed_weights(codes[columns], signs[columns], values[columns], D)
-            if settled is False:  # proven to have a negative weight
-                continue
-            if settled is not None:
-                return None, settled
         if system is None:
             system = _dual_system(codes, signs, D)
         G, target = system
-        solution = solve_exact(G[:, columns], target)
+        solution = solve_exact(G[:, list(support)], target)
         if solution is None or any(y < 0 for y in solution):
             continue
         weights = [Fraction(0)] * len(codes)

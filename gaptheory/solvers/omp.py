@@ -154,7 +154,7 @@ def _omp_kernel(X, D, K, *, dtype) -> SolveResult:
     n_selected = np.zeros(n_samples, dtype=np.int64)
     singular = np.zeros(n_samples, dtype=np.bool_)
     _kernels.omp_select(correlation, gram, K, x_sq, np_dtype(OMP_RESIDUAL_RTOL), np_dtype(OMP_DEPENDENT_RTOL),
-                        support, triangle, projection, n_selected, singular, *_kernels.omp_scratch(n_latents, np_dtype))
+                        support, triangle, projection, n_selected, singular, np.empty(n_latents, dtype=np_dtype))
     coef = np.zeros((n_samples, K))
     if np_dtype == np.float64:
         _kernels.omp_codes(triangle, projection, n_selected, coef)

@@ -376,6 +376,21 @@ def test_parallel_exact_checks_equal_the_serial_ones():
         np.testing.assert_array_equal(result.exact, serial.exact)
 
 
+def test_parallel_t2_bounds_equal_the_serial_ones():
+    from concurrent.futures import ThreadPoolExecutor
+
+    D = random_dictionary(10, 5, seed=6)
+    serial = gap_lower_bound(D, exact=True, latents=[1, 4, 7])
+    np.testing.assert_array_equal(gap_lower_bound(D, exact=True, latents=[1, 4, 7], n_jobs=2), serial)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        np.testing.assert_array_equal(gap_lower_bound(D, exact=True, latents=[1, 4, 7], executor=pool), serial)
+        with pytest.raises(ValueError, match="not both"):
+            gap_lower_bound(D, n_jobs=2, executor=pool)
+    assert np.isnan(serial[[0, 2, 3, 5, 6, 8, 9]]).all() and (serial[[1, 4, 7]] > 0).all()
+    with pytest.raises(ValueError, match="n_jobs"):
+        gap_lower_bound(D, n_jobs=0)
+
+
 def test_certify_gap_on_a_dask_cluster_equals_the_serial_report():
     distributed = pytest.importorskip("distributed")
 

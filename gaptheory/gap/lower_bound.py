@@ -21,6 +21,7 @@ from .. import certificates
 from .._validation import check_bool, check_dictionary
 from ..bounds import t2_bound
 from ..solvers import SolverFailedError, Status, basis_pursuit_lp
+from .parallel import _check_jobs, _map_blocks
 from .results import _check_latents
 
 
@@ -68,7 +69,7 @@ def _gamma(n: int) -> float:
     return n * certificates.UNIT_ROUNDOFF / (1 - n * certificates.UNIT_ROUNDOFF)
 
 
-def gap_lower_bound(D, *, exact: bool = False, latents=None) -> np.ndarray:
+def gap_lower_bound(D, *, exact: bool = False, latents=None, n_jobs: int = 1, executor=None) -> np.ndarray:
     r"""T2: every ReLU encoder errs on latent ``i`` by at least :math:`1 / (2(1 + \beta_i))`.
 
     Valid for every code set containing 0, e_i, e_j and e_i + e_j for all j != i (binary
@@ -94,6 +95,10 @@ def gap_lower_bound(D, *, exact: bool = False, latents=None) -> np.ndarray:
         solve per atom below M = 64, ~0.1 s at M = 128 beyond it, by the enclosure).
     latents : sequence of int, optional
         Bound only these atoms (default all); the others are NaN.
+    n_jobs, executor
+        Worker processes, or an executor with ``submit`` (e.g. a ``dask.distributed.Client``),
+        for the atoms' independent basis pursuits and exact checks, as in
+        :func:`gaptheory.gap.relu_minimax_gap`; the result does not depend on them.
 
     Returns
     -------
@@ -116,9 +121,19 @@ def gap_lower_bound(D, *, exact: bool = False, latents=None) -> np.ndarray:
     if D.shape[0] < 2:
         raise ValueError("gap_lower_bound needs N >= 2 atoms (atom i written with the others); got N=1.")
     latents = _check_latents(latents, D.shape[0])
+    n_jobs = _check_jobs(n_jobs)
+    if executor is not None and n_jobs != 1:
+        raise ValueError(f"give n_jobs (local processes) or executor (its own workers), not both; got n_jobs={n_jobs}.")
     bound = np.full(D.shape[0], np.nan)
-    bound[latents] = 0.0
+    bound[latents] = _map_blocks(_bound_block, D, latents, (exact,), n_jobs, executor)
+    return bound
+
+
+def _bound_block(D: np.ndarray, latents: list, exact: bool) -> list:
+    """The T2 bound of each atom of ``latents`` (see :func:`gap_lower_bound`)."""
+    bounds = []
     for i in latents:
+        bounds.append(0.0)
         c, beta = _representation(D, i)
         if c is None:
             continue
@@ -126,10 +141,10 @@ def gap_lower_bound(D, *, exact: bool = False, latents=None) -> np.ndarray:
         support = np.flatnonzero(c)
         residual = float(np.abs(c[support] @ others[support] - D[i]).max())
         if not exact and residual <= 2 * _gamma(support.size + 1) * (1 + beta):
-            bound[i] = t2_bound([beta])[0]
+            bounds[-1] = t2_bound([beta])[0]
             continue
         norm = certificates.l1_representation_bound(others, D[i], support)
         if norm is not None:
             beta = certificates.ceil_float(norm)
-            bound[i] = certificates.floor_float(1 / (2 * (1 + Fraction(beta))))
-    return bound
+            bounds[-1] = certificates.floor_float(1 / (2 * (1 + Fraction(beta))))
+    return bounds

@@ -1,8 +1,9 @@
 """Independent per-latent work split into contiguous blocks: in this process, in ``n_jobs``
 worker processes, or as tasks of an executor (``concurrent.futures`` or ``dask.distributed``).
 
-Used for the latents' LPs (:func:`gaptheory.gap.relu_minimax_gap`) and their exact
-certificate checks (:meth:`gaptheory.gap.GapResult.verify`).
+Used for the latents' LPs (:func:`gaptheory.gap.relu_minimax_gap`), their exact
+certificate checks (:meth:`gaptheory.gap.GapResult.verify`) and the T2 bounds
+(:func:`gaptheory.gap.gap_lower_bound`).
 """
 
 from __future__ import annotations

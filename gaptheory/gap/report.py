@@ -118,7 +118,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int =
         Certify only these latents (default all); the others are NaN / ``-inf`` in the report.
     working_set, executor
         As in :func:`relu_minimax_gap`; ``n_jobs`` and ``executor`` also run the exact checks
-        (:meth:`GapResult.verify`).
+        (:meth:`GapResult.verify`) and the T2 bounds (:func:`gap_lower_bound`).
 
     Returns
     -------
@@ -142,7 +142,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int =
         # S holds hi * {0, e_i, e_j, e_i + e_j} and eps* is homogeneous in the codes, so T2 holds
         # scaled by hi; the product is rounded down so the bound stays proven.
         t2 = np.array([certificates.floor_float(Fraction(hi) * Fraction(float(v))) if np.isfinite(v) else np.nan
-                       for v in gap_lower_bound(D, exact=True, latents=latents)])
+                       for v in gap_lower_bound(D, exact=True, latents=latents, n_jobs=n_jobs, executor=executor)])
     else:
         t2 = np.full(D.shape[0], np.nan)
     return GapReport(

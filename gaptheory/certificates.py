@@ -144,24 +144,24 @@ def _shifted(value: int, exponent: int) -> Fraction:
 def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, Fraction] | None:
     r"""A float solution of a square system with an exact bound on its distance to the true one.
 
-    For the exact matrix :math:`A = A_{int}\,2^{e}` (n, n) and integer right-hand side ``b``,
-    a float inverse :math:`R pprox A^{-1}` (of ``approximate``) is read exactly, with each row
-    rounded to 53 bits of its largest entry, and
+    For the exact matrix :math:`A = A_{int}\,2^{e}` (n, n) and right-hand side ``b`` (floats,
+    read as the exact rationals they are), a float inverse :math:`R \approx A^{-1}` (of
+    ``approximate``) is read exactly, with each row rounded to 53 bits of its largest entry, and
 
-    .. math:: \|I - R A\|_\infty < 1 \ \Rightarrow\ A 	ext{ nonsingular},\quad
-              \|A^{-1} b - x\|_\infty \le rac{\|R (b - A x)\|_\infty}{1 - \|I - R A\|_\infty}
+    .. math:: \|I - R A\|_\infty < 1 \ \Rightarrow\ A \text{ nonsingular},\quad
+              \|A^{-1} b - x\|_\infty \le \frac{\|R (b - A x)\|_\infty}{1 - \|I - R A\|_\infty}
 
     for any ``x`` (:math:`A^{-1} = (I - E)^{-1} R` with :math:`E = I - R A`, and
     :math:`\|(I - E)^{-1}\| \le 1 / (1 - \|E\|)`). Both norms are evaluated in exact integer
-    arithmetic; ``x`` is the float solve refined once with the exact residual. No rounding error
-    enters the bound: the floats only choose :math:`R` and :math:`x`.
+    arithmetic; ``x`` is the float solve refined twice with the exact residual. No rounding
+    error enters the bound: the floats only choose :math:`R` and :math:`x`.
 
     Parameters
     ----------
     A_int : flint.fmpz_mat of shape (n, n)
     exponent : int
         :math:`e` in :math:`A = A_{int} 2^e`.
-    b : sequence of int of length n
+    b : array_like of shape (n,), finite floats
     approximate : ndarray of shape (n, n)
         A float64 approximation of :math:`A` (any: it only chooses :math:`R`).
 
@@ -177,6 +177,7 @@ def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, 
     .. [1] Rump (2010), "Verification methods: rigorous results using floating-point
        arithmetic", Acta Numerica 19, Theorem 10.1 (the bound on :math:`A^{-1} b - x`).
     """
+    b = np.asarray(b, dtype=np.float64)
     n = len(b)
     try:
         R = np.linalg.inv(np.asarray(approximate, dtype=np.float64))
@@ -201,25 +202,25 @@ def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, 
                     for k, shift in enumerate(shifts))  # ||I - R A||_inf, exactly
     if deviation >= 1:
         return None
+    b_int, b_exponent = to_integers(b)
 
-    def correction(x):  # R (b - A x) exactly, as (integers, exponent per row)
+    def correction(x):  # R (b - A x) exactly: (integers, exponent per row)
         x_int, x_exponent = to_integers(x)
         Ax = (A_int * flint.fmpz_mat([[int(v)] for v in x_int])).entries()
-        scale = exponent + x_exponent
-        if scale >= 0:
-            residual, residual_exponent = [int(bk) - (int(v) << scale) for bk, v in zip(b, Ax)], 0
-        else:
-            residual, residual_exponent = [(int(bk) << -scale) - int(v) for bk, v in zip(b, Ax)], scale
+        ax_exponent = exponent + x_exponent
+        low = min(ax_exponent, b_exponent)  # b - A x = 2^low (b_int 2^(eb - low) - (A_int x_int) 2^(eAx - low))
+        residual = [(int(bk) << (b_exponent - low)) - (int(v) << (ax_exponent - low)) for bk, v in zip(b_int, Ax)]
         Rr = (R_int * flint.fmpz_mat([[v] for v in residual])).entries()
-        return [int(v) for v in Rr], [shift - exponent + residual_exponent for shift in shifts]
+        return [int(v) for v in Rr], [int(e) + low for e in row_exponents]
 
-    x = R @ np.asarray([float(v) for v in b])
+    x = R @ b
     if not np.isfinite(x).all():
         return None
-    values, exponents = correction(x)
-    x = x + np.array([math.ldexp(float(v), e) if v else 0.0 for v, e in zip(values, exponents)])
-    if not np.isfinite(x).all():
-        return None
+    for _ in range(2):
+        values, exponents = correction(x)
+        x = x + np.array([float(_shifted(v, e)) for v, e in zip(values, exponents)])
+        if not np.isfinite(x).all():
+            return None
     values, exponents = correction(x)
     largest = max((_shifted(abs(v), e) for v, e in zip(values, exponents)), default=Fraction(0))
     return x, largest / (1 - deviation)
@@ -262,19 +263,24 @@ def exact_matrix(A) -> tuple[flint.fmpz_mat, int]:
     return result, base
 
 
-def _dual_matrix(codes: np.ndarray, signs: np.ndarray, D: np.ndarray):
+def _dual_matrix(codes: np.ndarray, signs: np.ndarray, D: np.ndarray, extra_row=None):
     r"""The dual equalities' matrix :math:`A = [\sigma_r z_r D;\ \sigma_r;\ 1]` (M + 2, m) exactly,
-    as ``(A_int, e)`` with ``A == A_int 2^e`` (``A_int`` a python-flint matrix).
+    as ``(A_int, e)`` with ``A == A_int 2^e`` (``A_int`` a python-flint matrix); with
+    ``extra_row`` (m,), that row appended (M + 3, m).
 
     One exact product :math:`[\sigma z,\ \sigma,\ 1]\,\mathrm{diag}(D, 1, 1)` of the signed
     codes and the dictionary's rows they use (:func:`exact_matrix`).
     """
     used = np.flatnonzero((codes != 0).any(axis=0))
     n_dims = D.shape[1]
-    left = np.hstack([signs[:, None] * codes[:, used], signs[:, None], np.ones((len(codes), 1))])
-    right = np.zeros((len(used) + 2, n_dims + 2))
+    columns = [signs[:, None] * codes[:, used], signs[:, None], np.ones((len(codes), 1))]
+    if extra_row is not None:
+        columns.append(np.asarray(extra_row, dtype=np.float64)[:, None])
+    left = np.hstack(columns)
+    width = left.shape[1] - len(used)
+    right = np.zeros((left.shape[1], n_dims + width))
     right[:len(used), :n_dims] = D[used]
-    right[len(used), n_dims] = right[len(used) + 1, n_dims + 1] = 1.0
+    right[len(used):, n_dims:] = np.eye(width)
     (left_int, left_exponent), (right_int, right_exponent) = exact_matrix(left), exact_matrix(right)
     return (left_int * right_int).transpose(), left_exponent + right_exponent
 
@@ -289,7 +295,7 @@ def _dual_system(codes: np.ndarray, signs: np.ndarray, D: np.ndarray):
     return G, [0] * (len(G) - 1) + [1 << max(-exponent, 0)]
 
 
-def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction] | None, Fraction] | None:
+def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list[Fraction] | None, Fraction] | None:
     r"""Exact weights :math:`y \ge 0` satisfying the dual equalities, with the bound they prove.
 
     Parameters
@@ -306,6 +312,10 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
         Float weight vectors; each one's support (entries > 0) is a set of columns on which
         the equalities are settled exactly until a nonnegative solution appears: first the
         square supports, by enclosure, then every support by an exact solve, in order.
+    pin : float, optional
+        The bound the weights are claimed to prove: a support of M + 3 codes is then square
+        with the equation :math:`\sum_r \mathrm{values}_r y_r = \mathrm{pin}` added (as
+        a guess re-fitted with that bound pinned usually is), and its solution proves ``pin``.
 
     Returns
     -------
@@ -329,9 +339,11 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
     # Square supports first, by enclosure (cheap); then the exact solves, in the guesses' order.
     settled = {}
     for support in supports:
-        if len(support) == D.shape[1] + 2 >= ENCLOSURE_MIN_SIZE:
+        square = len(support) == D.shape[1] + 2 or (pin is not None and len(support) == D.shape[1] + 3)
+        if square and len(support) >= ENCLOSURE_MIN_SIZE:
             columns = list(support)
-            settled[support] = _enclosed_weights(codes[columns], signs[columns], values[columns], D)
+            settled[support] = _enclosed_weights(codes[columns], signs[columns], values[columns], D,
+                                                 None if len(support) == D.shape[1] + 2 else pin)
             if settled[support] not in (None, False):
                 return None, settled[support]
     system = None
@@ -352,13 +364,21 @@ def exact_dual_weights(codes, signs, values, D, guesses) -> tuple[list[Fraction]
     return None
 
 
-def _enclosed_weights(codes, signs, values, D):
-    """The bound proven by the unique solution of the square dual system on ``codes`` (m = M + 2),
-    settled by :func:`enclose_solution`: a Fraction (a lower bound on it, the solution proven
-    nonnegative), False (proven to have a negative entry) or None (not settled: solve exactly)."""
-    A_int, scale = _dual_matrix(codes, signs, D)
+def _enclosed_weights(codes, signs, values, D, pin=None):
+    r"""The bound proven by the unique solution of a square dual system on ``codes``, settled by
+    :func:`enclose_solution`: a Fraction (a lower bound on it, the solution proven nonnegative),
+    False (proven to have a negative entry) or None (not settled: solve exactly).
+
+    The system is the dual equalities on M + 2 codes, or on M + 3 codes with the row
+    :math:`\sum_r \mathrm{values}_r y_r = \mathrm{pin}` added, whose solution then proves
+    exactly ``pin``."""
     approximate = np.vstack([(signs[:, None] * (codes @ D)).T, signs, np.ones(len(signs))])
-    enclosure = enclose_solution(A_int, scale, [0] * (len(codes) - 1) + [1], approximate)
+    b = np.zeros(len(approximate))
+    b[-1] = 1.0
+    if pin is not None:
+        approximate, b = np.vstack([approximate, values]), np.r_[b, pin]
+    A_int, scale = _dual_matrix(codes, signs, D, None if pin is None else values)
+    enclosure = enclose_solution(A_int, scale, b, approximate)
     if enclosure is None:
         return None
     x, radius = enclosure
@@ -366,6 +386,8 @@ def _enclosed_weights(codes, signs, values, D):
         return False
     if Fraction(float(x.min())) < radius:
         return None
+    if pin is not None:
+        return Fraction(float(pin))
     v_int, v_exponent = to_integers(values)
     x_int, x_exponent = to_integers(x)
     value = _shifted(sum(int(a) * int(c) for a, c in zip(v_int, x_int)), int(v_exponent) + int(x_exponent))
@@ -480,15 +502,11 @@ def l1_representation_bound(others, atom, support) -> Fraction | None:
         square = support + _independent_rows(others, support, n_dims - len(support))
     rows = others[square]
     if len(square) == n_dims >= ENCLOSURE_MIN_SIZE:
-        stacked, exponent = exact_matrix(np.vstack([rows, atom]).T)  # [D_S^T | d] = stacked 2^e
-        n = len(square)
-        entries = stacked.entries()
-        A_int = flint.fmpz_mat([entries[k * (n + 1):k * (n + 1) + n] for k in range(n)])
-        b = [int(entries[k * (n + 1) + n]) for k in range(n)]
-        enclosure = enclose_solution(A_int, 0, b, np.ldexp(rows.T, -exponent))  # D_S^T c = d as A_int c = b
+        A_int, exponent = exact_matrix(rows.T)  # D_S^T c = d, D_S^T = A_int 2^e
+        enclosure = enclose_solution(A_int, exponent, np.asarray(atom, dtype=np.float64), rows.T)
         if enclosure is not None:
             c, radius = enclosure
-            return sum((abs(Fraction(float(v))) for v in c), Fraction(0)) + n * radius
+            return sum((abs(Fraction(float(v))) for v in c), Fraction(0)) + len(square) * radius
     representation = exact_l1_representation(others, atom, support)
     return None if representation is None else sum((abs(v) for v in representation), Fraction(0))
 

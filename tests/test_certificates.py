@@ -304,3 +304,41 @@ def test_l1_representation_bound_is_sound_and_tight_also_on_a_degenerate_support
     # well conditioned: the enclosure costs a few ulps of the norm per row
     assert float(bound - norm) <= 64 * 8 * certificates.UNIT_ROUNDOFF * float(norm)
     assert abs(float(norm) - coefficients.sum()) <= 1e-9 * coefficients.sum()
+
+
+@settings(max_examples=25, deadline=None)
+@given(small_problems(), st.integers(0, 2**31), st.floats(-0.05, 0.05))
+def test_enclosed_dual_weights_agree_with_flints_exact_solve(problem, seed, shift):
+    # Square systems: the certificate's codes (M + 2 of them when nondegenerate) and, pinned, those
+    # plus one more code with the bound equation added. Whatever the enclosure concludes (a bound,
+    # "a weight is negative", or nothing), the exact solution computed by python-flint agrees.
+    D, K, magnitudes = problem
+    result = relu_minimax_gap(D, K, magnitudes=magnitudes)
+    rng = np.random.default_rng(seed)
+    n_dims = D.shape[1]
+    for certificate in result.certificates:
+        sign = np.where(certificate.kinds == KIND_LOWER, 1.0, -1.0)
+        labels = certificate.codes[:, certificate.latent]
+        values = np.where(certificate.kinds == KIND_LOWER, labels, np.where(certificate.kinds == KIND_UPPER, -labels, 0.0))
+        codes, pin = certificate.codes, None
+        if len(codes) == n_dims + 2 and rng.random() < 0.5:
+            extra = enumerate_codes(D.shape[0], K, magnitudes=magnitudes)[[rng.integers(0, 2)]]
+            codes, sign, values = np.vstack([codes, extra]), np.r_[sign, -1.0], np.r_[values, 0.0]
+            pin = float(values[:-1] @ certificate.weights / certificate.weights.sum()) * (1 + shift)
+        if len(codes) != n_dims + 2 + (pin is not None):
+            continue
+        settled = certificates._enclosed_weights(codes, sign, values, D, pin)
+        A_int, exponent = certificates._dual_matrix(codes, sign, D, None if pin is None else values)
+        target = [Fraction(0)] * n_dims + [Fraction(0), Fraction(1)] + ([Fraction(pin)] if pin is not None else [])
+        A = flint.fmpq_mat(A_int) * flint.fmpq(2) ** int(exponent)
+        if flint.fmpz_mat(A_int).det() == 0:
+            assert settled is None  # an enclosure proves A nonsingular
+            continue
+        y = A.solve(flint.fmpq_mat([[flint.fmpq(t.numerator, t.denominator)] for t in target]))
+        y = [Fraction(int(y[k, 0].p), int(y[k, 0].q)) for k in range(len(target))]
+        if settled is False:
+            assert min(y) < 0
+        elif settled is not None:
+            assert min(y) >= 0
+            proven = sum(Fraction(float(v)) * w for v, w in zip(values, y))
+            assert settled <= proven and (pin is None or settled == proven == Fraction(pin))

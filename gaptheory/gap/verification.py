@@ -210,7 +210,7 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     free, _ = scipy.optimize.nnls(A, target, maxiter=50 * len(y))
     scale = np.abs(A).sum(axis=1).max()
     residual = float(np.abs(A @ pinned - target).max()) / scale
-    exact = certificates.exact_dual_weights(Z, sign, value, D, [pinned, y, free])
+    exact = certificates.exact_dual_weights(Z, sign, value, D, [pinned, y, free], pin=claimed)
     proven_codes = proven_kinds = None
     if exact is None and codes is None and k >= 2:
         exact, proven_codes, proven_kinds = _corrected(Z, kinds, sign, value, D, i, hi, [pinned, y])

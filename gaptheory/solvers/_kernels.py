@@ -298,28 +298,41 @@ def lars_path(C, G, D, direct, alpha, nonnegative, max_events, gamma_floor_rel, 
         events, done, ok = 1, False, True
         while True:
             _cholesky_solve(L, n, sg, w)
+            # a = G_{:A} w, two Gram rows per pass over the atoms
+            g0 = rows[0] if direct else G[sup[0]]
+            w0 = w[0]
             for i in range(n_atoms):
-                a[i] = 0.0
-            for k in range(n):
-                wk = w[k]
-                g = rows[k] if direct else G[sup[k]]
+                a[i] = w0 * g0[i]
+            for k in range(1, n - 1, 2):
+                g0, g1 = (rows[k], rows[k + 1]) if direct else (G[sup[k]], G[sup[k + 1]])
+                w0, w1 = w[k], w[k + 1]
                 for i in range(n_atoms):
-                    a[i] += wk * g[i]
+                    a[i] += w0 * g0[i] + w1 * g1[i]
+            if n % 2 == 0:
+                g0 = rows[n - 1] if direct else G[sup[n - 1]]
+                w0 = w[n - 1]
+                for i in range(n_atoms):
+                    a[i] += w0 * g0[i]
             floor = gamma_floor_rel * lam
             gamma = lam - alpha
             kind, who, new_sign = 0, 0, dt(1.0)  # 0: end, 1: entry, 2: drop
+            # The step to each inactive atom's event is (lam -+ r_i) / (1 -+ a_i); a candidate is
+            # screened by the products gamma * den and floor * den (den > 0) and divided only
+            # when it is kept, which takes the divisions off the scan over the atoms.
             for i in range(n_atoms):
                 if active[i]:
                     continue
                 den = 1.0 - a[i]
-                if den > 0.0:
-                    g_up = (lam - r[i]) / den
+                num = lam - r[i]
+                if den > 0.0 and num < gamma * den and num > floor * den:
+                    g_up = num / den
                     if g_up > floor and g_up < gamma:
                         gamma, kind, who, new_sign = g_up, 1, i, dt(1.0)
                 if not nonnegative:
                     den = 1.0 + a[i]
-                    if den > 0.0:
-                        g_dn = (lam + r[i]) / den
+                    num = lam + r[i]
+                    if den > 0.0 and num < gamma * den and num > floor * den:
+                        g_dn = num / den
                         if g_dn > floor and g_dn < gamma:
                             gamma, kind, who, new_sign = g_dn, 1, i, dt(-1.0)
             for k in range(n):

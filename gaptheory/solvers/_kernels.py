@@ -466,19 +466,26 @@ def lasso_finish(X, D, G, C, direct, alpha, nonnegative, support, signs, n_activ
         if direct:
             for i in range(n_atoms):  # c - z_S G_S = (x - z_S D_S) D^T
                 corr[i] = _dot(D[i], rv)
-        else:
+        else:  # c - z_S G_S, two Gram rows per pass over the atoms
             for i in range(n_atoms):
                 corr[i] = C[b, i]
-            for s in range(n):
-                v = out[s]
-                g = G[support[b, s]]
+            for s in range(0, n - 1, 2):
+                v0, v1, g0, g1 = out[s], out[s + 1], G[support[b, s]], G[support[b, s + 1]]
                 for i in range(n_atoms):
-                    corr[i] -= v * g[i]
+                    corr[i] -= v0 * g0[i] + v1 * g1[i]
+            if n % 2:
+                v0, g0 = out[n - 1], G[support[b, n - 1]]
+                for i in range(n_atoms):
+                    corr[i] -= v0 * g0[i]
         worst = 0.0
-        for i in range(n_atoms):
-            v = corr[i] if nonnegative else abs(corr[i])
-            if v > worst:
-                worst = v
+        if nonnegative:
+            for i in range(n_atoms):
+                v = corr[i]
+                worst = v if v > worst else worst
+        else:
+            for i in range(n_atoms):
+                v = abs(corr[i])
+                worst = v if v > worst else worst
         scale = min(1.0, alpha / max(worst, tiny))
         rr, xt = 0.0, 0.0
         for m in range(n_dims):

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
                         help="[lo, hi] of the code set: percentiles of the nonzero code entries")
     parser.add_argument("--latents", type=int, default=16, help="how many of the most often active latents (0: all)")
     parser.add_argument("--block", type=int, default=32, help="latents per saved block of results")
+    parser.add_argument("--saved-only", action="store_true",
+                        help="solve nothing: summarise the blocks already saved in --out/gap (a run in progress)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -90,8 +92,13 @@ def main(argv=None) -> int:
     latents = np.sort(np.argsort(-frequency, kind="stable")[: args.latents or N])
 
     start = time.perf_counter()
-    blocks = [_certified_block(out / "gap", D, k, (lo, hi), block, args.jobs)
+    blocks = [_certified_block(out / "gap", D, k, (lo, hi), block, args.jobs, args.saved_only)
               for block in np.array_split(latents, max(1, -(-len(latents) // args.block)))]
+    blocks = [block for block in blocks if block is not None]
+    if not blocks:
+        print(f"no saved blocks in {out / 'gap'}", file=sys.stderr)
+        return 1
+    latents = np.concatenate([np.asarray(block["latents"], dtype=np.int64) for block in blocks])
     gap_seconds = time.perf_counter() - start
     merged = {name: np.concatenate([np.asarray(b[name]) for b in blocks])
               for name in ("eps", "exact", "certified_lower", "t2_bound", "W_enc", "b_enc")}
@@ -107,7 +114,8 @@ def main(argv=None) -> int:
         "N": N, "M": M, "K": k, "magnitudes": [lo, hi], "percentiles": list(args.percentiles),
         "train": {"steps": args.steps, "seconds": train_seconds, "median_l0": float(np.median(l0)),
                   "explained_variance_test": explained_variance(X_test, sae.decode(sae.encode(X_test)))},
-        "latents": latents.tolist(), "test_codes_in_the_code_set": float(in_set.mean()),
+        "latents": latents.tolist(), "n_latents_certified": len(latents),
+        "test_codes_in_the_code_set": float(in_set.mean()),
         "eps_star": _stats(eps), "certified_exact": int(exact.sum()),
         "certified_lower": _stats(certified), "t2_bound": _stats(merged["t2_bound"]),
         "sae_worst_case": _stats(sae_worst), "sae_error_on_test_codes": _stats(sae_on_data),
@@ -121,11 +129,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _certified_block(folder: Path, D, k, magnitudes, latents, jobs) -> dict:
-    """``certify_gap`` on ``latents``, kept in ``folder`` (atomically written; reread on a rerun)."""
+def _certified_block(folder: Path, D, k, magnitudes, latents, jobs, saved_only=False) -> dict | None:
+    """``certify_gap`` on ``latents``, kept in ``folder`` (atomically written; reread on a rerun);
+    with ``saved_only`` only a saved block is read (None when there is none)."""
     path = folder / f"latents_{int(latents[0])}_{int(latents[-1])}_{len(latents)}.json"
     if path.exists():
         return json.loads(path.read_text())
+    if saved_only:
+        return None
     report = certify_gap(D, k, magnitudes=magnitudes, n_jobs=jobs, latents=latents)
     result = report.result
     block = {"latents": latents.tolist(), "eps": result.eps[latents].tolist(),

@@ -438,7 +438,7 @@ def lasso_finish(X, D, G, C, direct, alpha, nonnegative, support, signs, n_activ
         n = n_active[b]
         for s in range(n):
             rhs[s] = C[b, support[b, s]] - alpha * signs[b, s]
-            for t in range(n):
+            for t in range(s + 1):  # the lower triangle of G_SS: all that _cholesky reads
                 if direct:
                     A[s, t] = _dot(D[support[b, s]], D[support[b, t]])
                 else:

@@ -11,6 +11,7 @@ from gaptheory.gap import (
     ENCODER_ATOL,
     KIND_ZERO,
     GapCertificate,
+    JumpReLUEncoder,
     MinimaxEncoder,
     _support_decomposition,
     atom_l1_cost,
@@ -21,6 +22,7 @@ from gaptheory.gap import (
     relu_minimax_gap,
     relu_minimax_gap_codes,
     verify_certificate,
+    worst_case_codes,
     worst_case_error,
 )
 from gaptheory.instances import random_dictionary
@@ -117,6 +119,84 @@ def test_worst_case_error_is_the_max_over_the_code_set(instance, seed, magnitude
     assert (code_set_error(encoder, D, np.where(vertices > 0, scaled, 0.0)) <= exact + IDENTITY_ATOL).all()
     if magnitudes[0] == magnitudes[1]:
         assert np.abs(code_set_error(encoder, D, vertices) - exact).max() <= IDENTITY_ATOL
+
+
+def _grid_codes(n_latents: int, k: int, lo: float, hi: float, points: int) -> np.ndarray:
+    """Every code with at most k nonzeros, each on a grid of ``points`` values in [lo, hi]."""
+    values = np.linspace(lo, hi, points)
+    vertices = enumerate_codes(n_latents, k, magnitudes=(1.0, 1.0))
+    codes = []
+    for support in vertices:
+        (active,) = np.nonzero(support)
+        if len(active) == 0:
+            codes.append(np.zeros((1, n_latents)))
+            continue
+        grid = np.stack(np.meshgrid(*([values] * len(active)), indexing="ij"), -1).reshape(-1, len(active))
+        block = np.zeros((len(grid), n_latents))
+        block[:, active] = grid
+        codes.append(block)
+    return np.concatenate(codes)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 4), st.integers(1, 2), st.integers(0, 2**31), st.sampled_from([(0.5, 1.5), (1.0, 3.0)]))
+def test_jumprelu_worst_case_error_is_the_sup_over_the_code_set(n_latents, k, seed, magnitudes):
+    # A grid of every code's magnitudes: no grid point errs by more than the closed form, and the
+    # best grid point is within one step of it (the error is linear in v_i with slope at most
+    # 1 + |u_i| on each side of the jump; the other latents' worst values, 0 and hi, are on the grid).
+    rng = np.random.default_rng(seed)
+    D = random_dictionary(n_latents, 2, seed=seed)
+    lo, hi = magnitudes
+    encoder = JumpReLUEncoder(W_enc=rng.normal(size=(2, n_latents)), b_enc=rng.normal(size=n_latents) * 0.3,
+                              threshold=rng.uniform(0.0, 1.0, size=n_latents))
+    exact = worst_case_error(encoder, D, k, magnitudes=magnitudes)
+    points = 201
+    grid = code_set_error(encoder, D, _grid_codes(n_latents, k, lo, hi, points))
+    slope = 1.0 + np.abs(D @ encoder.W_enc).max(axis=0) * hi
+    assert (grid <= exact + IDENTITY_ATOL).all()
+    assert (exact - grid <= slope * (hi - lo) / (points - 1) + IDENTITY_ATOL).all()
+
+
+def test_jumprelu_error_counts_both_sides_of_the_jump():
+    # One latent, u = 1, b = 0, threshold 0.8, codes {0} U [0.5, 1.5]: v at or below 0.8 reads 0
+    # (error v, at most 0.8, attained at the jump); the ReLU reads every v exactly.
+    D = np.array([[1.0]])
+    under = JumpReLUEncoder(W_enc=np.array([[1.0]]), b_enc=np.zeros(1), threshold=np.array([0.8]))
+    assert worst_case_error(under, D, 1, magnitudes=(0.5, 1.5)).tolist() == [0.8]
+    assert worst_case_error(MinimaxEncoder(np.array([[1.0]]), np.zeros(1)), D, 1, magnitudes=(0.5, 1.5)).tolist() == [0.0]
+    assert under.encode([[0.8], [0.81]]).tolist() == [[0.0], [0.81]]
+    # u = 0.5, b = 0.9, threshold 1, codes {0} U [0.1, 1.5]: just above v = 0.2 the latent reads
+    # 0.5 v + 0.9 > 1, so the over-estimate approaches 1 - 0.2 = 0.8 (a supremum, not attained).
+    over = JumpReLUEncoder(W_enc=np.array([[0.5]]), b_enc=np.array([0.9]), threshold=np.array([1.0]))
+    assert worst_case_error(over, D, 1, magnitudes=(0.1, 1.5))[0] == pytest.approx(0.8, abs=1e-15)
+    assert code_set_error(over, D, [[0.2 + 1e-9]])[0] == pytest.approx(0.8, abs=1e-8)
+    assert code_set_error(over, D, [[0.1], [0.2], [1.5]]).max() < 0.21
+
+
+@settings(max_examples=15, deadline=None)
+@given(small_instances(), st.integers(0, 2**31), st.sampled_from([(1.0, 1.0), (0.5, 1.5), (1.0, 3.0)]))
+def test_worst_case_codes_attain_the_worst_case_error(instance, seed, magnitudes):
+    D, K = instance
+    rng = np.random.default_rng(seed)
+    N, M = D.shape
+    encoder = MinimaxEncoder(W_enc=rng.normal(size=(M, N)), b_enc=rng.normal(size=N) * 0.3)
+    codes = worst_case_codes(encoder, D, K, magnitudes=magnitudes)
+    lo, hi = magnitudes
+    nonzero = codes[codes != 0]
+    assert codes.shape == (N, N) and ((codes != 0).sum(axis=1) <= K).all()
+    assert ((nonzero >= lo) & (nonzero <= hi)).all()
+    errors = np.abs(encoder.encode(codes @ D) - codes)
+    np.testing.assert_allclose(np.diag(errors), worst_case_error(encoder, D, K, magnitudes=magnitudes),
+                               rtol=0, atol=IDENTITY_ATOL)
+
+
+def test_thresholds_are_checked():
+    D, encoder = np.eye(2), MinimaxEncoder(np.eye(2), np.zeros(2))
+    with pytest.raises(ValueError, match="threshold must be a nonnegative array"):
+        worst_case_error(JumpReLUEncoder(np.eye(2), np.zeros(2), np.array([0.1, -0.1])), D, 1)
+    with pytest.raises(TypeError, match="takes a ReLU encoder"):
+        worst_case_codes(JumpReLUEncoder(np.eye(2), np.zeros(2), np.zeros(2)), D, 1)
+    assert worst_case_codes(encoder, D, 1).shape == (2, 2)
 
 
 @settings(max_examples=8, deadline=None)

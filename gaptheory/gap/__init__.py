@@ -20,7 +20,8 @@ Every solve returns a :class:`GapCertificate` per latent: binding codes with
 nonnegative weights, read off the LP duals. :func:`verify_certificate` re-derives from
 them, by weak duality and without the solver, a lower bound on :math:`\varepsilon^*_i`;
 :func:`worst_case_error` evaluates the returned encoder exactly on the whole code set
-(closed form, no enumeration). Together they bracket the optimum independently.
+(closed form, no enumeration; a JumpReLU encoder too, :class:`JumpReLUEncoder`), and
+:func:`worst_case_codes` names the codes where a ReLU encoder errs most. Together they bracket the optimum independently.
 
 The package, one module per idea: :mod:`~gaptheory.gap.results` (the encoder and
 :class:`GapResult`), :mod:`~gaptheory.gap.lp` (the T3 and enumeration LPs),
@@ -30,7 +31,7 @@ The package, one module per idea: :mod:`~gaptheory.gap.results` (the encoder and
 latents over processes or an executor).
 """
 
-from .errors import code_set_error, worst_case_error
+from .errors import code_set_error, worst_case_codes, worst_case_error
 from .lower_bound import atom_l1_cost, gap_lower_bound
 from .lp import (
     DUAL_ZERO,
@@ -46,7 +47,7 @@ from .lp import (
 )
 from .parallel import EXECUTOR_TASKS
 from .report import GapProblemSize, GapReport, certify_gap
-from .results import ENCODER_ATOL, GapResult, MinimaxEncoder
+from .results import ENCODER_ATOL, GapResult, JumpReLUEncoder, MinimaxEncoder
 from .verification import KIND_LOWER, KIND_UPPER, KIND_ZERO, CertificateCheck, GapCertificate, verify_certificate
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "KIND_UPPER",
     "KIND_ZERO",
     "MAX_ENUMERATED_CODES",
+    "JumpReLUEncoder",
     "MinimaxEncoder",
     "WORKING_SET_MIN_RATIO",
     "WORKING_SET_START",
@@ -75,5 +77,6 @@ __all__ = [
     "relu_minimax_gap",
     "relu_minimax_gap_codes",
     "verify_certificate",
+    "worst_case_codes",
     "worst_case_error",
 ]

@@ -29,7 +29,7 @@ import scipy.sparse
 from .._validation import check_bool, check_choice, check_codes, check_dictionary, check_int, check_k
 from ..instances import _check_magnitudes
 from ..solvers import Status
-from .errors import _latent_error, code_set_error, worst_case_error
+from .errors import _latent_worst, code_set_error, worst_case_error
 from .parallel import _check_jobs, _map_blocks
 from .results import ENCODER_ATOL, GapResult, MinimaxEncoder, _check_latents
 from .verification import _SIGN, KIND_LOWER, KIND_UPPER, KIND_ZERO, GapCertificate
@@ -216,7 +216,7 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
 
     The LP restricted to codes supported on ``{i} U J`` is the compact LP of ``D[{i} U J]``: a
     relaxation, so its certificate is a valid certificate for the full code set. Its encoder
-    is evaluated exactly on the full set (:func:`_latent_error`); the latents ``j`` outside
+    is evaluated exactly on the full set (:func:`_latent_worst`); the latents ``j`` outside
     ``J`` whose :math:`u_j = d_j \cdot w` would enter a top-K sum (above the K-th largest of
     :math:`u_J^+`, or below minus the (K-1)-th largest of :math:`(-u_J)^+`) are added and the
     LP is solved again, until none is left. At the optimum about M + 1 of the :math:`u_j` sit
@@ -243,7 +243,7 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
         below = _kth_largest(np.maximum(-u[working], 0.0), k - 1) if k > 1 else math.inf
         excess = np.maximum(u[rest] - above, -u[rest] - below)
         entering = rest[excess > 0]
-        if entering.size == 0 or _latent_error(u, i, b, k, lo, hi) <= eps:
+        if entering.size == 0 or _latent_worst(u, i, b, k, lo, hi)[0] <= eps:
             break
         if entering.size > n_dims // 2:  # the most violating first keeps the LPs small
             entering = rest[np.argsort(-excess, kind="stable")[: max(n_dims // 2, 1)]]

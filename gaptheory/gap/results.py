@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..solvers import Status
+from .errors import _activation
 from .parallel import _check_jobs, _map_blocks
 from .verification import _check_block
 
@@ -44,6 +45,33 @@ class MinimaxEncoder:
     def encode(self, X) -> np.ndarray:
         """Map observations (B, M) to codes (B, N)."""
         return np.maximum(np.asarray(X, dtype=np.float64) @ self.W_enc + self.b_enc, 0.0)
+
+
+@dataclass(frozen=True)
+class JumpReLUEncoder:
+    r"""The JumpReLU encoder :math:`f(X W_{enc} + b_{enc})`, :math:`f(t) = t\,[t > \theta]`
+    (SAELens ``jumprelu``; Rajamanoharan et al. 2024, arXiv 2407.14435), for exact evaluation
+    with :func:`~gaptheory.gap.worst_case_error` and :func:`~gaptheory.gap.code_set_error`.
+
+    Attributes
+    ----------
+    W_enc : ndarray of shape (M, N)
+    b_enc : ndarray of shape (N,)
+    threshold : ndarray of shape (N,), nonnegative
+
+    Examples
+    --------
+    >>> JumpReLUEncoder(np.eye(2), np.zeros(2), np.array([0.5, 0.5])).encode([[0.4, 0.6]]).tolist()
+    [[0.0, 0.6]]
+    """
+
+    W_enc: np.ndarray = field(repr=False)
+    b_enc: np.ndarray = field(repr=False)
+    threshold: np.ndarray = field(repr=False)
+
+    def encode(self, X) -> np.ndarray:
+        """Map observations (B, M) to codes (B, N)."""
+        return _activation(np.asarray(X, dtype=np.float64) @ self.W_enc + self.b_enc, self.threshold)
 
 
 @dataclass(frozen=True)

@@ -119,10 +119,15 @@ def solve_exact(A, b) -> list[Fraction] | None:
     p, n = A.shape
     if n == 0:
         return [] if all(v == 0 for v in b) else None
-    augmented = flint.fmpz_mat([[int(v) for v in row] + [int(rhs)] for row, rhs in zip(A, b)])
+    return _solve_augmented(flint.fmpz_mat([[int(v) for v in row] + [int(rhs)] for row, rhs in zip(A, b)]))
+
+
+def _solve_augmented(augmented) -> list[Fraction] | None:
+    """:func:`solve_exact` on the integer matrix ``[A | b]`` (python-flint, at least one column of ``A``)."""
     reduced, denominator, rank = augmented.rref()
     entries = reduced.entries()
-    width = n + 1
+    width = augmented.ncols()
+    n = width - 1
     solution = [Fraction(0)] * n
     column = 0
     den = int(denominator)
@@ -469,8 +474,11 @@ def exact_l1_representation(others, atom, support) -> list[Fraction] | None:
     c : list of Fraction of length N - 1, or None if ``d`` is not exactly in the span of those rows.
     """
     support = list(support)
-    stacked, _ = to_integers(np.vstack([np.asarray(others, dtype=np.float64)[support], atom]))
-    solution = solve_exact(stacked[:-1].T, stacked[-1])
+    if not support:
+        return [Fraction(0)] * len(others) if not np.any(atom) else None
+    # [D_S^T | d] times one power of two: the same solutions.
+    augmented, _ = exact_matrix(np.vstack([np.asarray(others, dtype=np.float64)[support], atom]).T)
+    solution = _solve_augmented(augmented)
     if solution is None:
         return None
     c = [Fraction(0)] * len(others)
@@ -522,5 +530,5 @@ def _independent_rows(others: np.ndarray, support: list, count: int) -> list:
 
 def in_span_exact(others, atom) -> bool:
     r"""Whether :math:`d \in \mathrm{span}\{\text{rows of } D_{-i}\}` exactly (equal ranks)."""
-    stacked, _ = to_integers(np.vstack([np.asarray(others, dtype=np.float64), atom]))
-    return flint.fmpz_mat(stacked[:-1].tolist()).rank() == flint.fmpz_mat(stacked.tolist()).rank()
+    others = np.asarray(others, dtype=np.float64)
+    return exact_matrix(others)[0].rank() == exact_matrix(np.vstack([others, atom]))[0].rank()

@@ -494,3 +494,27 @@ def test_certify_gap_on_a_subset_of_latents_matches_the_full_report():
     others = np.setdiff1d(np.arange(10), [2, 6])
     assert np.isnan(subset.t2_bound[others]).all() and np.isnan(subset.result.eps[others]).all()
     assert np.isnan(gap_lower_bound(D, latents=[1])[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_encoder_off_its_optimal_face_is_polished_back(monkeypatch, seed):
+    # HiGHS meets the binding constraints only to its primal tolerance; a miss of 1e-6 on (w, b)
+    # (ten times ENCODER_ATOL) would mark the latent failed. The least-squares move onto the face
+    # the certificate names restores an encoder whose exact worst case is eps to round-off.
+    import gaptheory.gap.lp as lp
+
+    D = random_dictionary(10, 5, seed=seed)
+    rng = np.random.default_rng(seed)
+    solve = lp._solve_latents
+
+    def perturbed(*args, **kwargs):
+        return [(eps, w + 1e-6 * rng.normal(size=w.shape), b, certificate)
+                for eps, w, b, certificate in solve(*args, **kwargs)]
+
+    reference = relu_minimax_gap(D, 2, magnitudes=(0.5, 1.5))
+    monkeypatch.setattr(lp, "_solve_latents", perturbed)
+    result = relu_minimax_gap(D, 2, magnitudes=(0.5, 1.5))
+    assert result.success and (result.exact == reference.exact).all() and reference.exact.any()
+    errors = worst_case_error(result.encoder, D, 2, magnitudes=(0.5, 1.5))
+    assert np.abs(errors - result.eps).max() <= IDENTITY_ATOL
+    np.testing.assert_array_equal(result.eps, reference.eps)

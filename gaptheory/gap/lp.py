@@ -430,8 +430,34 @@ def relu_minimax_gap(
     attained = worst_case_error(encoder, D, k, magnitudes=(lo, hi), _checked=True)
     solved = np.zeros(n_latents, dtype=bool)
     solved[latents] = True
+    for certificate in certificates:
+        i = certificate.latent
+        if not attained[i] <= eps[i] + ENCODER_ATOL:
+            polished = _polished_encoder(D, certificate, encoder.W_enc[:, i], encoder.b_enc[i], eps[i])
+            error = _latent_worst(D @ polished[0], i, polished[1], k, lo, hi)[0]
+            if error < attained[i]:
+                encoder.W_enc[:, i], encoder.b_enc[i], attained[i] = polished[0], polished[1], error
     status[solved & ~(attained <= eps + ENCODER_ATOL)] = Status.NUMERICAL
     return _finish(eps, encoder, certificates, status, solved, lo, k, (lo, hi), method, start, D)
+
+
+def _polished_encoder(D: np.ndarray, certificate: GapCertificate, w: np.ndarray, b: float, eps: float):
+    r"""``(w, b)`` moved the least (in norm) onto the constraints the certificate says are binding.
+
+    At the LP optimum each code ``r`` with a positive dual weight holds its constraint with
+    equality, :math:`t_r = w \cdot (z_r D) + b = \varepsilon` (zero), :math:`v_r - \varepsilon`
+    (lower) or :math:`v_r + \varepsilon` (upper); the simplex meets them only to its primal
+    tolerance, which the encoder's exact worst case can exceed by more than ``ENCODER_ATOL``.
+    The least-squares correction of :math:`(w, b)` with ``eps`` fixed puts the encoder back on
+    that face; the caller keeps it only if its exact worst case is smaller.
+    """
+    binding = certificate.weights > DUAL_ZERO
+    codes, kinds = certificate.codes[binding], certificate.kinds[binding]
+    labels = codes[:, certificate.latent]
+    target = np.where(kinds == KIND_ZERO, eps, np.where(kinds == KIND_LOWER, labels - eps, labels + eps))
+    A = np.hstack([codes @ D, np.ones((len(codes), 1))])
+    step = np.linalg.lstsq(A, target - A @ np.r_[w, b], rcond=None)[0]
+    return w + step[:-1], b + step[-1]
 
 
 def _magnitude_scale(largest: float) -> float:

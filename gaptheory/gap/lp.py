@@ -433,7 +433,8 @@ def relu_minimax_gap(
     for certificate in certificates:
         i = certificate.latent
         if not attained[i] <= eps[i] + ENCODER_ATOL:
-            polished = _polished_encoder(D, certificate, encoder.W_enc[:, i], encoder.b_enc[i], eps[i])
+            polished = _polished_encoder(D, certificate, encoder.W_enc[:, i], encoder.b_enc[i], eps[i],
+                                         attained[i] - eps[i])
             error = _latent_worst(D @ polished[0], i, polished[1], k, lo, hi)[0]
             if error < attained[i]:
                 encoder.W_enc[:, i], encoder.b_enc[i], attained[i] = polished[0], polished[1], error
@@ -441,7 +442,7 @@ def relu_minimax_gap(
     return _finish(eps, encoder, certificates, status, solved, lo, k, (lo, hi), method, start, D)
 
 
-def _polished_encoder(D: np.ndarray, certificate: GapCertificate, w: np.ndarray, b: float, eps: float):
+def _polished_encoder(D: np.ndarray, certificate: GapCertificate, w: np.ndarray, b: float, eps: float, miss: float):
     r"""``(w, b)`` moved the least (in norm) onto the constraints the certificate says are binding.
 
     At the LP optimum each code ``r`` with a positive dual weight holds its constraint with
@@ -449,14 +450,17 @@ def _polished_encoder(D: np.ndarray, certificate: GapCertificate, w: np.ndarray,
     (lower) or :math:`v_r + \varepsilon` (upper); the simplex meets them only to its primal
     tolerance, which the encoder's exact worst case can exceed by more than ``ENCODER_ATOL``.
     The least-squares correction of :math:`(w, b)` with ``eps`` fixed puts the encoder back on
-    that face; the caller keeps it only if its exact worst case is smaller.
+    that face. Codes whose weight is round-off (positive, yet the constraint is off by more
+    than ten times ``miss``, the encoder's excess over ``eps``, or ``ENCODER_ATOL``) are left
+    out. The caller keeps the result only if its exact worst case is smaller.
     """
-    binding = certificate.weights > DUAL_ZERO
-    codes, kinds = certificate.codes[binding], certificate.kinds[binding]
-    labels = codes[:, certificate.latent]
+    labels = certificate.codes[:, certificate.latent]
+    kinds = certificate.kinds
     target = np.where(kinds == KIND_ZERO, eps, np.where(kinds == KIND_LOWER, labels - eps, labels + eps))
-    A = np.hstack([codes @ D, np.ones((len(codes), 1))])
-    step = np.linalg.lstsq(A, target - A @ np.r_[w, b], rcond=None)[0]
+    A = np.hstack([certificate.codes @ D, np.ones((len(labels), 1))])
+    residual = target - A @ np.r_[w, b]
+    binding = (certificate.weights > DUAL_ZERO) & (np.abs(residual) <= 10 * max(miss, ENCODER_ATOL))
+    step = np.linalg.lstsq(A[binding], residual[binding], rcond=None)[0]
     return w + step[:-1], b + step[-1]
 
 

@@ -104,14 +104,27 @@ def test_lp_is_invariant_to_permuting_atoms(instance, data):
     assert np.abs(relu_minimax_gap(D[permutation], K).eps - relu_minimax_gap(D, K).eps[permutation]).max() <= LP_ATOL
 
 
-@settings(max_examples=15, deadline=None)
-@given(small_instances(), st.integers(0, 2**31), st.sampled_from([(1.0, 1.0), (0.5, 1.5), (1.0, 3.0)]))
-def test_worst_case_error_is_the_max_over_the_code_set(instance, seed, magnitudes):
-    D, K = instance
-    rng = np.random.default_rng(seed)
+@st.composite
+def random_encoders(draw):
+    """(D, K, a random ReLU encoder, magnitudes, the generator that drew it)."""
+    D, K = draw(small_instances())
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     N, M = D.shape
     encoder = MinimaxEncoder(W_enc=rng.normal(size=(M, N)), b_enc=rng.normal(size=N) * 0.3)
+    return D, K, encoder, draw(st.sampled_from([(1.0, 1.0), (0.5, 1.5), (1.0, 3.0)])), rng
+
+
+@settings(max_examples=15, deadline=None)
+@given(random_encoders())
+def test_worst_case_error_is_the_max_over_the_code_set_and_worst_case_codes_attain_it(case):
+    D, K, encoder, magnitudes, rng = case
+    N = D.shape[0]
     exact = worst_case_error(encoder, D, K, magnitudes=magnitudes)
+    codes = worst_case_codes(encoder, D, K, magnitudes=magnitudes)
+    nonzero = codes[codes != 0]
+    assert codes.shape == (N, N) and ((codes != 0).sum(axis=1) <= K).all()
+    assert ((nonzero >= magnitudes[0]) & (nonzero <= magnitudes[1])).all()
+    np.testing.assert_allclose(np.diag(np.abs(encoder.encode(codes @ D) - codes)), exact, rtol=0, atol=IDENTITY_ATOL)
     vertices = enumerate_codes(N, K, magnitudes=magnitudes)
     assert (code_set_error(encoder, D, vertices) <= exact + IDENTITY_ATOL).all()
     # Interior magnitudes: every code of the box set errs by at most the closed form.
@@ -171,23 +184,6 @@ def test_jumprelu_error_counts_both_sides_of_the_jump():
     assert worst_case_error(over, D, 1, magnitudes=(0.1, 1.5))[0] == pytest.approx(0.8, abs=1e-15)
     assert code_set_error(over, D, [[0.2 + 1e-9]])[0] == pytest.approx(0.8, abs=1e-8)
     assert code_set_error(over, D, [[0.1], [0.2], [1.5]]).max() < 0.21
-
-
-@settings(max_examples=15, deadline=None)
-@given(small_instances(), st.integers(0, 2**31), st.sampled_from([(1.0, 1.0), (0.5, 1.5), (1.0, 3.0)]))
-def test_worst_case_codes_attain_the_worst_case_error(instance, seed, magnitudes):
-    D, K = instance
-    rng = np.random.default_rng(seed)
-    N, M = D.shape
-    encoder = MinimaxEncoder(W_enc=rng.normal(size=(M, N)), b_enc=rng.normal(size=N) * 0.3)
-    codes = worst_case_codes(encoder, D, K, magnitudes=magnitudes)
-    lo, hi = magnitudes
-    nonzero = codes[codes != 0]
-    assert codes.shape == (N, N) and ((codes != 0).sum(axis=1) <= K).all()
-    assert ((nonzero >= lo) & (nonzero <= hi)).all()
-    errors = np.abs(encoder.encode(codes @ D) - codes)
-    np.testing.assert_allclose(np.diag(errors), worst_case_error(encoder, D, K, magnitudes=magnitudes),
-                               rtol=0, atol=IDENTITY_ATOL)
 
 
 def test_thresholds_are_checked():

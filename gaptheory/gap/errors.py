@@ -114,8 +114,9 @@ def worst_case_codes(encoder, D, k: int, *, magnitudes=(1.0, 1.0)) -> np.ndarray
     Returns
     -------
     codes : ndarray of shape (N, N)
-        ``code_set_error(encoder, D, codes)[i]`` is at least ``codes``'s row-``i`` error, which
-        equals ``worst_case_error(encoder, D, k, magnitudes=magnitudes)[i]``.
+        Row ``i`` attains latent ``i``'s worst case: its error there,
+        ``|encoder.encode(codes[i] @ D)[i] - codes[i, i]|``, equals
+        ``worst_case_error(encoder, D, k, magnitudes=magnitudes)[i]`` to round-off.
 
     Examples
     --------

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gaptheory import metrics
 from gaptheory._validation import times_power_of_two
-from gaptheory.gap import relu_minimax_gap, worst_case_error
+from gaptheory.gap import JumpReLUEncoder, relu_minimax_gap, worst_case_error
 from gaptheory.instances import make_instance, random_dictionary
 
 U = np.finfo(np.float64).eps / 2
@@ -89,6 +89,14 @@ def test_the_gap_scales_with_the_code_magnitudes(seed, c, k):
     scaled_encoder = type(encoder)(W_enc=encoder.W_enc, b_enc=c * encoder.b_enc)
     np.testing.assert_allclose(worst_case_error(scaled_encoder, D, k, magnitudes=(0.5 * c, 1.5 * c)) / c,
                                worst_case_error(encoder, D, k, magnitudes=(0.5, 1.5)),
+                               rtol=8 * gamma(4 * 7), atol=8 * gamma(4 * 7) * 1.5)
+    # So is a JumpReLU's, with its threshold scaled by c too (a comparison pre > threshold that the
+    # scaling's rounding could flip needs the two equal to round-off, which random thresholds are not).
+    threshold = np.random.default_rng(seed).uniform(0.05, 0.5, size=7)
+    jump = JumpReLUEncoder(W_enc=encoder.W_enc, b_enc=encoder.b_enc, threshold=threshold)
+    scaled_jump = JumpReLUEncoder(W_enc=encoder.W_enc, b_enc=c * encoder.b_enc, threshold=c * threshold)
+    np.testing.assert_allclose(worst_case_error(scaled_jump, D, k, magnitudes=(0.5 * c, 1.5 * c)) / c,
+                               worst_case_error(jump, D, k, magnitudes=(0.5, 1.5)),
                                rtol=8 * gamma(4 * 7), atol=8 * gamma(4 * 7) * 1.5)
 
 

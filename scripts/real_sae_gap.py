@@ -68,6 +68,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name, value, minimum in (("--tokens", args.tokens, 2), ("--expansion", args.expansion, 1),
+                                 ("--steps", args.steps, 1), ("--k", args.k, 1), ("--latents", args.latents, 0),
+                                 ("--block", args.block, 1), ("--jobs", args.jobs, 1)):
+        if value < minimum:
+            parser.error(f"{name} must be at least {minimum}; got {value}.")
+    if not 0 <= args.percentiles[0] <= args.percentiles[1] <= 100:
+        parser.error(f"--percentiles must be LO HI with 0 <= LO <= HI <= 100; got {list(args.percentiles)}.")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,12 +88,16 @@ def main(argv=None) -> int:
     X, X_test = X / scale, X_test / scale
     M = X.shape[1]
     N = args.expansion * M
-    sae_class, cfg, name = {
-        "relu": (SparseAutoencoder, SAEConfig(N=N, M=M, l1_coefficient=args.l1_coefficient), f"l1_{args.l1_coefficient}"),
-        "topk": (TopKSAE, TopKSAEConfig(N=N, M=M, K=args.k), f"topk_k_{args.k}"),
-        "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig(N=N, M=M, l0_coefficient=args.l0_coefficient),
-                     f"jumprelu_l0_{args.l0_coefficient}"),
-    }[args.architecture]
+    try:
+        if args.architecture == "relu":
+            sae_class, cfg, name = SparseAutoencoder, SAEConfig(N=N, M=M, l1_coefficient=args.l1_coefficient), f"l1_{args.l1_coefficient}"
+        elif args.architecture == "topk":
+            sae_class, cfg, name = TopKSAE, TopKSAEConfig(N=N, M=M, K=args.k), f"topk_k_{args.k}"
+        else:
+            sae_class, cfg = JumpReLUSAE, JumpReLUSAEConfig(N=N, M=M, l0_coefficient=args.l0_coefficient)
+            name = f"jumprelu_l0_{args.l0_coefficient}"
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
     saved = out / f"sae_{name}_steps_{args.steps}_seed_{args.seed}"
     start = time.perf_counter()
     if (saved / "cfg.json").exists():

@@ -52,3 +52,15 @@ def test_code_unit_encoder_is_the_sae(name):
     else:
         # The closed-form worst case of the float64 encoder bounds what the SAE does on codes of the set.
         assert (np.abs(observed - U).max(axis=0) <= worst_case_error(encoder, D, 4, magnitudes=(0.5, 2.0)) + 1e-5).all()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--block", "0"], "--block must be at least 1"),
+    (["--latents", "-1"], "--latents must be at least 0"),
+    (["--percentiles", "95", "50"], "--percentiles must be LO HI"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path, capsys, arguments, message):
+    with pytest.raises(SystemExit) as raised:
+        real_sae_gap.main(["--out", str(tmp_path / "run"), *arguments])
+    assert raised.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@ from fractions import Fraction
 from types import SimpleNamespace
 
 import numpy as np
+import scipy.optimize
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -514,3 +515,43 @@ def test_an_encoder_off_its_optimal_face_is_polished_back(monkeypatch, seed):
     errors = worst_case_error(result.encoder, D, 2, magnitudes=(0.5, 1.5))
     assert np.abs(errors - result.eps).max() <= IDENTITY_ATOL
     np.testing.assert_array_equal(result.eps, reference.eps)
+
+
+@pytest.mark.parametrize("g", [lambda e: 0.35 - 0.5 * e, lambda e: max(0.3 - 2.0 * (e - 0.1) ** 2, 0.0)])
+def test_refine_latent_brackets_the_root_of_g(g):
+    # A stand-in LP with value g(e) (nonincreasing): the returned upper end is within REFINE_ATOL
+    # of the root of g(e) = e, its certificate comes from an e with g(e) >= e and its encoder
+    # from one with g(e) <= e.
+    import gaptheory.gap.lp as lp
+
+    calls = []
+
+    def solve(e):
+        calls.append(e)
+        return g(e), np.array([e]), e, ("certificate at", e)
+
+    lo = 0.1
+    eps, w, b, certificate = lp._refine_latent(solve, lo, solve(lo))
+    root = scipy.optimize.brentq(lambda e: g(e) - e, lo, g(lo), xtol=1e-15)
+    low = certificate[1]
+    assert g(low) >= low and g(eps) <= eps and low <= root <= eps
+    assert eps - low <= lp.REFINE_ATOL and w[0] == eps == b
+    assert len(calls) <= 12  # regula falsi (Illinois) converges superlinearly
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 2**31))
+def test_eps_above_lo_is_proven_not_only_lo(seed):
+    # With the code set's low end at 0.1, most latents' eps* is above lo. The plain LP's certificate
+    # can prove only lo there; the refined one proves eps*, and the encoder attains it.
+    D = random_dictionary(10, 5, seed=seed)
+    magnitudes = (0.1, 1.0)
+    plain = certify_gap(D, 2, magnitudes=magnitudes, exact_above_lo=False)
+    refined = certify_gap(D, 2, magnitudes=magnitudes)
+    # Without the refinement some latent above lo is proven only to lo (its lower codes at lo).
+    only_lo = (plain.result.eps > magnitudes[0] + LP_ATOL) & (plain.certified_lower <= magnitudes[0])
+    assert only_lo.any() and not plain.exact[only_lo].any()
+    assert refined.passed and refined.exact.all()
+    assert (refined.result.eps <= plain.result.eps + LP_ATOL).all()
+    attained = worst_case_error(refined.result.encoder, D, 2, magnitudes=magnitudes)
+    assert (attained <= refined.result.eps + LP_ATOL).all()

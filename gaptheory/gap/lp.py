@@ -37,6 +37,10 @@ from .verification import _SIGN, KIND_LOWER, KIND_UPPER, KIND_ZERO, GapCertifica
 
 #: Dual weights (and support fractions) below this are solver noise, dropped from certificates.
 DUAL_ZERO = 1e-12
+#: Width to which :func:`_refine_latent` brackets eps* above lo (at the unit scale of the solve):
+#: a tenth of the agreement ``GapResult.exact`` asks of the certificate and the encoder.
+REFINE_ATOL = 1e-8
+REFINE_MAX_STEPS = 60
 
 #: HiGHS options for the gap LPs: dual feasibility tightened from the 1e-7 default so the
 #: duals that become certificates pick exactly the binding supports (at 1e-7, spikes+DCT
@@ -69,12 +73,17 @@ class _Row:
     inner_sign: float  # +1: S_k(u^+), -1: S_k((-u)^+)
 
 
-def _compact_rows(k: int, n_latents: int, lo: float, hi: float) -> list[_Row]:
+def _compact_rows(k: int, n_latents: int, lo: float, hi: float, lower_from: float | None = None) -> list[_Row]:
+    """The rows of the compact LP; with ``lower_from``, the lower rows only for labels in
+    ``[max(lo, lower_from), hi]`` (the LP :math:`P(e)` of :func:`_refine_latent`)."""
     others = n_latents - 1
     rows = [_Row(KIND_ZERO, 0.0, min(k, others), 1.0)]
-    for label in sorted({lo, hi}):
-        rows.append(_Row(KIND_LOWER, label, min(k - 1, others), -1.0))
-        rows.append(_Row(KIND_UPPER, label, min(k - 1, others), 1.0))
+    lower = sorted({max(lo, lower_from), hi}) if lower_from is not None else sorted({lo, hi})
+    for label in sorted(set(lower) | {lo, hi}):
+        if label in lower:
+            rows.append(_Row(KIND_LOWER, label, min(k - 1, others), -1.0))
+        if label in (lo, hi):
+            rows.append(_Row(KIND_UPPER, label, min(k - 1, others), 1.0))
     return rows
 
 
@@ -211,7 +220,8 @@ def _solve_latent(D: np.ndarray, i: int, rows: list[_Row], hi: float):
     return max(0.0, res.x[n_dims + 1]), res.x[:n_dims], res.x[n_dims], certificate
 
 
-def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: float, guess: np.ndarray):
+def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: float, guess: np.ndarray,
+                              lower_from: float | None = None):
     r"""Latent ``i``'s compact LP by constraint generation over the other latents.
 
     The LP restricted to codes supported on ``{i} U J`` is the compact LP of ``D[{i} U J]``: a
@@ -223,7 +233,8 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
     on the two thresholds, so ``J`` ends near ``WORKING_SET_START * M`` entries instead of N - 1.
 
     ``guess`` (N,) orders the first working set: the :math:`u = D w` of an encoder expected to
-    be close (largest :math:`|u_j|` first).
+    be close (largest :math:`|u_j|` first). ``lower_from`` as in :func:`_compact_rows` (then only
+    the entering test stops the rounds: the exact error counts codes the LP leaves out).
     """
     n_latents, n_dims = D.shape
     others = np.delete(np.arange(n_latents), i)
@@ -231,7 +242,7 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
     working = np.sort(others[np.argsort(-np.abs(guess[others]), kind="stable")[:size]])
     while True:
         sub = np.r_[i, working]
-        outcome = _solve_latent(D[sub], 0, _compact_rows(k, len(sub), lo, hi), hi)
+        outcome = _solve_latent(D[sub], 0, _compact_rows(k, len(sub), lo, hi, lower_from), hi)
         if outcome is None:
             return None
         eps, w, b, certificate = outcome
@@ -243,7 +254,7 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
         below = _kth_largest(np.maximum(-u[working], 0.0), k - 1) if k > 1 else math.inf
         excess = np.maximum(u[rest] - above, -u[rest] - below)
         entering = rest[excess > 0]
-        if entering.size == 0 or _latent_worst(u, i, b, k, lo, hi)[0] <= eps:
+        if entering.size == 0 or (lower_from is None and _latent_worst(u, i, b, k, lo, hi)[0] <= eps):
             break
         if entering.size > n_dims // 2:  # the most violating first keeps the LPs small
             entering = rest[np.argsort(-excess, kind="stable")[: max(n_dims // 2, 1)]]
@@ -260,18 +271,76 @@ def _kth_largest(values: np.ndarray, count: int) -> float:
     return float(np.partition(values, len(values) - count)[len(values) - count])
 
 
-def _solve_latents(D, latents, k, lo, hi, n_jobs: int, working_set: bool, executor=None) -> list:
+def _solve_latents(D, latents, k, lo, hi, n_jobs: int, working_set: bool, executor=None, exact_above_lo=True) -> list:
     """The LP outcome of every latent, in order (see :func:`_map_blocks`)."""
-    return _map_blocks(_solve_block, D, latents, (k, lo, hi, working_set), n_jobs, executor)
+    return _map_blocks(_solve_block, D, latents, (k, lo, hi, working_set, exact_above_lo), n_jobs, executor)
 
 
-def _solve_block(D: np.ndarray, latents: list[int], k: int, lo: float, hi: float, working_set: bool) -> list:
-    if not working_set:
-        rows = _compact_rows(k, D.shape[0], lo, hi)
-        return [_solve_latent(D, i, rows, hi) for i in latents]
+def _solve_block(D: np.ndarray, latents: list[int], k: int, lo: float, hi: float, working_set: bool,
+                 exact_above_lo: bool = True) -> list:
     # u = D pinv(D) e_i: the least-squares encoder of latent i, whose largest |u_j| start the working set.
-    guesses = D @ np.linalg.pinv(D)[:, latents]
-    return [_solve_latent_working_set(D, i, k, lo, hi, guesses[:, column]) for column, i in enumerate(latents)]
+    guesses = D @ np.linalg.pinv(D)[:, latents] if working_set else None
+
+    def solve(column: int, i: int, lower_from=None):
+        if working_set:
+            return _solve_latent_working_set(D, i, k, lo, hi, guesses[:, column], lower_from)
+        return _solve_latent(D, i, _compact_rows(k, D.shape[0], lo, hi, lower_from), hi)
+
+    outcomes = []
+    for column, i in enumerate(latents):
+        outcome = solve(column, i)
+        if exact_above_lo and outcome is not None and outcome[0] >= lo and lo < hi:
+            outcome = _refine_latent(lambda e: solve(column, i, e), lo, outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _refine_latent(solve, lo: float, outcome):
+    r"""The exact :math:`\varepsilon^*` of a latent whose LP value is at least ``lo``.
+
+    There the lower rows are too strict: a code with label :math:`v \le \varepsilon` errs by at
+    most :math:`v` whatever the encoder reads. Let :math:`g(e)` be the value of the LP
+    :math:`P(e)` whose lower rows keep only the labels in :math:`[\max(lo, e), hi]` (by
+    linearity in the label, the rows at its two ends). Any encoder with worst error
+    :math:`\varepsilon < e` meets :math:`P(e)`'s constraints, so
+    :math:`\varepsilon^* \ge \min(e, g(e))`, which :math:`P(e)`'s certificate proves (its lower
+    codes have labels :math:`\ge e`); :math:`P(e)`'s encoder errs by at most
+    :math:`\max(e, g(e))`. ``g`` is nonincreasing, so :math:`g(e) = e` has one root,
+    :math:`\varepsilon^*`, in :math:`[lo, g(lo)]`; it is bracketed by regula falsi (Illinois)
+    to ``REFINE_ATOL``. Returns ``(e_high, w, b, certificate)``: the encoder of the upper end,
+    the certificate of the lower end; the input ``outcome`` (:math:`P(lo)`) if no LP improves it.
+    """
+    low = [lo, outcome[0] - lo, outcome]  # e, h(e) = g(e) - e (scaled by Illinois), P(e)'s outcome
+    high_outcome = solve(outcome[0])
+    if high_outcome is None:
+        return outcome
+    high = [outcome[0], high_outcome[0] - outcome[0], high_outcome]
+    side = 0
+    for _ in range(REFINE_MAX_STEPS):
+        if high[1] >= 0:  # g(e) >= e at the upper end: it is the root
+            low = high
+            break
+        if high[0] - low[0] <= REFINE_ATOL:
+            break
+        e = (low[0] * high[1] - high[0] * low[1]) / (high[1] - low[1])
+        if not low[0] < e < high[0]:
+            e = 0.5 * (low[0] + high[0])
+        found = solve(e)
+        if found is None:
+            break
+        h = found[0] - e
+        if h >= 0:
+            low = [e, h, found]
+            if side > 0:
+                high[1] /= 2
+            side = 1
+        else:
+            high = [e, h, found]
+            if side < 0:
+                low[1] /= 2
+            side = -1
+    _, w, b, _ = high[2]
+    return high[0], w, b, low[2][3]
 
 
 def _solve_compact_cvxpy(D, i, k, lo, hi, solver):
@@ -312,6 +381,7 @@ def relu_minimax_gap(
     n_jobs: int = 1,
     working_set: bool | None = None,
     executor=None,
+    exact_above_lo: bool = True,
 ) -> GapResult:
     r"""Best worst-case ReLU encoder for codes with at most K nonzeros, one LP per latent (T3).
 
@@ -327,7 +397,7 @@ def relu_minimax_gap(
         & b + v u_i + hi\, S_{K-1}(u_{-i}^+) \le v + \varepsilon, \quad v \in \{lo, hi\},
 
     exact whenever the optimum is below ``lo`` (always for binary codes: the constant
-    encoder achieves 1/2). Each top-K sum uses the LP form
+    encoder achieves 1/2); above it, see ``exact_above_lo``. Each top-K sum uses the LP form
     :math:`S_k(v^+) = \min_{s \ge 0} k s + \sum_j (v_j - s)_+`, so the LP has
     M + 4N + 2 variables (K >= 2), 3N inequalities (3 nonzeros each) and the N equalities
     :math:`u = D w` for binary codes.
@@ -360,6 +430,14 @@ def relu_minimax_gap(
         Run the latents as ``EXECUTOR_TASKS`` tasks on it, e.g. a ``dask.distributed.Client``
         (``D`` is scattered to the workers once) or a ``concurrent.futures`` executor. Not
         with ``n_jobs``.
+    exact_above_lo : bool
+        Where the LP's value is at least ``lo`` (box sets only), solve for the exact
+        :math:`\varepsilon^*` instead: the root of :math:`g(e) = e`, where :math:`g(e)` is the LP
+        with the lower rows restricted to labels in :math:`[e, hi]` (``_refine_latent``; a few
+        more LPs per such latent). ``eps`` is then the upper end of a bracket of width
+        ``REFINE_ATOL`` (unit scale), attained by the encoder, and the certificate proves its
+        lower end. With False (and with ``method="cvxpy"``) ``eps`` there is the LP value, an
+        upper bound, and a certificate proves only ``lo``.
 
     Returns
     -------
@@ -395,6 +473,7 @@ def relu_minimax_gap(
     lo, hi = _check_magnitudes(magnitudes)
     latents = _check_latents(latents, n_latents)
     check_choice(method, "method", GAP_METHODS)
+    exact_above_lo = check_bool(exact_above_lo, "exact_above_lo")
     n_jobs = _check_jobs(n_jobs)
     if working_set is None:
         working_set = n_latents >= WORKING_SET_MIN_RATIO * n_dims
@@ -407,7 +486,8 @@ def relu_minimax_gap(
     scale = _magnitude_scale(hi)
     if scale != 1.0:  # eps* is homogeneous in the codes: solve at unit scale, scale back exactly
         unit = relu_minimax_gap(D, k, magnitudes=(lo / scale, hi / scale), latents=latents, method=method,
-                                solver=solver, n_jobs=n_jobs, working_set=working_set, executor=executor)
+                                solver=solver, n_jobs=n_jobs, working_set=working_set, executor=executor,
+                                exact_above_lo=exact_above_lo)
         return _rescaled(unit, scale, (lo, hi))
     start = time.perf_counter()
     eps = np.full(n_latents, np.nan)
@@ -418,7 +498,7 @@ def relu_minimax_gap(
         for i in latents:
             eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
     else:
-        outcomes = _solve_latents(D, latents, k, lo, hi, n_jobs, working_set, executor)
+        outcomes = _solve_latents(D, latents, k, lo, hi, n_jobs, working_set, executor, exact_above_lo)
         for i, outcome in zip(latents, outcomes):
             if outcome is None:
                 status[i] = Status.NUMERICAL

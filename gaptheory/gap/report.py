@@ -94,7 +94,7 @@ class GapReport:
 
 
 def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int = 1,
-                working_set: bool | None = None, executor=None) -> GapReport:
+                working_set: bool | None = None, executor=None, exact_above_lo: bool = True) -> GapReport:
     r"""Solve the T3 LP for every latent and bracket each :math:`\varepsilon^*_i` independently.
 
     Runs :func:`relu_minimax_gap`, proves a lower bound from each certificate in exact
@@ -116,7 +116,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int =
         Worker processes of :func:`relu_minimax_gap` (-1: one per CPU).
     latents : sequence of int, optional
         Certify only these latents (default all); the others are NaN / ``-inf`` in the report.
-    working_set, executor
+    working_set, executor, exact_above_lo
         As in :func:`relu_minimax_gap`; ``n_jobs`` and ``executor`` also run the exact checks
         (:meth:`GapResult.verify`) and the T2 bounds (:func:`gap_lower_bound`).
 
@@ -135,7 +135,7 @@ def certify_gap(D, k: int, *, magnitudes=(1.0, 1.0), latents=None, n_jobs: int =
     lo, hi = _check_magnitudes(magnitudes)
     latents = _check_latents(latents, D.shape[0])
     result = relu_minimax_gap(D, k, magnitudes=(lo, hi), latents=latents, n_jobs=n_jobs, working_set=working_set,
-                              executor=executor)
+                              executor=executor, exact_above_lo=exact_above_lo)
     result.verify(n_jobs=n_jobs, executor=executor)
     valid = np.array([check is not None and check.valid for check in result.checks], dtype=bool)
     if k >= 2 and D.shape[0] >= 2:

@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--percentiles", type=float, nargs=2, default=(50.0, 95.0),
                         help="[lo, hi] of the code set: percentiles of the nonzero code entries")
     parser.add_argument("--latents", type=int, default=16, help="how many of the most often active latents (0: all)")
+    parser.add_argument("--latent-ids", type=lambda text: [int(v) for v in text.split(",")], default=None,
+                        help="comma-separated latents to certify instead of the most active (e.g. those a run left bracketed)")
     parser.add_argument("--block", type=int, default=32, help="latents per saved block of results")
     parser.add_argument("--saved-only", action="store_true",
                         help="solve nothing: summarise the blocks already saved in --out (a run in progress)")
@@ -115,6 +117,10 @@ def main(argv=None) -> int:
     lo, hi = (float(v) for v in np.percentile(codes[codes > 0], args.percentiles))
     frequency = (codes > 0).mean(axis=0)
     ranked = np.argsort(-frequency, kind="stable")[: args.latents or N]  # most often active first
+    if args.latent_ids is not None:
+        ranked = np.array(args.latent_ids, dtype=np.int64)
+        if len(ranked) == 0 or ranked.min() < 0 or ranked.max() >= N or len(set(ranked.tolist())) < len(ranked):
+            parser.error(f"--latent-ids must be distinct latents in [0, {N}); got {args.latent_ids}.")
     codes_test = sae.encode(X_test) * norms
 
     def error_on(U):

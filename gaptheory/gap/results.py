@@ -90,8 +90,9 @@ class GapResult:
         :class:`~gaptheory.solvers.Status` per latent.
     lp_exact : ndarray of shape (N,) of bool
         True where eps is below the smallest positive label (``lo``), so the LP's
-        linearisation of the ReLU is exact (``proofs/T3_exact_lp.md``); elsewhere eps is only
-        an upper bound on the optimum.
+        linearisation of the ReLU is exact (``proofs/T3_exact_lp.md``). Elsewhere the LP value
+        is only an upper bound; with ``exact_above_lo`` (the default) eps there is the root
+        of T3 section 3e instead, and :attr:`exact` says where it is proven.
     k : int or None
     magnitudes : (float, float) or None
     method : str

@@ -27,6 +27,7 @@ from .bounds import (
 )
 from .gap import (
     atom_l1_cost,
+    certify_gap,
     code_set_error,
     enumerate_codes,
     gap_lower_bound,
@@ -433,6 +434,20 @@ def _check_certificates(seed: int, full: bool):
             outcome = verify_certificate(certificate, D, k=k)
             worst = max(worst, result.eps[certificate.latent] - outcome.lower_bound)
         count += 1
+    return count, worst, "<=", LP_ATOL
+
+
+@check("t3e_eps_above_lo_proven", "max_i exact worst case of the encoder - exact certified bound, box codes with eps* >= lo (proofs/T3 3e)")
+def _check_eps_above_lo(seed: int, full: bool):
+    worst, count = 0.0, 0
+    magnitudes = (0.1, 1.0)  # most eps* here lie above lo, where the plain LP proves only lo
+    for D, k in _small_gap_instances(seed, full):
+        report = certify_gap(D, k, magnitudes=magnitudes)
+        attained = worst_case_error(report.result.encoder, D, k, magnitudes=magnitudes)
+        above = report.result.eps >= magnitudes[0]
+        if above.any():
+            worst = max(worst, float((attained - report.certified_lower)[above].max()))
+            count += 1
     return count, worst, "<=", LP_ATOL
 
 

@@ -133,12 +133,17 @@ def worst_case_codes(encoder, D, k: int, *, magnitudes=(1.0, 1.0)) -> np.ndarray
                         "supremum at its jump that no code attains; use worst_case_error for its value.")
     W_enc, b_enc, _ = _encoder_weights(encoder, D.shape[1], D.shape[0])
     U = D @ W_enc
-    return np.stack([_latent_worst(U[:, i], i, b_enc[i], k, lo, hi, 0.0)[1] for i in range(D.shape[0])])
+    codes = np.zeros((D.shape[0], D.shape[0]))
+    for i in range(D.shape[0]):
+        _, v, chosen = _latent_worst(U[:, i], i, b_enc[i], k, lo, hi, 0.0)
+        codes[i, chosen], codes[i, i] = hi, v
+    return codes
 
 
 def _latent_worst(u: np.ndarray, i: int, b: float, k: int, lo: float, hi: float, threshold: float = 0.0):
-    """``(error, code)``: the worst-case error of ``f(w . x + b)`` on latent ``i`` over the box code
-    set, from ``u = D w`` (N,), and a code (N,) where it is attained (approached, at a JumpReLU jump)."""
+    """``(error, v, chosen)``: the worst-case error of ``f(w . x + b)`` on latent ``i`` over the box
+    code set, from ``u = D w`` (N,), and the code where it is attained (approached, at a JumpReLU
+    jump): latent ``i`` at ``v``, the latents ``chosen`` at ``hi``."""
     others = np.delete(np.arange(len(u)), i)
     u_others = u[others]
     order = np.argsort(-u_others, kind="stable")
@@ -166,11 +171,7 @@ def _latent_worst(u: np.ndarray, i: int, b: float, k: int, lo: float, hi: float,
             v = (threshold - rest_sum) / u[i]
             if lo < v < hi:
                 candidates.append((threshold - v if sign > 0 else v, v, chosen))
-    error, v, chosen = max(candidates, key=lambda candidate: candidate[0])
-    code = np.zeros(len(u))
-    code[chosen] = hi
-    code[i] = v
-    return error, code
+    return max(candidates, key=lambda candidate: candidate[0])
 
 
 def code_set_error(encoder, D, Z) -> np.ndarray:

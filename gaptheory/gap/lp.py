@@ -315,11 +315,10 @@ def _refine_latent(solve, lo: float, outcome):
     if high_outcome is None:
         return outcome
     high = [outcome[0], high_outcome[0] - outcome[0], high_outcome]
+    if high[1] >= 0:  # g(e) >= e at the LP value: it is the root
+        return outcome[0], high_outcome[1], high_outcome[2], high_outcome[3]
     side = 0
     for _ in range(REFINE_MAX_STEPS):
-        if high[1] >= 0:  # g(e) >= e at the upper end: it is the root
-            low = high
-            break
         if high[0] - low[0] <= REFINE_ATOL:
             break
         e = (low[0] * high[1] - high[0] * low[1]) / (high[1] - low[1])

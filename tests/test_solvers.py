@@ -772,6 +772,21 @@ def test_duplicated_atoms_change_no_optimal_value():
 # ----- compiled CPU kernels, direct form, SPAMS ------------------------------------------------
 
 
+@settings(max_examples=150, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 200), data=st.data())
+def test_compiled_argmax_abs_is_numpys_first_largest_magnitude(dtype, n, data):
+    # integer comparison of the bit patterns must order |c| as floats do, subnormals, -0 and
+    # ties included, and pick the first of equal magnitudes (the OMP selection rule)
+    from gaptheory.solvers import _kernels
+
+    info = np.finfo(dtype)
+    values = st.one_of(st.floats(-float(info.max), float(info.max), width=info.bits),
+                       st.sampled_from([0.0, -0.0, float(info.tiny), -float(info.smallest_subnormal), 1.0, -1.0]))
+    c = np.array(data.draw(st.lists(values, min_size=n, max_size=n)), dtype=dtype)
+    expected = int(np.argmax(np.abs(c))) if np.abs(c).max() > 0 else -1
+    assert _kernels._argmax_abs(c) == expected
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_compiled_kernels_give_the_batched_paths_supports_and_codes(monkeypatch, dtype):
     inst = make_instance(96, 40, 5, 64, seed=21, nonnegative=True, magnitudes=(0.5, 1.5))

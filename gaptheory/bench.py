@@ -33,6 +33,7 @@ import torch
 
 from . import __version__
 from ._device import resolve_device
+from ._threads import one_blas_thread
 from .instances import make_instance, random_dictionary
 from .report import tabulate
 from .solvers import CvxpyProblem, Status, lasso, omp
@@ -425,6 +426,8 @@ def bench_gap(cfg: BenchConfig) -> dict:
         seconds = time.perf_counter() - start
         points.append({"N": N, "M": M, "K": K, "seconds": seconds,
                        "worst_eps": float(result.worst), "success": bool(result.success)})
+        if (N, M) == (cfg.gap_N, cfg.gap_M):
+            main_eps = result.eps
     main = next(p for p in points if p["N"] == cfg.gap_N and p["M"] == cfg.gap_M)
     exponent = float("nan")
     if len(points) >= 2:
@@ -432,6 +435,14 @@ def bench_gap(cfg: BenchConfig) -> dict:
         exponent = float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
     out = {"available": True, "seconds": main["seconds"], "success": main["success"], "points": points,
            "exponent_in_n": exponent}
+    # the binary form (method="auto", the default) against the compact LP in HiGHS, same D, one after the other
+    D = random_dictionary(cfg.gap_N, cfg.gap_M, seed=cfg.seed)
+    start = time.perf_counter()
+    compact = relu_minimax_gap(D, min(cfg.gap_K, cfg.gap_N), method="highs")
+    seconds = time.perf_counter() - start
+    out["compact_lp"] = {"seconds": seconds, "speedup_of_auto": seconds / main["seconds"],
+                         "max_eps_difference": float(np.max(np.abs(compact.eps - main_eps))),
+                         "success": bool(compact.success)}
     jobs = (os.cpu_count() or 1) if cfg.gap_jobs == -1 else cfg.gap_jobs
     if jobs > 1:  # the same call at the main size, latents split over processes, right after the serial one
         D = random_dictionary(cfg.gap_N, cfg.gap_M, seed=cfg.seed)
@@ -491,17 +502,6 @@ SPARSE_ENCODE_ALGORITHMS = {"lasso": ("lasso_lars", "lasso_cd"), "omp": ("omp",)
 #: SAE-scale point (N, M, K, B) timed with peak memory: the float64 Gram matrix there
 #: (N^2 8 bytes = 2 GiB) is over the default memory budget, so OMP runs in direct form.
 SAE_SCALE = SAE_SCALE_DEFAULT
-
-
-def _one_thread():
-    """A context that limits BLAS/OpenMP pools to one thread (threadpoolctl), or a no-op."""
-    import contextlib
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
 
 
 def _spams_calls(X, D, K, alpha, dtype):
@@ -569,7 +569,7 @@ def bench_versus(N, M, K, B, *, alpha, magnitudes, seed, repeats, device) -> dic
     try:
         import sklearn  # noqa: F401
 
-        with _one_thread():
+        with one_blas_thread():
             for problem, algorithms in SPARSE_ENCODE_ALGORITHMS.items():
                 for dt in ("float32", "float64"):
                     trial = {}
@@ -582,7 +582,7 @@ def bench_versus(N, M, K, B, *, alpha, magnitudes, seed, repeats, device) -> dic
                     contenders[f"{problem}/sparse_encode/{dt}"] = _sparse_encode_call(X, D, K, alpha, dt, best)
     except ImportError:
         notes.append("scikit-learn not importable: the sparse_encode columns are skipped")
-    with _one_thread():
+    with one_blas_thread():
         timings, outputs = interleaved(contenders, repeats, device)
     rows = {name: (min(B, SPARSE_ENCODE_ROWS) if "/sparse_encode/" in name else B) for name in timings}
     per = {name: t.wall / rows[name] for name, t in timings.items()}
@@ -635,7 +635,7 @@ def bench_sae_scale(N, M, K, B, *, alpha, seed, device, max_gram_bytes=None) -> 
         def run(fn=fn):
             box["wall"], _, box["result"] = _timed(fn, resolve_device(device))
 
-        with _one_thread():
+        with one_blas_thread():
             megabytes, how = peak_memory(run, device)
         result = box["result"]
         rows.append({"solver": name, "N": N, "M": M, "K": K, "B": B, "per_instance_s": box["wall"] / B,
@@ -845,6 +845,11 @@ def render(outcome: dict) -> str:
     if gap.get("available"):
         pts = ", ".join(f"N={p['N']}: {p['seconds']:.2f}s" for p in gap["points"])
         parts.append(f"relu_minimax_gap (all latents): {pts}; time ~ N^{gap['exponent_in_n']:.2f}")
+        if "compact_lp" in gap:
+            lp = gap["compact_lp"]
+            parts.append(f"relu_minimax_gap at N={cfg['gap_N']}: method='highs' (compact LP for every latent) "
+                         f"{lp['seconds']:.2f}s, the default binary form {lp['speedup_of_auto']:.1f}x faster; "
+                         f"eps* differ by at most {lp['max_eps_difference']:.1e}")
         if "parallel" in gap:
             par = gap["parallel"]
             parts.append(f"relu_minimax_gap at N={par['N']}, n_jobs={par['jobs']}: {par['seconds']:.2f}s "

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.optimize
 
 from .. import certificates
-from .._validation import check_array, check_codes
+from .._validation import check_array, check_codes, times_power_of_two
 from ..instances import _check_magnitudes
 
 
@@ -199,7 +199,13 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     if (labels[kinds == KIND_ZERO] != 0).any() or (labels[kinds != KIND_ZERO] <= 0).any():
         return invalid("labels do not match kinds (zero rows need z_i = 0, the others z_i > 0)")
     sign = _SIGN[kinds]
-    value = np.where(kinds == KIND_LOWER, labels, np.where(kinds == KIND_UPPER, -labels, 0.0))  # bound = value @ y
+    # The checks below are homogeneous in the codes (equalities) and linear in the labels
+    # (the bound): run them on the codes divided by a power of two (exact) that brings the
+    # largest entry into [1, 2), where the float re-fits are not lost to underflow, and scale
+    # the exact bound back.
+    exponent = int(np.frexp(np.abs(Z).max())[1]) - 1
+    Z = times_power_of_two(Z, -exponent)
+    value = np.where(kinds == KIND_LOWER, Z[:, i], np.where(kinds == KIND_UPPER, -Z[:, i], 0.0))  # bound = value @ y
     # Float re-fits choose the codes for the exact solve: y >= 0 closest to the equalities,
     # pinned to the bound the given weights claim, and unpinned.
     A = np.vstack([(sign[:, None] * (Z @ D)).T, sign, np.ones(len(y))])  # (M + 2, m)
@@ -213,11 +219,14 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     exact = certificates.exact_dual_weights(Z, sign, value, D, [pinned, y, free], pin=claimed)
     proven_codes = proven_kinds = None
     if exact is None and codes is None and k >= 2:
-        exact, proven_codes, proven_kinds = _corrected(Z, kinds, sign, value, D, i, hi, [pinned, y])
+        exact, proven_codes, proven_kinds = _corrected(Z, kinds, sign, value, D, i, float(np.ldexp(hi, -exponent)),
+                                                       [pinned, y])
     if exact is None:
         return invalid("no nonnegative weights on the certificate's codes satisfy the dual equalities exactly", residual)
     weights, bound = exact
+    bound = bound * Fraction(2) ** exponent
     if proven_kinds is not None:
+        proven_codes = times_power_of_two(proven_codes, exponent)
         labels, kinds = proven_codes[:, i], proven_kinds
     lower_labels = labels[kinds == KIND_LOWER]
     if lower_labels.size:

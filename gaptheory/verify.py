@@ -41,6 +41,7 @@ from .instances import (
     coherence_recovery_sparsity,
     make_instance,
     mutual_coherence,
+    normalize_atoms,
     random_dictionary,
     rip_constant,
     sparse_codes,
@@ -434,6 +435,24 @@ def _check_certificates(seed: int, full: bool):
             outcome = verify_certificate(certificate, D, k=k)
             worst = max(worst, result.eps[certificate.latent] - outcome.lower_bound)
         count += 1
+    return count, worst, "<=", LP_ATOL
+
+
+@check("t3f_binary_form_equals_compact", "max_i |eps*_i of the basis-pursuit form - compact LP (HiGHS)|, binary codes (proofs/T3 3f)")
+def _check_binary_form(seed: int, full: bool):
+    rng = np.random.default_rng(seed)
+    worst, count = 0.0, 0
+    shapes = [(16, 8, 2), (32, 16, 3), (64, 32, 4), (24, 23, 3)] + ([(128, 64, 4), (256, 128, 4)] if full else [])
+    for n_latents, n_dims, k in shapes:
+        for kind in ("gaussian", "rademacher"):
+            D = random_dictionary(n_latents, n_dims, kind, seed=rng)
+            if n_latents == n_dims + 1:  # d_0 carried by two atoms: the binary form refuses it, HiGHS solves it
+                D[0] = normalize_atoms((D[1] + D[2])[None])[0]
+            auto, compact = relu_minimax_gap(D, k), relu_minimax_gap(D, k, method="highs")
+            if not (auto.success and compact.success):
+                return count, math.inf, "<=", LP_ATOL, "a solve failed"
+            worst = max(worst, float(np.abs(auto.eps - compact.eps).max()))
+            count += 1
     return count, worst, "<=", LP_ATOL
 
 

@@ -424,7 +424,7 @@ def test_working_set_grows_until_no_latent_outside_it_binds(monkeypatch):
     import gaptheory.gap.lp as gap_module  # the module that uses WORKING_SET_START and _solve_latent
 
     D = random_dictionary(20, 4, seed=1)
-    full = relu_minimax_gap(D, 3, working_set=False)
+    full = relu_minimax_gap(D, 3, working_set=False, method="highs")
     sizes = []
     solve = gap_module._solve_latent
 
@@ -434,7 +434,7 @@ def test_working_set_grows_until_no_latent_outside_it_binds(monkeypatch):
 
     monkeypatch.setattr(gap_module, "WORKING_SET_START", 0.0)  # start from K + 1 others: rounds are needed
     monkeypatch.setattr(gap_module, "_solve_latent", recorded)
-    restricted = relu_minimax_gap(D, 3, working_set=True)
+    restricted = relu_minimax_gap(D, 3, working_set=True, method="highs")
     assert len(sizes) > D.shape[0] and min(sizes) == 3 + 2  # latent i and K + 1 others at the start
     assert np.abs(restricted.eps - full.eps).max() <= LP_ATOL and restricted.success
     assert all(verify_certificate(c, D, k=3).valid for c in restricted.certificates)

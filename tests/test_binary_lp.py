@@ -45,6 +45,21 @@ def test_dense_simplex_matches_highs_on_feasible_lps(lp):
     assert abs(b @ ours.duals - c @ ours.x) <= 1e-8 * scale
 
 
+@settings(max_examples=30, deadline=None)
+@given(standard_form_lps(), st.floats(0.0, 1.0))
+def test_dense_simplex_stops_at_a_feasible_point_below_the_target(lp, fraction):
+    A, b, c = lp
+    c = np.abs(c)  # bounded below
+    optimum = scipy.optimize.linprog(c, A_eq=A, b_eq=b, bounds=(0, None), method="highs").fun
+    start = dense_simplex(A, b, c, max_iter=0)  # phase one's point (or the limit)
+    target = optimum + fraction * max(c @ start.x - optimum, 0.0)
+    outcome = dense_simplex(A, b, c, target=target)
+    assert outcome.status in ("target", "optimal")
+    assert c @ outcome.x <= target + 1e-9 * (1 + abs(target)) or outcome.status == "optimal"
+    assert (outcome.x >= 0).all() and np.abs(A @ outcome.x - b).max() <= 1e-8 * (1 + np.abs(b).max())
+    assert dense_simplex(A, b, c, target=optimum - 1.0).status == "optimal"
+
+
 def test_dense_simplex_reports_infeasible_and_unbounded():
     infeasible = dense_simplex(np.array([[1.0, 1.0]]), np.array([-1.0]), np.array([1.0, 1.0]))
     assert infeasible.status == "infeasible"

@@ -159,10 +159,23 @@ def binary_latent(D: np.ndarray, i: int, k: int, weights: np.ndarray) -> BinaryL
     """
     n_dims = D.shape[1]
     A, rhs, c = basis_pursuit_form(D, i)
-    n = (A.shape[1] - 3) // 2
-    outcome = dense_simplex(A, rhs, c, basis=_starting_basis(D, i, weights))
-    if outcome.status != "optimal":
-        return None
+    basis = _starting_basis(D, i, weights)
+    # t <= K - 1 already means eps* = 1/2 (the constant encoder): stop at the first such point,
+    # and solve to the optimum only if that point's weights do not fit the caps
+    for target in (k - 1.0, -np.inf):
+        outcome = dense_simplex(A, rhs, c, basis=basis, target=target)
+        if outcome.status not in ("optimal", "target"):
+            return None
+        found = _from_basis_pursuit(outcome, k, n_dims)
+        if found is not None or outcome.status == "optimal":
+            return found
+    return None
+
+
+def _from_basis_pursuit(outcome, k: int, n_dims: int) -> BinaryLatent | None:
+    """:func:`binary_latent`'s answer from a feasible point of the basis-pursuit form (optimal,
+    or with ``t <= K - 1``); None if its weights exceed the caps."""
+    n = (len(outcome.x) - 3) // 2
     mu_plus, mu_minus, t = outcome.x[:n], outcome.x[n:2 * n], outcome.x[2 * n]
     w_direction, alpha = outcome.duals[:n_dims], -outcome.duals[n_dims]
     eps = 0.5 if t <= (k - 1) else (k - 1) / (2.0 * t)

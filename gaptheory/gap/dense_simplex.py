@@ -46,7 +46,8 @@ class SimplexResult:
     Attributes
     ----------
     status : str
-        ``"optimal"``, ``"infeasible"``, ``"unbounded"``, ``"iteration_limit"`` or ``"singular"``.
+        ``"optimal"``, ``"target"`` (a feasible point at or below ``target``), ``"infeasible"``,
+        ``"unbounded"``, ``"iteration_limit"`` or ``"singular"``.
     x : ndarray of shape (n,)
     duals : ndarray of shape (m,)
         :math:`\\pi = B^{-\\top} c_B` for the original rows (signs as given).
@@ -62,7 +63,7 @@ class SimplexResult:
     n_iter: int
 
 
-def dense_simplex(A, b, c, *, max_iter: int | None = None, basis=None) -> SimplexResult:
+def dense_simplex(A, b, c, *, max_iter: int | None = None, basis=None, target: float = -np.inf) -> SimplexResult:
     r"""Solve :math:`\min c^\top x` s.t. :math:`Ax = b`, :math:`x \ge 0` with a dense basis inverse.
 
     Parameters
@@ -75,6 +76,10 @@ def dense_simplex(A, b, c, *, max_iter: int | None = None, basis=None) -> Simple
     basis : sequence of int, optional
         m columns of a primal feasible basis to start phase two from (no phase one); ignored
         (two phases) if it is singular or infeasible.
+    target : float
+        Stop at the first basic feasible point with :math:`c^\top x \le` ``target``
+        (status ``"target"``): enough where only the sign of the optimum against a threshold
+        matters. Default: solve to optimality.
 
     Returns
     -------
@@ -94,7 +99,7 @@ def dense_simplex(A, b, c, *, max_iter: int | None = None, basis=None) -> Simple
     if basis is not None:
         state.basis = np.array(basis, dtype=np.int64)
         if state.refactor() and np.all(state.x_basic >= -FEASIBILITY_TOL * (1 + np.abs(b).max())):
-            steps = state.run(np.concatenate([c, np.zeros(m)]), max_iter)
+            steps = state.run(np.concatenate([c, np.zeros(m)]), max_iter, target)
             return state.result(row_sign, steps)
         state = _State(A, b, m, n)
     steps = state.run(np.concatenate([np.zeros(n), np.ones(m)]), max_iter)
@@ -104,11 +109,11 @@ def dense_simplex(A, b, c, *, max_iter: int | None = None, basis=None) -> Simple
         state.status = "infeasible"
         return state.result(row_sign, steps)
     state.drive_out_artificials()
-    steps += state.run(np.concatenate([c, np.zeros(m)]), max_iter - steps)
+    steps += state.run(np.concatenate([c, np.zeros(m)]), max_iter - steps, target)
     return state.result(row_sign, steps)
 
 
-_STATUS = ("optimal", "unbounded", "iteration_limit", "singular")
+_STATUS = ("optimal", "unbounded", "iteration_limit", "singular", "target")
 
 
 class _State:
@@ -129,14 +134,15 @@ class _State:
         except np.linalg.LinAlgError:  # numba's inv raises on an exactly singular basis
             return False
 
-    def run(self, cost, max_iter) -> int:
-        """Simplex steps on ``cost`` (artificials never enter) until optimal; returns the steps."""
+    def run(self, cost, max_iter, target=-np.inf) -> int:
+        """Simplex steps on ``cost`` (artificials never enter) until optimal or at ``target``;
+        returns the steps."""
         tol = REDUCED_COST_TOL * max(1.0, float(np.abs(cost).max()))
         feasibility = FEASIBILITY_TOL * (1 + float(np.abs(self.b).max()))
         try:
             code, steps = _iterate(self.columns, self.b, np.ascontiguousarray(cost), self.basis, self.inverse,
                                    self.x_basic, self.duals, max_iter, tol, feasibility, REFACTOR_EVERY,
-                                   STALL_STEPS, PIVOT_TOL)
+                                   STALL_STEPS, PIVOT_TOL, float(target))
         except np.linalg.LinAlgError:
             code, steps = 3, max_iter
         self.status = _STATUS[code]
@@ -182,6 +188,15 @@ def _refactor(columns, b, basis, inverse, x_basic):
 
 
 @numba.njit(cache=True, nogil=True)
+def _basic_value(cost, basis, x_basic):
+    """``c_B . max(x_B, 0)``: the objective at the basic point."""
+    value = 0.0
+    for k in range(basis.shape[0]):
+        value += cost[basis[k]] * max(x_basic[k], 0.0)
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
 def _pivot(inverse, x_basic, basis, leaving, entering, direction, theta):
     """Column ``entering`` replaces the basic ``leaving``: a rank-one update of the inverse."""
     m = inverse.shape[0]
@@ -201,9 +216,10 @@ def _pivot(inverse, x_basic, basis, leaving, entering, direction, theta):
 
 @numba.njit(cache=True, nogil=True)
 def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, feasibility, refactor_every,
-             stall_steps, pivot_tol):
+             stall_steps, pivot_tol, target):
     """Primal simplex steps (Dantzig's rule; Bland's after ``stall_steps`` degenerate ones) on
-    ``cost``; ``duals`` is kept equal to ``B^-T c_B``. Returns (status code of ``_STATUS``, steps)."""
+    ``cost`` until optimal or ``c_B x_B <= target``; ``duals`` is kept equal to ``B^-T c_B``.
+    Returns (status code of ``_STATUS``, steps)."""
     n, m = columns.shape
     cost_basic = np.empty(m)
     for k in range(m):
@@ -214,6 +230,16 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
         is_basic[basis[k]] = True
     stalled, since_refactor = 0, 0
     for step in range(max_iter + 1):
+        if target > -np.inf and _basic_value(cost, basis, x_basic) <= target:
+            if since_refactor > 0:  # confirm on a fresh inverse
+                if not _refactor(columns, b, basis, inverse, x_basic):
+                    return 3, step
+                for k in range(m):
+                    cost_basic[k] = cost[basis[k]]
+                duals[:] = inverse.T @ cost_basic
+                since_refactor = 0
+            if np.all(x_basic >= -feasibility) and _basic_value(cost, basis, x_basic) <= target:
+                return 4, step
         prices = columns @ duals
         entering, best_reduced = -1, -tol
         for j in range(n):

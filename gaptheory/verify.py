@@ -442,11 +442,12 @@ def _check_certificates(seed: int, full: bool):
 def _check_binary_form(seed: int, full: bool):
     rng = np.random.default_rng(seed)
     worst, count = 0.0, 0
-    shapes = [(16, 8, 2), (32, 16, 3), (64, 32, 4), (24, 23, 3)] + ([(128, 64, 4), (256, 128, 4)] if full else [])
+    shapes = [(40, 16, 2), (48, 24, 3), (64, 32, 4), (25, 24, 3)] + ([(128, 64, 4), (256, 128, 4)] if full else [])
     for n_latents, n_dims, k in shapes:
         for kind in ("gaussian", "rademacher"):
             D = random_dictionary(n_latents, n_dims, kind, seed=rng)
-            if n_latents == n_dims + 1:  # d_0 carried by two atoms: the binary form refuses it, HiGHS solves it
+            if n_latents == n_dims + 1:  # d_0 carried by two atoms at weight > 1: the binary form refuses it
+                D[2] = normalize_atoms((-0.8 * D[1] + 0.6 * D[2])[None])[0]
                 D[0] = normalize_atoms((D[1] + D[2])[None])[0]
             auto, compact = relu_minimax_gap(D, k), relu_minimax_gap(D, k, method="highs")
             if not (auto.success and compact.success):

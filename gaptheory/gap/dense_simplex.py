@@ -1,16 +1,17 @@
 r"""A dense revised simplex method for LPs with few rows: :math:`\min c^\top x` s.t. :math:`Ax = b`, :math:`x \ge 0`.
 
 Sparse LP codes (HiGHS) spend about a millisecond per simplex iteration on the dense
-dictionary blocks of the gap LPs; with an explicit basis inverse of the m x m basis, every
-iteration here is two matrix-vector products with BLAS and a rank-one update, O(m n). It
+dictionary blocks of the gap LPs; with an explicit inverse of the m x m basis, every
+iteration here is matrix-vector products and a rank-one update, O(m^2) plus the pricing. It
 is meant for the binary-code gap LP of :func:`gaptheory.gap.relu_minimax_gap` (m = M + 2
 rows), whose answers are checked afterwards (the encoder's exact error, the certificate in
 exact arithmetic), so a failure here costs time only: the caller falls back to HiGHS.
 
-Two phases (artificial variables, then the true costs), Dantzig's pricing, the ratio test
-choosing among near-ties the largest pivot, Bland's rule after a run of degenerate steps,
-and a fresh inverse (``numpy.linalg.inv`` of the basis) every ``REFACTOR_EVERY`` steps and
-before optimality is declared.
+Two phases (artificial variables, then the true costs; or phase two from a given feasible
+basis), Dantzig's rule over partial pricing blocks, the ratio test choosing among near-ties
+the largest pivot, Bland's rule after a run of degenerate steps, and a fresh inverse
+(``numpy.linalg.inv`` of the basis) every ``REFACTOR_EVERY`` steps and before optimality or
+a target is declared. The iterations are compiled (numba).
 
 References
 ----------
@@ -37,6 +38,9 @@ FEASIBILITY_TOL = 1e-9
 REFACTOR_EVERY = 200
 #: Degenerate steps in a row after which Bland's rule (lowest index) is used until progress.
 STALL_STEPS = 30
+#: Partial pricing: each step prices blocks of this many columns per row (from where the last
+#: step stopped) until one improves, instead of all n; all are priced before optimality.
+PRICING_BLOCK_PER_ROW = 0.5
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,8 @@ class _State:
         try:
             code, steps = _iterate(self.columns, self.b, np.ascontiguousarray(cost), self.basis, self.inverse,
                                    self.x_basic, self.duals, max_iter, tol, feasibility, REFACTOR_EVERY,
-                                   STALL_STEPS, PIVOT_TOL, float(target))
+                                   STALL_STEPS, PIVOT_TOL, float(target),
+                                   max(1, int(PRICING_BLOCK_PER_ROW * self.m)))
         except np.linalg.LinAlgError:
             code, steps = 3, max_iter
         self.status = _STATUS[code]
@@ -216,7 +221,7 @@ def _pivot(inverse, x_basic, basis, leaving, entering, direction, theta):
 
 @numba.njit(cache=True, nogil=True)
 def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, feasibility, refactor_every,
-             stall_steps, pivot_tol, target):
+             stall_steps, pivot_tol, target, pricing_block):
     """Primal simplex steps (Dantzig's rule; Bland's after ``stall_steps`` degenerate ones) on
     ``cost`` until optimal or ``c_B x_B <= target``; ``duals`` is kept equal to ``B^-T c_B``.
     Returns (status code of ``_STATUS``, steps)."""
@@ -228,7 +233,7 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
     is_basic = np.zeros(n + m, dtype=np.bool_)
     for k in range(m):
         is_basic[basis[k]] = True
-    stalled, since_refactor = 0, 0
+    stalled, since_refactor, cursor = 0, 0, 0
     for step in range(max_iter + 1):
         if target > -np.inf and _basic_value(cost, basis, x_basic) <= target:
             if since_refactor > 0:  # confirm on a fresh inverse
@@ -240,16 +245,24 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
                 since_refactor = 0
             if np.all(x_basic >= -feasibility) and _basic_value(cost, basis, x_basic) <= target:
                 return 4, step
-        prices = columns @ duals
-        entering, best_reduced = -1, -tol
-        for j in range(n):
-            if is_basic[j]:
-                continue
-            r = cost[j] - prices[j]
-            if r < best_reduced:
-                entering, best_reduced = j, r
-                if stalled >= stall_steps:  # Bland: the first improving column
-                    break
+        # partial pricing: blocks of columns from a rotating cursor until one improves
+        # (Bland, after a stall: every column from the first, the first improving one)
+        entering, best_reduced, scanned = -1, -tol, 0
+        if stalled >= stall_steps:
+            cursor = 0
+        while scanned < n and entering < 0:
+            stop = min(n, cursor + (n if stalled >= stall_steps else pricing_block))
+            prices = columns[cursor:stop] @ duals
+            for j in range(cursor, stop):
+                if is_basic[j]:
+                    continue
+                r = cost[j] - prices[j - cursor]
+                if r < best_reduced:
+                    entering, best_reduced = j, r
+                    if stalled >= stall_steps:
+                        break
+            scanned += stop - cursor
+            cursor = stop if stop < n else 0
         if entering < 0:
             if since_refactor == 0:
                 return (0 if np.all(x_basic >= -feasibility) else 3), step

@@ -193,6 +193,24 @@ def _refactor(columns, b, basis, inverse, x_basic):
 
 
 @numba.njit(cache=True, nogil=True)
+def _price(cost, basis, inverse, duals):
+    """``duals = B^-T c_B``."""
+    cost_basic = np.empty(basis.shape[0])
+    for k in range(basis.shape[0]):
+        cost_basic[k] = cost[basis[k]]
+    duals[:] = inverse.T @ cost_basic
+
+
+@numba.njit(cache=True, nogil=True)
+def _refactor_and_price(columns, b, cost, basis, inverse, x_basic, duals):
+    """:func:`_refactor`, then :func:`_price` on the fresh inverse."""
+    if not _refactor(columns, b, basis, inverse, x_basic):
+        return False
+    _price(cost, basis, inverse, duals)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _basic_value(cost, basis, x_basic):
     """``c_B . max(x_B, 0)``: the objective at the basic point."""
     value = 0.0
@@ -226,10 +244,7 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
     ``cost`` until optimal or ``c_B x_B <= target``; ``duals`` is kept equal to ``B^-T c_B``.
     Returns (status code of ``_STATUS``, steps)."""
     n, m = columns.shape
-    cost_basic = np.empty(m)
-    for k in range(m):
-        cost_basic[k] = cost[basis[k]]
-    duals[:] = inverse.T @ cost_basic
+    _price(cost, basis, inverse, duals)
     is_basic = np.zeros(n + m, dtype=np.bool_)
     for k in range(m):
         is_basic[basis[k]] = True
@@ -237,11 +252,8 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
     for step in range(max_iter + 1):
         if target > -np.inf and _basic_value(cost, basis, x_basic) <= target:
             if since_refactor > 0:  # confirm on a fresh inverse
-                if not _refactor(columns, b, basis, inverse, x_basic):
+                if not _refactor_and_price(columns, b, cost, basis, inverse, x_basic, duals):
                     return 3, step
-                for k in range(m):
-                    cost_basic[k] = cost[basis[k]]
-                duals[:] = inverse.T @ cost_basic
                 since_refactor = 0
             if np.all(x_basic >= -feasibility) and _basic_value(cost, basis, x_basic) <= target:
                 return 4, step
@@ -266,11 +278,8 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
         if entering < 0:
             if since_refactor == 0:
                 return (0 if np.all(x_basic >= -feasibility) else 3), step
-            if not _refactor(columns, b, basis, inverse, x_basic):  # confirm on a fresh inverse
+            if not _refactor_and_price(columns, b, cost, basis, inverse, x_basic, duals):  # confirm, fresh
                 return 3, step
-            for k in range(m):
-                cost_basic[k] = cost[basis[k]]
-            duals[:] = inverse.T @ cost_basic
             since_refactor = 0
             continue
         if step == max_iter:
@@ -307,10 +316,7 @@ def _iterate(columns, b, cost, basis, inverse, x_basic, duals, max_iter, tol, fe
         _pivot(inverse, x_basic, basis, leaving, entering, direction, theta)
         since_refactor += 1
         if since_refactor >= refactor_every:
-            if not _refactor(columns, b, basis, inverse, x_basic):
+            if not _refactor_and_price(columns, b, cost, basis, inverse, x_basic, duals):
                 return 3, step
-            for k in range(m):
-                cost_basic[k] = cost[basis[k]]
-            duals[:] = inverse.T @ cost_basic
             since_refactor = 0
     return 2, max_iter

@@ -165,8 +165,8 @@ def binary_latent(D: np.ndarray, i: int, k: int, weights: np.ndarray) -> BinaryL
     :math:`\lambda^+ = \varepsilon\mu^+` shared between the zero and upper rows
     (:func:`_split_positive_weights`; they fit in all since
     :math:`\|\lambda^+\|_1 \le K\varepsilon + (K-1)(1/2 - \varepsilon)`). None when the
-    simplex fails or an inner weight exceeds its cap (then :math:`\varepsilon^*` may be below
-    :math:`\varepsilon_\infty`).
+    simplex fails, an inner weight exceeds its cap (then :math:`\varepsilon^*` may be below
+    :math:`\varepsilon_\infty`), or fewer than M atoms carry the optimum (a degenerate vertex).
 
     Parameters
     ----------

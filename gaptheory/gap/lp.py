@@ -279,14 +279,15 @@ def _kth_largest(values: np.ndarray, count: int) -> float:
 
 
 def _solve_latents(D, latents, k, lo, hi, n_jobs: int, working_set: bool, executor=None, exact_above_lo=True,
-                   method="highs") -> list:
+                   binary=False) -> list:
     """The LP outcome of every latent, in order (see :func:`_map_blocks`)."""
-    return _map_blocks(_solve_block, D, latents, (k, lo, hi, working_set, exact_above_lo, method), n_jobs, executor)
+    return _map_blocks(_solve_block, D, latents, (k, lo, hi, working_set, exact_above_lo, binary), n_jobs, executor)
 
 
 def _solve_block(D: np.ndarray, latents: list[int], k: int, lo: float, hi: float, working_set: bool,
-                 exact_above_lo: bool = True, method: str = "highs") -> list:
-    binary = method == "auto" and lo == hi and 2 <= k < D.shape[0] and _binary_form_applies(D)
+                 exact_above_lo: bool = True, binary: bool = False) -> list:
+    """The outcomes of ``latents``; ``binary``: try the basis-pursuit form first (binary codes,
+    decided once per call by :func:`_binary_form_applies`)."""
     # u = D pinv(D) e_i: the least-squares encoder of latent i (equally, the least-squares
     # representation of d_i by the atoms), whose largest |u_j| start the working set and
     # the binary form's basis.
@@ -550,7 +551,8 @@ def relu_minimax_gap(
         for i in latents:
             eps[i], W_enc[:, i], b_enc[i], status[i] = _solve_compact_cvxpy(D, i, k, lo, hi, solver)
     else:
-        outcomes = _solve_latents(D, latents, k, lo, hi, n_jobs, working_set, executor, exact_above_lo, method)
+        binary = method == "auto" and lo == hi and 2 <= k < n_latents and _binary_form_applies(D)
+        outcomes = _solve_latents(D, latents, k, lo, hi, n_jobs, working_set, executor, exact_above_lo, binary)
         for i, outcome in zip(latents, outcomes):
             if outcome is None:
                 status[i] = Status.NUMERICAL

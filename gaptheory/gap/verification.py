@@ -119,10 +119,13 @@ def _short_of_its_claim(check: CertificateCheck, certificate: GapCertificate, hi
     y = np.asarray(certificate.weights, dtype=np.float64)
     if not check.valid or len(y) == 0 or y.sum() <= 0:
         return False
-    labels = np.asarray(certificate.codes)[:, certificate.latent]
-    kinds = np.asarray(certificate.kinds)
-    value = np.where(kinds == KIND_LOWER, labels, np.where(kinds == KIND_UPPER, -labels, 0.0))
+    value = _bound_values(np.asarray(certificate.kinds), np.asarray(certificate.codes)[:, certificate.latent])
     return check.lower_bound < float(value @ y) / float(y.sum()) - CLAIM_ATOL * hi
+
+
+def _bound_values(kinds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each code's term of the weak-duality bound ``value @ y``: +label (lower), -label (upper), 0 (zero)."""
+    return np.where(kinds == KIND_LOWER, labels, np.where(kinds == KIND_UPPER, -labels, 0.0))
 
 
 def _compact_lp_check(i: int, D: np.ndarray, k: int, magnitudes) -> CertificateCheck | None:
@@ -136,7 +139,7 @@ def _compact_lp_check(i: int, D: np.ndarray, k: int, magnitudes) -> CertificateC
     if outcome is None:
         return None
     certificate = outcome[3]
-    codes = times_power_of_two(certificate.codes, int(np.frexp(scale)[1]) - 1)
+    codes = certificate.codes * scale  # a power of two: exact
     check = verify_certificate(GapCertificate(i, codes, certificate.kinds, certificate.weights), D, k=k,
                                magnitudes=magnitudes)
     if check.codes is not None:
@@ -251,7 +254,7 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     # the exact bound back.
     exponent = int(np.frexp(np.abs(Z).max())[1]) - 1
     Z = times_power_of_two(Z, -exponent)
-    value = np.where(kinds == KIND_LOWER, Z[:, i], np.where(kinds == KIND_UPPER, -Z[:, i], 0.0))  # bound = value @ y
+    value = _bound_values(kinds, Z[:, i])
     # Float re-fits choose the codes for the exact solve: y >= 0 closest to the equalities,
     # pinned to the bound the given weights claim, and unpinned.
     A = np.vstack([(sign[:, None] * (Z @ D)).T, sign, np.ones(len(y))])  # (M + 2, m)

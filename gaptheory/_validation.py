@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse
 
 #: Atoms count as unit-norm when | ||d_i|| - 1 | <= this; float64 renormalisation
 #: leaves errors near 1e-16, while a forgotten normalisation is off by O(1).
@@ -217,6 +218,32 @@ def check_codes(Z, N: int | None = None, *, name: str = "Z") -> np.ndarray:
     if N is not None and Z.shape[1] != N:
         raise ValueError(f"{name} must be (B, N) with N={N} columns; got shape {Z.shape}.")
     return Z
+
+
+def sparse_rows(rows, name: str) -> scipy.sparse.csr_array:
+    """``rows`` (m, N), dense or scipy.sparse, as a canonical float64 CSR array (sorted
+    indices, no duplicates, no stored zeros). Values are kept as given, NaN and inf included
+    (a certificate's check reports them); complex or boolean data and arrays that are not 2-D
+    are refused."""
+    if scipy.sparse.issparse(rows):
+        kind = rows.dtype.kind
+        array = None
+    else:
+        if _is_torch_tensor(rows):
+            rows = _torch_to_numpy(rows, name)
+        array = np.asarray(rows)
+        kind = array.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({rows.dtype}); gaptheory works over the reals. Pass {name}.real.")
+    if kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {rows.dtype}. Pass a float array.")
+    if array is not None and array.ndim != 2:
+        raise ValueError(f"{name} must have 2 dimensions (m, N); got shape {array.shape}.")
+    with np.errstate(over="ignore"):
+        result = scipy.sparse.csr_array(rows if array is None else array, dtype=np.float64)
+    result.sum_duplicates()
+    result.eliminate_zeros()
+    return result
 
 
 def check_choice(value, name: str, choices) -> str:

@@ -41,6 +41,9 @@ from fractions import Fraction
 import flint
 import numpy as np
 import scipy.linalg
+import scipy.sparse
+
+from ._validation import sparse_rows
 
 #: Unit round-off of float64, :math:`u = 2^{-53}`.
 UNIT_ROUNDOFF = 2.0**-53
@@ -268,7 +271,7 @@ def exact_matrix(A) -> tuple[flint.fmpz_mat, int]:
     return result, base
 
 
-def _dual_matrix(codes: np.ndarray, signs: np.ndarray, D: np.ndarray, extra_row=None):
+def _dual_matrix(codes, signs: np.ndarray, D: np.ndarray, extra_row=None):
     r"""The dual equalities' matrix :math:`A = [\sigma_r z_r D;\ \sigma_r;\ 1]` (M + 2, m) exactly,
     as ``(A_int, e)`` with ``A == A_int 2^e`` (``A_int`` a python-flint matrix); with
     ``extra_row`` (m,), that row appended (M + 3, m).
@@ -276,9 +279,10 @@ def _dual_matrix(codes: np.ndarray, signs: np.ndarray, D: np.ndarray, extra_row=
     One exact product :math:`[\sigma z,\ \sigma,\ 1]\,\mathrm{diag}(D, 1, 1)` of the signed
     codes and the dictionary's rows they use (:func:`exact_matrix`).
     """
-    used = np.flatnonzero((codes != 0).any(axis=0))
+    codes = sparse_rows(codes, "codes")
+    used = np.unique(codes.indices)
     n_dims = D.shape[1]
-    columns = [signs[:, None] * codes[:, used], signs[:, None], np.ones((len(codes), 1))]
+    columns = [signs[:, None] * codes[:, used].toarray(), signs[:, None], np.ones((codes.shape[0], 1))]
     if extra_row is not None:
         columns.append(np.asarray(extra_row, dtype=np.float64)[:, None])
     left = np.hstack(columns)
@@ -290,7 +294,7 @@ def _dual_matrix(codes: np.ndarray, signs: np.ndarray, D: np.ndarray, extra_row=
     return (left_int * right_int).transpose(), left_exponent + right_exponent
 
 
-def _dual_system(codes: np.ndarray, signs: np.ndarray, D: np.ndarray):
+def _dual_system(codes, signs: np.ndarray, D: np.ndarray):
     """Integer matrix G (M + 2, m) and integer target (M + 2,): ``G y = target`` is the dual
     equalities :math:`A y = e_{M+2}` of :func:`_dual_matrix` with its power of two cleared."""
     A_int, exponent = _dual_matrix(codes, signs, D)
@@ -305,7 +309,7 @@ def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list
 
     Parameters
     ----------
-    codes : ndarray of shape (m, N)
+    codes : ndarray or scipy.sparse array of shape (m, N)
         The certificate's codes :math:`z_r` (float64, read as exact rationals).
     signs : ndarray of shape (m,)
         :math:`\sigma_r \in \{+1, -1\}`.
@@ -334,7 +338,7 @@ def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list
         ``x`` within :math:`\rho` of it. None when no guess's support carries an exact
         nonnegative solution.
     """
-    codes = np.asarray(codes, dtype=np.float64)
+    codes = sparse_rows(codes, "codes")
     signs, values, D = np.asarray(signs), np.asarray(values, dtype=np.float64), np.asarray(D, dtype=np.float64)
     supports = []
     for guess in guesses:
@@ -361,7 +365,7 @@ def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list
         solution = solve_exact(G[:, list(support)], target)
         if solution is None or any(y < 0 for y in solution):
             continue
-        weights = [Fraction(0)] * len(codes)
+        weights = [Fraction(0)] * codes.shape[0]
         for column, y in zip(support, solution):
             weights[column] = y
         bound = sum((Fraction(float(values[r])) * weights[r] for r in support), Fraction(0))
@@ -414,27 +418,28 @@ def corrected_dual_weights(codes, signs, values, D, weights, extra_codes, extra_
 
     Parameters
     ----------
-    codes : ndarray of shape (m, N)
+    codes : ndarray or scipy.sparse array of shape (m, N)
     signs, values : ndarray of shape (m,)
         As in :func:`exact_dual_weights`.
     D : ndarray of shape (N, M)
     weights : ndarray of shape (m,)
         Float weights, all > 0.
-    extra_codes : ndarray of shape (p, N)
+    extra_codes : ndarray or scipy.sparse array of shape (p, N)
         Codes allowed with either sign; ``extra_values`` (p,) is the bound's coefficient of each
         with sign +1 (the coefficient with sign -1 is its negative).
 
     Returns
     -------
     (codes, signs, weights, bound) or None
-        The codes used (``codes`` then the extra codes with a nonzero weight, each with its
+        The codes used (a CSR array: ``codes`` then the extra codes with a nonzero weight, each with its
         sign), exact weights summing to 1 and satisfying the equalities exactly, the exact bound.
         None when the residual is not in the span of the extra columns.
     """
-    codes, extra_codes = np.asarray(codes, dtype=np.float64), np.asarray(extra_codes, dtype=np.float64)
+    codes, extra_codes = sparse_rows(codes, "codes"), sparse_rows(extra_codes, "extra_codes")
     signs = np.asarray(signs, dtype=np.float64)
-    m, p = len(codes), len(extra_codes)
-    G, _ = _dual_system(np.vstack([codes, extra_codes]), np.r_[signs, np.ones(p)], np.asarray(D, dtype=np.float64))
+    m, p = codes.shape[0], extra_codes.shape[0]
+    G, _ = _dual_system(scipy.sparse.vstack([codes, extra_codes], format="csr"), np.r_[signs, np.ones(p)],
+                        np.asarray(D, dtype=np.float64))
     homogeneous = G[:-1]  # the sum-to-one row is met by the final normalisation
     y = [Fraction(float(w)) for w in weights]
     if any(w <= 0 for w in y):
@@ -446,7 +451,7 @@ def corrected_dual_weights(codes, signs, values, D, weights, extra_codes, extra_
     if correction is None:
         return None
     used = [j for j, a in enumerate(correction) if a != 0]
-    all_codes = np.vstack([codes, extra_codes[used]])
+    all_codes = scipy.sparse.vstack([codes, extra_codes[used]], format="csr")
     all_signs = np.r_[signs, [1.0 if correction[j] > 0 else -1.0 for j in used]]
     raw = [Fraction(v) for v in y_int] + [abs(correction[j]) for j in used]
     total = sum(raw, Fraction(0))

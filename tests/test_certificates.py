@@ -31,7 +31,7 @@ LP_RTOL = 1e-7
 def _fraction_check(certificate, check, D):
     """Re-check the exact weights with Python's Fraction, independently of python-flint."""
     codes, kinds = (certificate.codes, certificate.kinds) if check.codes is None else (check.codes, check.kinds)
-    Z = [[Fraction(float(v)) for v in row] for row in codes]
+    Z = [[Fraction(float(v)) for v in row] for row in codes.toarray()]
     Dq = [[Fraction(float(v)) for v in row] for row in D]
     y = check.exact_weights
     sign = [1 if kind == KIND_LOWER else -1 for kind in kinds]
@@ -176,7 +176,7 @@ def test_round_off_broken_relations_are_certified_with_correction_codes():
     for certificate in corrected:
         check = result.checks[certificate.latent]
         _fraction_check(certificate, check, D)
-        assert len(check.codes) > len(certificate.codes) and "round-off" in check.reason
+        assert check.codes.shape[0] > certificate.codes.shape[0] and "round-off" in check.reason
         assert abs(check.lower_bound - result.eps[certificate.latent]) <= LP_RTOL
         assert verify_certificate(certificate, D, k=3).codes is not None
     # K = 1 has no correction codes (they need two nonzeros): the same latents stay unproven.
@@ -255,13 +255,13 @@ def test_exact_matrix_is_the_float_array_exactly(rows, cols, low, spread, seed):
 def test_large_dual_systems_are_enclosed_and_agree_with_the_exact_solve():
     D = random_dictionary(160, 62, seed=3)  # square dual systems of M + 2 = 64 = ENCLOSURE_MIN_SIZE rows
     result = relu_minimax_gap(D, 3, latents=[0, 1, 2])
-    assert any(len(certificate.codes) == D.shape[1] + 2 for certificate in result.certificates)
+    assert any(certificate.codes.shape[0] == D.shape[1] + 2 for certificate in result.certificates)
     for certificate in result.certificates:
         enclosed = verify_certificate(certificate, D, k=3)
         with mock.patch.object(certificates, "ENCLOSURE_MIN_SIZE", 10**9):
             solved = verify_certificate(certificate, D, k=3)
         assert enclosed.valid and solved.valid and solved.exact_weights is not None
-        if len(certificate.codes) == D.shape[1] + 2:
+        if certificate.codes.shape[0] == D.shape[1] + 2:
             assert enclosed.exact_weights is None and "enclosed" in enclosed.reason
         # sound (never above the exact value the weights prove) and, the system being well
         # conditioned, as good to the LP tolerance
@@ -318,9 +318,9 @@ def test_enclosed_dual_weights_agree_with_flints_exact_solve(problem, seed, shif
     n_dims = D.shape[1]
     for certificate in result.certificates:
         sign = np.where(certificate.kinds == KIND_LOWER, 1.0, -1.0)
-        labels = certificate.codes[:, certificate.latent]
+        labels = certificate.labels
         values = np.where(certificate.kinds == KIND_LOWER, labels, np.where(certificate.kinds == KIND_UPPER, -labels, 0.0))
-        codes, pin = certificate.codes, None
+        codes, pin = certificate.codes.toarray(), None
         if len(codes) == n_dims + 2 and rng.random() < 0.5:
             extra = enumerate_codes(D.shape[0], K, magnitudes=magnitudes)[[rng.integers(0, 2)]]
             codes, sign, values = np.vstack([codes, extra]), np.r_[sign, -1.0], np.r_[values, 0.0]
@@ -342,3 +342,41 @@ def test_enclosed_dual_weights_agree_with_flints_exact_solve(problem, seed, shif
             assert min(y) >= 0
             proven = sum(Fraction(float(v)) * w for v, w in zip(values, y))
             assert settled <= proven and (pin is None or settled == proven == Fraction(pin))
+
+
+def test_sparse_rows_is_canonical_and_refuses_what_it_cannot_hold():
+    import scipy.sparse
+
+    from gaptheory._validation import sparse_rows
+
+    dense = np.array([[0.0, 1.5, 0.0], [np.nan, 0.0, -2.0]])
+    from_dense = sparse_rows(dense, "codes")
+    duplicated = scipy.sparse.coo_array(([1.0, 0.5, np.nan, -2.0, 0.0], ([0, 0, 1, 1, 0], [1, 1, 0, 2, 2])), shape=(2, 3))
+    from_sparse = sparse_rows(duplicated, "codes")
+    for rows in (from_dense, from_sparse):
+        assert rows.format == "csr" and rows.dtype == np.float64 and rows.has_canonical_format
+        assert rows.nnz == 3  # the explicit zero is dropped, NaN kept for the check to report
+    np.testing.assert_array_equal(from_dense.toarray(), from_sparse.toarray())
+    with pytest.raises(TypeError, match="complex"):
+        sparse_rows(dense + 1j, "codes")
+    with pytest.raises(TypeError, match="real numbers"):
+        sparse_rows(dense > 0, "codes")
+    with pytest.raises(ValueError, match="2 dimensions"):
+        sparse_rows(np.ones(3), "codes")
+
+
+@pytest.mark.parametrize("N, M, K", [(12, 6, 3), (40, 12, 2)])
+def test_certificate_codes_are_stored_sparse_and_verify_as_the_dense_codes_do(N, M, K):
+    D = random_dictionary(N, M, seed=N + K)
+    result = relu_minimax_gap(D, K)
+    assert result.certificates
+    for certificate in result.certificates:
+        assert certificate.codes.format == "csr"
+        # a code has at most K nonzeros; a correction code adds one more
+        assert np.diff(certificate.codes.indptr).max() <= K + 1
+        dense = GapCertificate(certificate.latent, certificate.codes.toarray(), certificate.kinds, certificate.weights)
+        sparse_check = verify_certificate(certificate, D, k=K)
+        dense_check = verify_certificate(dense, D, k=K)
+        assert sparse_check.valid == dense_check.valid
+        assert sparse_check.exact_bound == dense_check.exact_bound
+        assert sparse_check.lower_bound == dense_check.lower_bound

@@ -276,7 +276,7 @@ def test_support_decomposition_reconstructs_the_fraction(n, k, seed):
 def test_tampered_certificates_are_rejected():
     D = random_dictionary(6, 3, seed=0)
     certificate = relu_minimax_gap(D, 2).certificates[0]
-    dense = GapCertificate(certificate.latent, np.ones_like(certificate.codes), certificate.kinds, certificate.weights)
+    dense = GapCertificate(certificate.latent, np.ones(certificate.codes.shape), certificate.kinds, certificate.weights)
     assert not verify_certificate(dense, D, k=2).valid
     skewed = GapCertificate(certificate.latent, certificate.codes, certificate.kinds, certificate.weights * np.linspace(1, 3, len(certificate.weights)))
     check = verify_certificate(skewed, D, k=2)

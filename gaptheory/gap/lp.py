@@ -183,7 +183,7 @@ def _support_decomposition(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _certificate_from_duals(i, rows, duals, offsets, others, n_latents, hi) -> GapCertificate:
-    codes, kinds, weights = [], [], []
+    columns, values, lengths, kinds, weights = [], [], [], [], []
     n_other = len(others)
     for index, row in enumerate(rows):
         y = duals[index]
@@ -196,16 +196,16 @@ def _certificate_from_duals(i, rows, duals, offsets, others, n_latents, hi) -> G
         else:
             supports, thetas = np.zeros((1, n_other), dtype=bool), np.ones(1)
         for support, theta in zip(supports, thetas):
-            code = np.zeros(n_latents)
-            code[others[support]] = hi
-            code[i] = row.label
-            codes.append(code)
+            chosen = others[support]  # the code: hi on these latents, row.label on latent i
+            columns += [chosen, [i]]
+            values += [np.full(len(chosen), hi), [row.label]]
+            lengths.append(len(chosen) + 1)
             kinds.append(row.kind)
             weights.append(y * theta)
-    return GapCertificate(
-        latent=int(i), codes=np.array(codes).reshape(-1, n_latents), kinds=np.array(kinds, dtype=np.int64),
-        weights=np.array(weights),
-    )
+    indptr = np.r_[0, np.cumsum(lengths, dtype=np.int64)]
+    codes = scipy.sparse.csr_array((np.concatenate(values or [[]]), np.concatenate(columns or [[]]).astype(np.int64), indptr),
+                                   shape=(len(lengths), n_latents))
+    return GapCertificate(latent=int(i), codes=codes, kinds=np.array(kinds, dtype=np.int64), weights=np.array(weights))
 
 
 def _solve_highs(c, A_ub, b_ub, bounds, A_eq=None):
@@ -266,8 +266,8 @@ def _solve_latent_working_set(D: np.ndarray, i: int, k: int, lo: float, hi: floa
         if entering.size > n_dims // 2:  # the most violating first keeps the LPs small
             entering = rest[np.argsort(-excess, kind="stable")[: max(n_dims // 2, 1)]]
         working = np.union1d(working, entering)
-    codes = np.zeros((len(certificate.codes), n_latents))
-    codes[:, sub] = certificate.codes
+    local = certificate.codes  # columns index sub
+    codes = scipy.sparse.csr_array((local.data, sub[local.indices], local.indptr), shape=(local.shape[0], n_latents))
     return eps, w, b, dataclasses.replace(certificate, latent=int(i), codes=codes)
 
 
@@ -588,7 +588,7 @@ def _polished_encoder(D: np.ndarray, certificate: GapCertificate, w: np.ndarray,
     than ten times ``miss``, the encoder's excess over ``eps``, or ``ENCODER_ATOL``) are left
     out. The caller keeps the result only if its exact worst case is smaller.
     """
-    labels = certificate.codes[:, certificate.latent]
+    labels = certificate.labels
     kinds = certificate.kinds
     target = np.where(kinds == KIND_ZERO, eps, np.where(kinds == KIND_LOWER, labels - eps, labels + eps))
     A = np.hstack([certificate.codes @ D, np.ones((len(labels), 1))])

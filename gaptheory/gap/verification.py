@@ -18,9 +18,10 @@ from fractions import Fraction
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse
 
 from .. import certificates
-from .._validation import check_array, check_codes, times_power_of_two
+from .._validation import check_array, check_codes, sparse_rows, times_power_of_two
 from ..instances import _check_magnitudes
 
 
@@ -45,15 +46,25 @@ class GapCertificate:
     Attributes
     ----------
     latent : int
-    codes : ndarray of shape (m, N)
+    codes : scipy.sparse.csr_array of shape (m, N)
+        Given dense or sparse; kept as CSR (a code has at most K nonzeros, so a certificate of
+        M + 2 codes takes O(MK) memory, not O(MN)).
     kinds : ndarray of shape (m,)
     weights : ndarray of shape (m,)
     """
 
     latent: int
-    codes: np.ndarray = field(repr=False)
+    codes: scipy.sparse.csr_array = field(repr=False)
     kinds: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "codes", sparse_rows(self.codes, "codes"))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(m,) the codes' entries :math:`v_r = z_{r,i}` at the certificate's latent."""
+        return self.codes[:, [self.latent]].toarray().ravel()
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,8 @@ class CertificateCheck:
         equalities exactly; None when a large square system was settled by an exact enclosure of
         its unique solution (``certificates.enclose_solution``), which proves the weights exist
         and are nonnegative without forming them.
-    codes, kinds : ndarray or None
+    codes : scipy.sparse.csr_array or None
+    kinds : ndarray or None
         The codes and kinds the exact weights belong to when they are not the certificate's:
         its codes with positive float weight, then the codes added to cancel round-off.
     """
@@ -119,7 +131,7 @@ def _short_of_its_claim(check: CertificateCheck, certificate: GapCertificate, hi
     y = np.asarray(certificate.weights, dtype=np.float64)
     if not check.valid or len(y) == 0 or y.sum() <= 0:
         return False
-    value = _bound_values(np.asarray(certificate.kinds), np.asarray(certificate.codes)[:, certificate.latent])
+    value = _bound_values(np.asarray(certificate.kinds), certificate.labels)
     return check.lower_bound < float(value @ y) / float(y.sum()) - CLAIM_ATOL * hi
 
 
@@ -211,7 +223,9 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     D = check_array(D, "D")
     n_latents, n_dims = D.shape
     i = certificate.latent
-    Z = np.asarray(certificate.codes, dtype=np.float64).reshape(-1, n_latents)
+    Z = certificate.codes
+    if Z.shape[1] != n_latents:
+        return invalid(f"the certificate's codes have {Z.shape[1]} columns; D has N = {n_latents} rows")
     kinds = np.asarray(certificate.kinds, dtype=np.int64)
     y = np.asarray(certificate.weights, dtype=np.float64)
 
@@ -226,25 +240,24 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
             f"{certificates.unit_norm_tolerance(n_dims):.3g}: the certificate is for unit atoms; pass "
             "gaptheory.instances.normalize_atoms(D)"
         )
-    if len(y) != len(Z) or len(kinds) != len(Z):
+    if len(y) != Z.shape[0] or len(kinds) != Z.shape[0]:
         return invalid("inconsistent certificate: codes, kinds and weights differ in length")
-    if not np.isfinite(Z).all() or not np.isfinite(y).all() or (y < 0).any() or not np.isin(kinds, [KIND_ZERO, KIND_LOWER, KIND_UPPER]).all():
+    if not np.isfinite(Z.data).all() or not np.isfinite(y).all() or (y < 0).any() or not np.isin(kinds, [KIND_ZERO, KIND_LOWER, KIND_UPPER]).all():
         return invalid("codes and weights must be finite, weights >= 0, kinds in {0, 1, 2}")
     if codes is not None:
         allowed = check_codes(codes, n_latents, name="codes")
-        member = (Z[:, None, :] == allowed[None, :, :]).all(axis=2).any(axis=1) if len(Z) else np.ones(0, bool)
+        member = _rows_in(Z, allowed)
         if not member.all():
             return invalid(f"certificate code {int(np.argmin(member))} is not a row of the code set")
     else:
         if k is None:
             raise ValueError("verify_certificate needs k (box code sets) or codes (explicit sets).")
         lo, hi = _check_magnitudes(magnitudes)
-        nonzero = Z != 0
-        if (nonzero & ((Z < lo) | (Z > hi))).any() or (nonzero.sum(axis=1) > k).any():
+        if ((Z.data < lo) | (Z.data > hi)).any() or (np.diff(Z.indptr) > k).any():
             return invalid(f"a certificate code has more than k={k} nonzeros or an entry outside {{0}} U [{lo}, {hi}]")
-    if len(Z) == 0:
+    if Z.shape[0] == 0:
         return CertificateCheck(0.0, 0.0, True, "trivial certificate: eps >= 0", Fraction(0), ())
-    labels = Z[:, i]
+    labels = certificate.labels
     if (labels[kinds == KIND_ZERO] != 0).any() or (labels[kinds != KIND_ZERO] <= 0).any():
         return invalid("labels do not match kinds (zero rows need z_i = 0, the others z_i > 0)")
     sign = _SIGN[kinds]
@@ -252,9 +265,9 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     # (the bound): run them on the codes divided by a power of two (exact) that brings the
     # largest entry into [1, 2), where the float re-fits are not lost to underflow, and scale
     # the exact bound back.
-    exponent = int(np.frexp(np.abs(Z).max())[1]) - 1
-    Z = times_power_of_two(Z, -exponent)
-    value = _bound_values(kinds, Z[:, i])
+    exponent = int(np.frexp(np.abs(Z.data).max(initial=0.0))[1]) - 1
+    Z = _times_power_of_two(Z, -exponent)
+    value = _bound_values(kinds, times_power_of_two(labels, -exponent))
     # Float re-fits choose the codes for the exact solve: y >= 0 closest to the equalities,
     # pinned to the bound the given weights claim, and unpinned.
     A = np.vstack([(sign[:, None] * (Z @ D)).T, sign, np.ones(len(y))])  # (M + 2, m)
@@ -275,8 +288,8 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     weights, bound = exact
     bound = bound * Fraction(2) ** exponent
     if proven_kinds is not None:
-        proven_codes = times_power_of_two(proven_codes, exponent)
-        labels, kinds = proven_codes[:, i], proven_kinds
+        proven_codes = _times_power_of_two(proven_codes, exponent)
+        labels, kinds = proven_codes[:, [i]].toarray().ravel(), proven_kinds
     lower_labels = labels[kinds == KIND_LOWER]
     if lower_labels.size:
         bound = min(bound, Fraction(float(lower_labels.min())))
@@ -286,6 +299,18 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
         reason = "ok, the exact weights enclosed (unique, nonnegative), not formed"
     return CertificateCheck(certificates.floor_float(bound), residual, True, reason, bound,
                             None if weights is None else tuple(weights), proven_codes, proven_kinds)
+
+
+def _times_power_of_two(Z: scipy.sparse.csr_array, exponent: int) -> scipy.sparse.csr_array:
+    """The sparse rows ``Z * 2**exponent`` (exact where no entry under- or overflows)."""
+    return scipy.sparse.csr_array((times_power_of_two(Z.data, exponent), Z.indices, Z.indptr), shape=Z.shape)
+
+
+def _rows_in(Z: scipy.sparse.csr_array, allowed: np.ndarray) -> np.ndarray:
+    """(m,) bool: whether each row of ``Z`` equals a row of ``allowed`` (B, N), by exact bytes
+    (one hash lookup per row, not an (m, B, N) comparison)."""
+    known = {np.ascontiguousarray(row).tobytes() for row in allowed + 0.0}  # + 0.0: -0.0 as 0.0
+    return np.array([(Z[[r]].toarray().ravel() + 0.0).tobytes() in known for r in range(Z.shape[0])], dtype=bool)
 
 
 def _corrected(Z, kinds, sign, value, D, i, hi, guesses):
@@ -299,17 +324,18 @@ def _corrected(Z, kinds, sign, value, D, i, hi, guesses):
     kinds)`` or ``(None, None, None)``.
     """
     n_latents = D.shape[0]
-    extras = np.zeros((n_latents, n_latents))
-    extras[:, i] = hi
-    extras[np.arange(n_latents), np.arange(n_latents)] = hi  # row i: hi e_i, row j: hi (e_i + e_j)
+    # Row i: hi e_i; row j != i: hi (e_i + e_j).
+    rows = np.r_[np.arange(n_latents), np.delete(np.arange(n_latents), i)]
+    columns = np.r_[np.arange(n_latents), np.full(n_latents - 1, i)]
+    extras = scipy.sparse.csr_array((np.full(2 * n_latents - 1, hi), (rows, columns)), shape=(n_latents, n_latents))
     for guess in guesses:
-        keep = np.asarray(guess) > 0
-        if not keep.any():
+        keep = np.flatnonzero(np.asarray(guess) > 0)
+        if not keep.size:
             continue
         found = certificates.corrected_dual_weights(Z[keep], sign[keep], value[keep], D, guess[keep], extras, np.full(n_latents, hi))
         if found is None:
             continue
         codes, signs, weights, bound = found
-        added = np.where(signs[keep.sum():] > 0, KIND_LOWER, KIND_UPPER)
+        added = np.where(signs[keep.size:] > 0, KIND_LOWER, KIND_UPPER)
         return (weights, bound), codes, np.r_[kinds[keep], added].astype(np.int64)
     return None, None, None

@@ -357,6 +357,11 @@ def test_sparse_rows_is_canonical_and_refuses_what_it_cannot_hold():
         assert rows.format == "csr" and rows.dtype == np.float64 and rows.has_canonical_format
         assert rows.nnz == 3  # the explicit zero is dropped, NaN kept for the check to report
     np.testing.assert_array_equal(from_dense.toarray(), from_sparse.toarray())
+    from gaptheory._validation import times_power_of_two
+
+    scaled = times_power_of_two(from_dense, -1074)  # 1.5 * 2^-1074 rounds to a subnormal, as ldexp's does
+    assert scaled.format == "csr" and (scaled.indices == from_dense.indices).all()
+    np.testing.assert_array_equal(scaled.toarray(), np.ldexp(dense, -1074))
     with pytest.raises(TypeError, match="complex"):
         sparse_rows(dense + 1j, "codes")
     with pytest.raises(TypeError, match="real numbers"):

@@ -64,7 +64,12 @@ class GapCertificate:
     @property
     def labels(self) -> np.ndarray:
         """(m,) the codes' entries :math:`v_r = z_{r,i}` at the certificate's latent."""
-        return self.codes[:, [self.latent]].toarray().ravel()
+        return _column(self.codes, self.latent)
+
+
+def _column(codes: scipy.sparse.csr_array, i: int) -> np.ndarray:
+    """(m,) column ``i`` of the sparse rows ``codes``, dense."""
+    return codes[:, [i]].toarray().ravel()
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,7 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     # largest entry into [1, 2), where the float re-fits are not lost to underflow, and scale
     # the exact bound back.
     exponent = int(np.frexp(np.abs(Z.data).max(initial=0.0))[1]) - 1
-    Z = _times_power_of_two(Z, -exponent)
+    Z = times_power_of_two(Z, -exponent)
     value = _bound_values(kinds, times_power_of_two(labels, -exponent))
     # Float re-fits choose the codes for the exact solve: y >= 0 closest to the equalities,
     # pinned to the bound the given weights claim, and unpinned.
@@ -288,8 +293,8 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     weights, bound = exact
     bound = bound * Fraction(2) ** exponent
     if proven_kinds is not None:
-        proven_codes = _times_power_of_two(proven_codes, exponent)
-        labels, kinds = proven_codes[:, [i]].toarray().ravel(), proven_kinds
+        proven_codes = times_power_of_two(proven_codes, exponent)
+        labels, kinds = _column(proven_codes, i), proven_kinds
     lower_labels = labels[kinds == KIND_LOWER]
     if lower_labels.size:
         bound = min(bound, Fraction(float(lower_labels.min())))
@@ -299,11 +304,6 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
         reason = "ok, the exact weights enclosed (unique, nonnegative), not formed"
     return CertificateCheck(certificates.floor_float(bound), residual, True, reason, bound,
                             None if weights is None else tuple(weights), proven_codes, proven_kinds)
-
-
-def _times_power_of_two(Z: scipy.sparse.csr_array, exponent: int) -> scipy.sparse.csr_array:
-    """The sparse rows ``Z * 2**exponent`` (exact where no entry under- or overflows)."""
-    return scipy.sparse.csr_array((times_power_of_two(Z.data, exponent), Z.indices, Z.indptr), shape=Z.shape)
 
 
 def _rows_in(Z: scipy.sparse.csr_array, allowed: np.ndarray) -> np.ndarray:

@@ -29,8 +29,9 @@ nonnegative, and bounds the value they prove, without forming their ~n x 53-bit 
 
 Costs: the exact solves are fraction-free Gaussian elimination on integer matrices whose
 entries have about 53 + (exponent range) bits (a 258 x 258 dual system ~1.2 s, 128 x 128 ~0.1 s);
-an enclosure costs one exact product :math:`R A` of such matrices (258 x 258: ~0.1 s,
-514 x 514: ~0.6 s).
+an enclosure costs one exact product :math:`R A` of such matrices, done as float64 GEMMs of
+20-bit limbs (:mod:`gaptheory._integer_matrix`; 514 x 514 with 40-bit :math:`R` and ~90-bit
+:math:`A`: ~0.15 s on one core).
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
+from ._integer_matrix import IntegerMatrix, sparse_product
+from ._integer_matrix import hstack as integer_hstack
 from ._validation import sparse_rows
 
 #: Unit round-off of float64, :math:`u = 2^{-53}`.
 UNIT_ROUNDOFF = 2.0**-53
+
+#: Bits of each row of the float inverse in :func:`enclose_solution` (two limbs): enough for
+#: :math:`\|I - R A\|` to be about :math:`2^{-40} \kappa(A)`, far below 1.
+INVERSE_BITS = 40
 
 #: Square dual systems with at least this many rows are settled by :func:`enclose_solution`
 #: before an exact solve: below it the exact solve is as fast and also gives the weights.
@@ -149,24 +156,26 @@ def _shifted(value: int, exponent: int) -> Fraction:
     return Fraction(value << exponent) if exponent >= 0 else Fraction(value, 1 << -exponent)
 
 
-def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, Fraction] | None:
+def enclose_solution(A_int: IntegerMatrix, exponent: int, b, approximate) -> tuple[np.ndarray, Fraction] | None:
     r"""A float solution of a square system with an exact bound on its distance to the true one.
 
     For the exact matrix :math:`A = A_{int}\,2^{e}` (n, n) and right-hand side ``b`` (floats,
     read as the exact rationals they are), a float inverse :math:`R \approx A^{-1}` (of
-    ``approximate``) is read exactly, with each row rounded to 53 bits of its largest entry, and
+    ``approximate``) is read exactly, with each row rounded to :data:`INVERSE_BITS` bits of its
+    largest entry, and
 
     .. math:: \|I - R A\|_\infty < 1 \ \Rightarrow\ A \text{ nonsingular},\quad
               \|A^{-1} b - x\|_\infty \le \frac{\|R (b - A x)\|_\infty}{1 - \|I - R A\|_\infty}
 
     for any ``x`` (:math:`A^{-1} = (I - E)^{-1} R` with :math:`E = I - R A`, and
     :math:`\|(I - E)^{-1}\| \le 1 / (1 - \|E\|)`). Both norms are evaluated in exact integer
-    arithmetic; ``x`` is the float solve refined twice with the exact residual. No rounding
-    error enters the bound: the floats only choose :math:`R` and :math:`x`.
+    arithmetic (:class:`~gaptheory._integer_matrix.IntegerMatrix`: the product :math:`R A` by
+    exact float64 GEMMs of 20-bit limbs); ``x`` is the float solve refined twice with the exact
+    residual. No rounding error enters the bound: the floats only choose :math:`R` and :math:`x`.
 
     Parameters
     ----------
-    A_int : flint.fmpz_mat of shape (n, n)
+    A_int : IntegerMatrix of shape (n, n)
     exponent : int
         :math:`e` in :math:`A = A_{int} 2^e`.
     b : array_like of shape (n,), finite floats
@@ -193,32 +202,27 @@ def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, 
         return None
     if not np.isfinite(R).all():
         return None
-    # Row k of R is R_int[k] 2^row_exponents[k], rounded to 53 bits of its largest entry (any R
-    # is admissible), with the exponent lowered where needed so that (R A)[k] = (R_int A_int)[k] 2^s_k
-    # with s_k <= 0: then I - R A is an integer matrix up to one power of two per row.
-    row_exponents = np.frexp(np.abs(R).max(axis=1))[1].astype(np.int64) - 52
-    R_int = np.rint(np.ldexp(R, -row_exponents[:, None])).astype(np.int64).astype(object)
-    extra = np.maximum(row_exponents + exponent, 0)
-    R_int = flint.fmpz_mat((R_int << extra[:, None].astype(object)).tolist())
-    row_exponents = row_exponents - extra
-    shifts = (row_exponents + exponent).tolist()  # all <= 0
-    scaled_identity = flint.fmpz_mat(n, n)
-    for k, shift in enumerate(shifts):
-        scaled_identity[k, k] = 1 << -shift
-    difference = (R_int * A_int - scaled_identity).entries()  # row k: (R A - I)[k] 2^-s_k
-    deviation = max(Fraction(int(sum(map(abs, difference[k * n:(k + 1) * n]))), 1 << -shift)
-                    for k, shift in enumerate(shifts))  # ||I - R A||_inf, exactly
+    # Row k of R is R_int[k] 2^row_exponents[k] (any R is admissible), so that
+    # (R A)[k] = P[k] 2^shift_k with P = R_int A_int exactly.
+    row_exponents = np.frexp(np.abs(R).max(axis=1))[1].astype(np.int64) - INVERSE_BITS
+    R_int = IntegerMatrix.from_integers(np.rint(np.ldexp(R, -row_exponents[:, None])).astype(np.int64))
+    shifts = (row_exponents + exponent).tolist()
+    P = R_int @ A_int
+    absolute = P.abs()
+    off_diagonal = [total - int(d) for total, d in zip(absolute.row_sums(), absolute.diagonal())]
+    deviation = max(_shifted(rest, shift) + abs(_shifted(int(d), shift) - 1)  # ||I - R A||_inf, exactly
+                    for rest, d, shift in zip(off_diagonal, P.diagonal(), shifts))
     if deviation >= 1:
         return None
     b_int, b_exponent = to_integers(b)
 
     def correction(x):  # R (b - A x) exactly: (integers, exponent per row)
-        x_int, x_exponent = to_integers(x)
-        Ax = (A_int * flint.fmpz_mat([[int(v)] for v in x_int])).entries()
+        x_int, x_exponent = IntegerMatrix.from_floats(x[:, None])
+        Ax = (A_int @ x_int).to_objects()[:, 0]
         ax_exponent = exponent + x_exponent
         low = min(ax_exponent, b_exponent)  # b - A x = 2^low (b_int 2^(eb - low) - (A_int x_int) 2^(eAx - low))
         residual = [(int(bk) << (b_exponent - low)) - (int(v) << (ax_exponent - low)) for bk, v in zip(b_int, Ax)]
-        Rr = (R_int * flint.fmpz_mat([[v] for v in residual])).entries()
+        Rr = (R_int @ IntegerMatrix.from_integers([[v] for v in residual])).to_objects()[:, 0]
         return [int(v) for v in Rr], [int(e) + low for e in row_exponents]
 
     x = R @ b
@@ -235,12 +239,7 @@ def enclose_solution(A_int, exponent: int, b, approximate) -> tuple[np.ndarray, 
 
 
 def exact_matrix(A) -> tuple[flint.fmpz_mat, int]:
-    r"""A float array as an exact integer matrix: ``(A_int, e)`` with ``A == A_int 2^e``.
-
-    Each entry :math:`m\,2^{f}` (:math:`|m| < 2^{53}`) is placed at bit :math:`f - e` of its
-    integer; the matrix is assembled from int64 bands of 9 exponents each (one python-flint
-    conversion of machine integers per band present), so no entry passes through a Python
-    big integer.
+    r"""A float array as an exact python-flint integer matrix: ``(A_int, e)`` with ``A == A_int 2^e``.
 
     Parameters
     ----------
@@ -250,55 +249,45 @@ def exact_matrix(A) -> tuple[flint.fmpz_mat, int]:
     -------
     A_int : flint.fmpz_mat of shape (p, n)
     e : int
-        The smallest exponent among the nonzero entries (0 when there are none).
+        The smallest exponent among the nonzero entries, less 53 (0 when there are none;
+        :meth:`IntegerMatrix.from_floats <gaptheory._integer_matrix.IntegerMatrix.from_floats>`).
     """
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     if not np.isfinite(A).all():
         raise ValueError("exact_matrix needs finite entries; got NaN or inf.")
-    mantissa, exponents = np.frexp(A)
-    ints = np.ldexp(mantissa, 53).astype(np.int64)
-    nonzero = ints != 0
-    result = flint.fmpz_mat(*A.shape)
-    if not nonzero.any():
-        return result, 0
-    shifts = exponents.astype(np.int64) - 53
-    base = int(shifts[nonzero].min())
-    shifts = np.where(nonzero, shifts - base, 0)
-    bands = shifts // 9 * 9
-    for band in np.unique(bands[nonzero]).tolist():
-        part = np.where(nonzero & (bands == band), ints << (shifts - band), 0)  # |part| < 2^61
-        result += flint.fmpz_mat(part.tolist()) * (1 << band)
-    return result, base
+    A_int, exponent = IntegerMatrix.from_floats(A)
+    return flint.fmpz_mat(*A.shape, [int(v) for v in A_int.to_objects().flat]), exponent
 
 
-def _dual_matrix(codes, signs: np.ndarray, D: np.ndarray, extra_row=None):
+def _dual_matrix(codes, signs: np.ndarray, D: np.ndarray, extra_row=None) -> tuple[IntegerMatrix, int]:
     r"""The dual equalities' matrix :math:`A = [\sigma_r z_r D;\ \sigma_r;\ 1]` (M + 2, m) exactly,
-    as ``(A_int, e)`` with ``A == A_int 2^e`` (``A_int`` a python-flint matrix); with
-    ``extra_row`` (m,), that row appended (M + 3, m).
+    as ``(A_int, e)`` with ``A == A_int 2^e``; with ``extra_row`` (m,), that row appended (M + 3, m).
 
-    One exact product :math:`[\sigma z,\ \sigma,\ 1]\,\mathrm{diag}(D, 1, 1)` of the signed
-    codes and the dictionary's rows they use (:func:`exact_matrix`).
+    The block :math:`\sigma_r z_r D` is one exact product of the sparse signed codes and the
+    dictionary's rows they use (:func:`~gaptheory._integer_matrix.sparse_product`).
     """
     codes = sparse_rows(codes, "codes")
     used = np.unique(codes.indices)
-    n_dims = D.shape[1]
-    columns = [signs[:, None] * codes[:, used].toarray(), signs[:, None], np.ones((codes.shape[0], 1))]
-    if extra_row is not None:
-        columns.append(np.asarray(extra_row, dtype=np.float64)[:, None])
-    left = np.hstack(columns)
-    width = left.shape[1] - len(used)
-    right = np.zeros((left.shape[1], n_dims + width))
-    right[:len(used), :n_dims] = D[used]
-    right[len(used):, n_dims:] = np.eye(width)
-    (left_int, left_exponent), (right_int, right_exponent) = exact_matrix(left), exact_matrix(right)
-    return (left_int * right_int).transpose(), left_exponent + right_exponent
+    signs = np.asarray(signs, dtype=np.float64)
+    signed = scipy.sparse.csr_array((codes.data * np.repeat(signs, np.diff(codes.indptr)), codes.indices, codes.indptr),
+                                    shape=codes.shape)[:, used]
+    D_int, D_exponent = IntegerMatrix.from_floats(np.asarray(D, dtype=np.float64)[used])
+    block, block_exponent = sparse_product(signed, D_int)
+    block_exponent += D_exponent
+    columns = [signs, np.ones(codes.shape[0])] + ([] if extra_row is None else [np.asarray(extra_row, dtype=np.float64)])
+    rest, rest_exponent = IntegerMatrix.from_floats(np.column_stack(columns))
+    if not block.limbs.any():  # no exponent to keep: a zero block is zero at any scale
+        block_exponent = rest_exponent
+    exponent = min(block_exponent, rest_exponent)
+    A_int = integer_hstack([block.shifted(block_exponent - exponent), rest.shifted(rest_exponent - exponent)])
+    return A_int.T, exponent
 
 
 def _dual_system(codes, signs: np.ndarray, D: np.ndarray):
     """Integer matrix G (M + 2, m) and integer target (M + 2,): ``G y = target`` is the dual
     equalities :math:`A y = e_{M+2}` of :func:`_dual_matrix` with its power of two cleared."""
     A_int, exponent = _dual_matrix(codes, signs, D)
-    G = np.array([int(v) for v in A_int.entries()], dtype=object).reshape(A_int.nrows(), A_int.ncols())
+    G = A_int.to_objects()
     if exponent > 0:
         G = G << exponent
     return G, [0] * (len(G) - 1) + [1 << max(-exponent, 0)]
@@ -515,7 +504,7 @@ def l1_representation_bound(others, atom, support) -> Fraction | None:
         square = support + _independent_rows(others, support, n_dims - len(support))
     rows = others[square]
     if len(square) == n_dims >= ENCLOSURE_MIN_SIZE:
-        A_int, exponent = exact_matrix(rows.T)  # D_S^T c = d, D_S^T = A_int 2^e
+        A_int, exponent = IntegerMatrix.from_floats(rows.T)  # D_S^T c = d, D_S^T = A_int 2^e
         enclosure = enclose_solution(A_int, exponent, np.asarray(atom, dtype=np.float64), rows.T)
         if enclosure is not None:
             c, radius = enclosure

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gaptheory"
 
 #: The layers, bottom to top. A new module or package must be placed here.
 LAYERS = [
-    "__init__", "_validation", "_device", "_threads", "_io", "_table", "instances", "solvers", "bounds", "certificates", "gap",
+    "__init__", "_integer_matrix", "_validation", "_device", "_threads", "_io", "_table", "instances", "solvers", "bounds", "certificates", "gap",
     "metrics", "flops", "strategies", "testing", "encoders", "training", "estimators", "activations", "real",
     "interpret", "experiments", "report", "bench", "verify", "cli", "__main__",
 ]
@@ -116,6 +116,6 @@ def test_report_reads_only_the_store():
     report = PACKAGE / "report.py"
     paths = [report] if report.exists() else sorted((PACKAGE / "report").rglob("*.py"))
     imported = set().union(*(_imported_units(p) for p in paths)) - {"report"}
-    "__init__", "_validation", "_device", "_io", "_table", "instances", "solvers", "bounds", "certificates", "gap",
+    "__init__", "_integer_matrix", "_validation", "_device", "_io", "_table", "instances", "solvers", "bounds", "certificates", "gap",
     "metrics", "flops", "strategies", "testing", "encoders", "training", "estimators", "activations", "real",
     "interpret", "experiments", "report", "bench", "verify", "cli", "__main__",

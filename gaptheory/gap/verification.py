@@ -21,6 +21,7 @@ import scipy.optimize
 import scipy.sparse
 
 from .. import certificates
+from .._threads import one_blas_thread
 from .._validation import check_array, check_codes, sparse_rows, times_power_of_two
 from ..instances import _check_magnitudes
 
@@ -112,6 +113,11 @@ class CertificateCheck:
 
 
 def _check_block(D: np.ndarray, certificates: list, k, magnitudes, codes) -> list:
+    with one_blas_thread():  # latents in parallel, as their LPs are (relu_minimax_gap)
+        return _checks(D, certificates, k, magnitudes, codes)
+
+
+def _checks(D: np.ndarray, certificates: list, k, magnitudes, codes) -> list:
     if codes is not None:
         return [verify_certificate(certificate, D, codes=codes) for certificate in certificates]
     checks = []

@@ -35,7 +35,7 @@ _SUMS_BEFORE_CARRY = 512
 
 def _carried(parts: list[np.ndarray], trim: bool = True) -> np.ndarray:
     """Canonical limbs (T, ...) of :math:`\\sum_t \\mathrm{parts}_t 2^{bt}` (int64 parts, each below 2^62);
-    with ``trim``, top limbs that are zero everywhere are dropped."""
+    with ``trim``, as few limbs as the entries need."""
     limbs, carry = [], np.zeros_like(parts[0])
     for part in parts:
         total = part + carry
@@ -45,7 +45,12 @@ def _carried(parts: list[np.ndarray], trim: bool = True) -> np.ndarray:
         limbs.append(carry & _MASK)
         carry = carry >> LIMB_BITS
     limbs.append(carry)
-    while trim and len(limbs) > 1 and not np.any(limbs[-1]):
+    while trim and len(limbs) > 1:
+        top, below = limbs[-1], limbs[-2]
+        # A top limb of 0, or of -1 over a digit d >= 1, folds into a top of d or d - 2^b.
+        if not np.all((top == 0) | ((top == -1) & (below > 0))):
+            break
+        limbs[-2] = below + (top << LIMB_BITS)
         limbs.pop()
     return np.stack(limbs)
 
@@ -71,8 +76,11 @@ class IntegerMatrix:
     def from_floats(cls, A) -> tuple["IntegerMatrix", int]:
         r"""A finite float64 array as ``(A_int, e)`` with ``A == A_int 2^e`` exactly.
 
-        Each entry :math:`m\,2^f` (:math:`|m| < 2^{53}`) is placed at bit :math:`f - e` of its
-        integer, :math:`e` the smallest exponent among the nonzero entries (0 when there are none).
+        Each entry is written :math:`m\,2^f` with :math:`m` odd (:math:`|m| < 2^{53}`) and placed
+        at bit :math:`f - e` of its integer, :math:`e` the smallest such :math:`f` (0 when every
+        entry is zero): the largest :math:`e` for which ``A_int`` is an integer matrix, so that
+        ``A_int`` has as few limbs as the entries allow (a matrix of ones is the integer 1, not
+        :math:`2^{52}`).
         """
         A = np.asarray(A, dtype=np.float64)
         if not np.isfinite(A).all():
@@ -82,10 +90,12 @@ class IntegerMatrix:
         nonzero = ints != 0
         if not nonzero.any():
             return cls(np.zeros((1, *A.shape), dtype=np.int64)), 0
-        shifts = exponents.astype(np.int64) - 53
+        magnitude = np.abs(ints)
+        lowest = np.log2(np.where(nonzero, magnitude & -magnitude, 1)).astype(np.int64)  # exact: powers of two
+        magnitude = (magnitude >> lowest).astype(np.uint64)  # odd
+        shifts = exponents.astype(np.int64) - 53 + lowest
         base = int(shifts[nonzero].min())
         shifts = np.where(nonzero, shifts - base, 0)
-        magnitude = np.abs(ints).astype(np.uint64)
         sign = np.sign(ints)
         parts = []
         for t in range(-(-(53 + int(shifts.max())) // LIMB_BITS)):

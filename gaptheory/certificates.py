@@ -249,7 +249,7 @@ def exact_matrix(A) -> tuple[flint.fmpz_mat, int]:
     -------
     A_int : flint.fmpz_mat of shape (p, n)
     e : int
-        The smallest exponent among the nonzero entries, less 53 (0 when there are none;
+        The largest exponent for which ``A_int`` is an integer matrix (0 when ``A`` is zero;
         :meth:`IntegerMatrix.from_floats <gaptheory._integer_matrix.IntegerMatrix.from_floats>`).
     """
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
@@ -306,10 +306,11 @@ def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list
         Per code, the bound's coefficient (:math:`+v_r` lower, :math:`-v_r` upper, 0 zero).
     D : ndarray of shape (N, M)
         The dictionary, read as an exact rational matrix.
-    guesses : sequence of ndarray of shape (m,)
+    guesses : sequence of ndarray of shape (m,), or of callables returning one
         Float weight vectors; each one's support (entries > 0) is a set of columns on which
         the equalities are settled exactly until a nonnegative solution appears: first the
-        square supports, by enclosure, then every support by an exact solve, in order.
+        square supports, by enclosure, then every support by an exact solve, in order. A
+        callable is called only when the guesses before it have not settled by enclosure.
     pin : float, optional
         The bound the weights are claimed to prove: a support of M + 3 codes is then square
         with the equation :math:`\sum_r \mathrm{values}_r y_r = \mathrm{pin}` added (as
@@ -329,14 +330,13 @@ def exact_dual_weights(codes, signs, values, D, guesses, pin=None) -> tuple[list
     """
     codes = sparse_rows(codes, "codes")
     signs, values, D = np.asarray(signs), np.asarray(values, dtype=np.float64), np.asarray(D, dtype=np.float64)
-    supports = []
-    for guess in guesses:
-        support = tuple(np.flatnonzero(np.asarray(guess) > 0).tolist())
-        if support and support not in supports:
-            supports.append(support)
     # Square supports first, by enclosure (cheap); then the exact solves, in the guesses' order.
-    settled = {}
-    for support in supports:
+    supports, settled = [], {}
+    for guess in guesses:
+        support = tuple(np.flatnonzero(np.asarray(guess() if callable(guess) else guess) > 0).tolist())
+        if not support or support in supports:
+            continue
+        supports.append(support)
         square = len(support) == D.shape[1] + 2 or (pin is not None and len(support) == D.shape[1] + 3)
         if square and len(support) >= ENCLOSURE_MIN_SIZE:
             columns = list(support)

@@ -25,9 +25,12 @@ def integer_matrices(draw, rows=None, cols=None):
 
 
 def _canonical(matrix: IntegerMatrix) -> bool:
+    """Digits in [0, 2^b), a signed top below 2^b, and no limb more than the entries need (the
+    top cannot fold into the digit below it)."""
     limbs = matrix.limbs
     low_ok = ((limbs[:-1] >= 0) & (limbs[:-1] < 2**LIMB_BITS)).all()
-    return bool(low_ok and (np.abs(limbs[-1]) < 2**LIMB_BITS).all())
+    foldable = len(limbs) > 1 and ((limbs[-1] == 0) | ((limbs[-1] == -1) & (limbs[-2] > 0))).all()
+    return bool(low_ok and (np.abs(limbs[-1]) < 2**LIMB_BITS).all() and not foldable)
 
 
 @settings(max_examples=150, deadline=None)
@@ -85,7 +88,19 @@ def test_from_floats_and_exact_matrix_are_the_float_array_exactly(rows, cols, lo
     assert [[Fraction(int(v)) * scale for v in row] for row in A_int.to_objects()] == exact
     assert [[Fraction(int(flint_int[r, c])) * Fraction(2) ** flint_exponent for c in range(cols)]
             for r in range(rows)] == exact
-    assert exponent == (0 if not A.any() else int(np.frexp(A[A != 0])[1].min()) - 53)
+    # the largest such exponent: some entry is odd (all-zero A: exponent 0)
+    assert exponent == flint_exponent and (not A.any() or any(v % 2 for v in A_int.to_objects().flat))
+    assert exponent == 0 or A.any()
+
+
+def test_from_floats_needs_no_more_bits_than_the_entries():
+    ones, exponent = IntegerMatrix.from_floats(np.array([[1.0, -1.0], [0.0, 1.0]]))
+    assert exponent == 0 and ones.limbs.shape == (1, 2, 2) and ones.to_objects().tolist() == [[1, -1], [0, 1]]
+    quarters, exponent = IntegerMatrix.from_floats(np.array([0.75, -0.25]))
+    assert exponent == -2 and quarters.to_objects().tolist() == [3, -1]
+    # -1 in a matrix of 60-bit entries: the sign sits in the top limb, no limb of -1 above it
+    mixed = IntegerMatrix.from_integers([[-1, 2**59], [-(2**59), 5]])
+    assert mixed.limbs.shape[0] == 3 and _canonical(mixed)
 
 
 def test_from_floats_takes_subnormals_signed_zeros_and_the_largest_float():

@@ -286,9 +286,12 @@ def verify_certificate(certificate: GapCertificate, D, *, k: int | None = None, 
     target[-1] = 1.0
     claimed = float(value @ y) / max(float(y.sum()), np.finfo(float).tiny)
     pinned, _ = scipy.optimize.nnls(np.vstack([A, value]), np.r_[target, claimed], maxiter=50 * len(y))
-    free, _ = scipy.optimize.nnls(A, target, maxiter=50 * len(y))
     scale = np.abs(A).sum(axis=1).max()
     residual = float(np.abs(A @ pinned - target).max()) / scale
+
+    def free():  # the unpinned re-fit, fitted only when the guesses before it do not settle
+        return scipy.optimize.nnls(A, target, maxiter=50 * len(y))[0]
+
     exact = certificates.exact_dual_weights(Z, sign, value, D, [pinned, y, free], pin=claimed)
     proven_codes = proven_kinds = None
     if exact is None and codes is None and k >= 2:

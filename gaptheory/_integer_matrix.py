@@ -9,14 +9,17 @@ An integer matrix :math:`A` is held as limbs :math:`A = \sum_{t=0}^{T-1} A_t\, 2
 and each :math:`A_s B_t` over an inner dimension of at most :data:`CHUNK` is an ordinary float64
 GEMM that is *exact*: every product of two limbs is an integer below :math:`2^{2b}` and every
 partial sum, in whatever order the BLAS adds, an integer of magnitude at most
-:math:`\mathrm{CHUNK}\,(2^b - 1)^2 < 2^{53}`, so no operation rounds. The limb products are
-summed in int64 and the carries propagated once per product, so big-integer arithmetic is only
-ever done on vectors. This is the splitting idea of Ozaki, Ogita, Oishi and Rump, "Error-free
-transformations of matrix multiplication by using fast routines of matrix multiplication"
-(Numer. Algorithms 59, 2012), on integers instead of floats.
+:math:`\mathrm{CHUNK}\,(2^b - 1)^2 < 2^{53}`, so no operation rounds. This assumes a BLAS that
+computes in IEEE float64 with the classical algorithm (OpenBLAS, MKL, BLIS and Accelerate do), not
+a Strassen-like or reduced-precision one; ``tests/test_integer_matrix.py`` checks the largest such
+GEMM against python-flint. The limb products are summed in int64 and the carries propagated once
+per product, so big-integer arithmetic is only ever done on vectors. This is the splitting idea
+of Ozaki, Ogita, Oishi and Rump, "Error-free transformations of matrix multiplication by using
+fast routines of matrix multiplication" (Numer. Algorithms 59, 2012), on integers instead of
+floats.
 
 It serves the exact certificate checks (``certificates``), where the products of (M + 2)-square
-integer matrices with 40-130 bit entries dominated the cost when done entry by entry.
+integer matrices with 40-90 bit entries dominated the cost when done entry by entry.
 """
 
 from __future__ import annotations

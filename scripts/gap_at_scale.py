@@ -1,7 +1,7 @@
 """eps* for every latent of a random dictionary in one call, then the exact checks of all certificates.
 
-    python scripts/gap_at_scale.py --N 4096 --M 512 --K 8 --jobs 2     # docs/results.md: 19.4 + 21.6 min
-    python scripts/gap_at_scale.py --N 512 --M 256 --K 4 --jobs 2      # 17 s + 29 s
+    python scripts/gap_at_scale.py --N 4096 --M 512 --K 8 --jobs 2     # docs/results.md: 18.1 + 12.2 min
+    python scripts/gap_at_scale.py --N 512 --M 256 --K 4 --jobs 2      # 19 s + 23 s
 
 Times ``relu_minimax_gap(D, K, n_jobs=jobs)`` and ``result.verify(n_jobs=jobs)`` on
 ``random_dictionary(N, M, seed)`` (binary codes), after a one-latent warm-up that compiles the

@@ -133,10 +133,6 @@ class IntegerMatrix:
             total = (total << LIMB_BITS) + self.limbs[t].astype(object)
         return total
 
-    def __getitem__(self, index) -> "IntegerMatrix":
-        index = index if isinstance(index, tuple) else (index,)
-        return IntegerMatrix(self.limbs[(slice(None), *index)])
-
     @property
     def T(self) -> "IntegerMatrix":
         return IntegerMatrix(self.limbs.swapaxes(1, 2))

@@ -30,8 +30,8 @@ nonnegative, and bounds the value they prove, without forming their ~n x 53-bit 
 Costs: the exact solves are fraction-free Gaussian elimination on integer matrices whose
 entries have about 53 + (exponent range) bits (a 258 x 258 dual system ~1.2 s, 128 x 128 ~0.1 s);
 an enclosure costs one exact product :math:`R A` of such matrices, done as float64 GEMMs of
-20-bit limbs (:mod:`gaptheory._integer_matrix`; 514 x 514 with 40-bit :math:`R` and ~90-bit
-:math:`A`: ~0.15 s on one core).
+20-bit limbs (:mod:`gaptheory._integer_matrix`; 514 x 514 with 40-bit :math:`R` and 77-bit
+:math:`A`: ~0.05 s on one core).
 """
 
 from __future__ import annotations

@@ -112,9 +112,8 @@ class IntegerMatrix:
     @classmethod
     def from_integers(cls, values) -> "IntegerMatrix":
         """Integers of any size (a nested sequence or an int64 or object array) as limbs."""
-        if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and values.dtype.itemsize <= 8 \
-                and (values.dtype.kind == "i" or values.dtype.itemsize < 8):
-            return cls(_carried([values.astype(np.int64)]))
+        if isinstance(values, np.ndarray) and (values.dtype.kind == "i" or (values.dtype.kind == "u" and values.dtype.itemsize < 8)):
+            return cls(_carried([values.astype(np.int64)]))  # fits int64
         values = np.asarray(values, dtype=object)
         if values.dtype == object and values.size:
             if not all(isinstance(v, (int, np.integer)) for v in values.flat):

@@ -94,15 +94,8 @@ def to_integers(A) -> tuple[np.ndarray, int]:
     A = np.asarray(A, dtype=np.float64)
     if not np.isfinite(A).all():
         raise ValueError("to_integers needs finite entries; got NaN or inf.")
-    mantissa, exponent = np.frexp(A)
-    ints = np.ldexp(mantissa, 53).astype(np.int64)  # exact: |mantissa| in [0.5, 1)
-    exps = exponent.astype(np.int64) - 53
-    nonzero = ints != 0
-    if not nonzero.any():
-        return np.zeros(A.shape, dtype=object), 0
-    base = int(exps[nonzero].min())
-    shift = np.where(nonzero, exps - base, 0).astype(object)
-    return ints.astype(object) << shift, base
+    ints, exponent = IntegerMatrix.from_floats(A)
+    return ints.to_objects(), exponent
 
 
 def floor_float(q: Fraction) -> float:
@@ -208,10 +201,10 @@ def enclose_solution(A_int: IntegerMatrix, exponent: int, b, approximate) -> tup
     R_int = IntegerMatrix.from_integers(np.rint(np.ldexp(R, -row_exponents[:, None])).astype(np.int64))
     shifts = (row_exponents + exponent).tolist()
     P = R_int @ A_int
-    absolute = P.abs()
-    off_diagonal = [total - int(d) for total, d in zip(absolute.row_sums(), absolute.diagonal())]
-    deviation = max(_shifted(rest, shift) + abs(_shifted(int(d), shift) - 1)  # ||I - R A||_inf, exactly
-                    for rest, d, shift in zip(off_diagonal, P.diagonal(), shifts))
+    diagonal = [int(d) for d in P.diagonal()]
+    off_diagonal = [total - abs(d) for total, d in zip(P.abs().row_sums(), diagonal)]
+    deviation = max(_shifted(rest, shift) + abs(_shifted(d, shift) - 1)  # ||I - R A||_inf, exactly
+                    for rest, d, shift in zip(off_diagonal, diagonal, shifts))
     if deviation >= 1:
         return None
     b_int, b_exponent = to_integers(b)
